@@ -1,0 +1,61 @@
+# Parley: `make serve` runs the server in dev mode, `make test` runs every test.
+# Both first install what is missing on a fresh Debian machine.
+
+SHELL := /bin/bash
+APT_PACKAGES := libssl-dev libsrtp2-dev libopus-dev libsqlite3-dev pkg-config python3-venv curl
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PARLEY := .build/debug/parley
+SWIFT_BUILD_FLAGS ?=
+
+.PHONY: all deps apt venv build serve test test-swift test-interop bench bench-chat clean
+
+all: build
+
+deps: apt venv
+
+# Installs only what is missing, so a machine that has everything is not touched.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.ready: Tests/Interop/requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -r Tests/Interop/requirements.txt
+	touch $@
+
+venv: $(VENV)/.ready
+
+build: apt
+	swift build --build-tests $(SWIFT_BUILD_FLAGS)
+
+serve: apt
+	swift build --product parley $(SWIFT_BUILD_FLAGS)
+	$(PARLEY) serve --dev --config Config/parley.yaml
+
+test: deps build test-swift test-interop
+
+test-swift:
+	swift test --skip-build --parallel
+
+test-interop: venv
+	$(PYTHON) -m pytest -q Tests/Interop --parley $(PARLEY)
+
+# Micro-benchmarks (package-benchmark) for the hot paths.
+bench: apt
+	cd Benchmarks && swift package --allow-writing-to-package-directory benchmark
+
+# 1,000 WebSocket participants in 100 rooms; chat delivery latency.
+bench-chat: venv
+	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
+	$(PYTHON) Benchmarks/chat_load.py --parley .build/release/parley
+
+clean:
+	rm -rf .build $(VENV) Benchmarks/.build

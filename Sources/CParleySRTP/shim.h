@@ -1,0 +1,3 @@
+// libsrtp2 for SRTP/SRTCP. Macros that do not import into Swift get a static inline wrapper here.
+#pragma once
+#include <srtp2/srtp.h>

@@ -1,0 +1,221 @@
+import Foundation
+import HummingbirdWSClient
+import Logging
+import NIOConcurrencyHelpers
+import ParleyProtocol
+
+/// One frame from the server: its `type`, `re` and raw JSON, decodable into the message it holds.
+public struct ServerFrame: Sendable, CustomStringConvertible {
+    public let type: String
+    public let re: String?
+    public let text: String
+
+    public func decode<M: SignalMessage>(_ type: M.Type) throws -> M {
+        try SignalCodec().decode(M.self, from: text)
+    }
+
+    public var description: String { text }
+}
+
+public enum SignalingClientError: Error, CustomStringConvertible {
+    case connectFailed(String)
+    case closed
+    case timedOut(String)
+    case serverError(ErrorReply)
+
+    public var description: String {
+        switch self {
+        case .connectFailed(let reason): "could not connect: \(reason)"
+        case .closed: "the connection is closed"
+        case .timedOut(let what): "timed out waiting for \(what)"
+        case .serverError(let reply): "server answered \(reply.code.rawValue): \(reply.message)"
+        }
+    }
+}
+
+/// A signaling connection to a Parley server (`/v1/rtc`). Frames arrive in an inbox that callers
+/// read in order or by what they wait for; requests get ids and their replies are matched by `re`.
+public final class SignalingClient: Sendable {
+    private let inbox = Inbox()
+    private let writer = NIOLockedValueBox<WebSocketOutboundWriter?>(nil)
+    private let nextID = NIOLockedValueBox(0)
+    private let runTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    private let codec = SignalCodec()
+
+    private init() {}
+
+    /// Connects with `token`; `resume` names a participant sid to resume. Returns once the
+    /// WebSocket is open (the `joined` frame, or an `error`, is the first thing in the inbox).
+    public static func connect(
+        url: String, token: String, resume: String? = nil, logger: Logger = Logger(label: "parley.client")
+    ) async throws -> SignalingClient {
+        let client = SignalingClient()
+        var full = url.hasSuffix("/v1/rtc") ? url : url.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/v1/rtc"
+        full += "?token=\(token)"
+        if let resume { full += "&resume=\(resume)" }
+        let opened = AsyncStream<Result<Void, any Error>>.makeStream()
+        let target = full
+        let task = Task {
+            do {
+                let closeFrame = try await WebSocketClient.connect(
+                    url: target, configuration: .init(maxFrameSize: 4 << 20), logger: logger
+                ) { inbound, outbound, _ in
+                    client.writer.withLockedValue { $0 = outbound }
+                    opened.continuation.yield(.success(()))
+                    for try await message in inbound.messages(maxSize: 4 << 20) {
+                        guard case .text(let text) = message else { continue }
+                        await client.inbox.put(client.frame(text))
+                    }
+                }
+                await client.inbox.finish(closeCode: closeFrame.map { "\($0.closeCode)" })
+            } catch {
+                opened.continuation.yield(.failure(error))
+                await client.inbox.finish(closeCode: nil)
+            }
+            client.writer.withLockedValue { $0 = nil }
+            opened.continuation.finish()
+        }
+        client.runTask.withLockedValue { $0 = task }
+        for await result in opened.stream {
+            switch result {
+            case .success: return client
+            case .failure(let error): throw SignalingClientError.connectFailed("\(error)")
+            }
+        }
+        throw SignalingClientError.connectFailed("connection ended before it opened")
+    }
+
+    private func frame(_ text: String) -> ServerFrame {
+        let header = try? codec.decodeHeader(Data(text.utf8)).get()
+        return ServerFrame(type: header?.type ?? "", re: header?.re, text: text)
+    }
+
+    /// Sends a raw text frame (tests use it for malformed input).
+    public func sendRaw(_ text: String) async throws {
+        guard let writer = writer.withLockedValue({ $0 }) else { throw SignalingClientError.closed }
+        try await writer.write(.text(text))
+    }
+
+    /// Sends a binary frame.
+    public func sendBinary(_ bytes: [UInt8]) async throws {
+        guard let writer = writer.withLockedValue({ $0 }) else { throw SignalingClientError.closed }
+        try await writer.write(.binary(.init(bytes: bytes)))
+    }
+
+    /// Sends a message without an id (no reply expected).
+    public func send<M: SignalMessage>(_ message: M) async throws {
+        try await sendRaw(codec.encodeRequest(message, id: nil))
+    }
+
+    /// Sends a request and waits for the frame that answers it (`re` = its id); an `error`
+    /// answer is thrown.
+    public func request<M: SignalMessage>(_ message: M, timeout: Duration = .seconds(10)) async throws -> ServerFrame {
+        let id = nextID.withLockedValue { value -> String in
+            value += 1
+            return "c\(value)"
+        }
+        try await sendRaw(codec.encodeRequest(message, id: id))
+        let reply = try await next(timeout: timeout, "a reply to \(M.type) \(id)") { $0.re == id }
+        if reply.type == ErrorReply.type { throw SignalingClientError.serverError(try reply.decode(ErrorReply.self)) }
+        return reply
+    }
+
+    /// The first frame in the inbox that matches, waiting up to `timeout` for it.
+    public func next(
+        timeout: Duration = .seconds(10), _ what: String = "a frame", where matches: @escaping @Sendable (ServerFrame) -> Bool = { _ in true }
+    ) async throws -> ServerFrame {
+        try await inbox.take(where: matches, timeout: timeout, what: what)
+    }
+
+    /// The next frame of `type`, decoded.
+    public func next<M: SignalMessage>(_ type: M.Type, timeout: Duration = .seconds(10)) async throws -> M {
+        try await next(timeout: timeout, M.type) { $0.type == M.type }.decode(M.self)
+    }
+
+    /// Frames received and not yet taken.
+    public func pending() async -> [ServerFrame] { await inbox.pending }
+
+    /// Whether the server has closed the connection, and with what code.
+    public func closed(timeout: Duration = .seconds(10)) async -> String?? {
+        await inbox.waitClosed(timeout: timeout)
+    }
+
+    /// Closes the WebSocket normally.
+    public func close() async {
+        if let writer = writer.withLockedValue({ $0 }) {
+            try? await writer.close(.normalClosure, reason: nil)
+        }
+        await inbox.waitClosed(timeout: .seconds(5))
+        runTask.withLockedValue { $0 }?.cancel()
+    }
+
+    /// Drops the TCP connection without a close handshake, as a lost network does.
+    public func drop() async {
+        runTask.withLockedValue { $0 }?.cancel()
+        await inbox.waitClosed(timeout: .seconds(5))
+    }
+}
+
+/// Frames received, in order, with waiters for ones not yet here.
+actor Inbox {
+    private var frames: [ServerFrame] = []
+    private var waiters: [UInt64: (matches: @Sendable (ServerFrame) -> Bool, continuation: CheckedContinuation<ServerFrame, any Error>)] = [:]
+    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    private var nextWaiter: UInt64 = 0
+    private(set) var closeCode: String?? = nil
+
+    var pending: [ServerFrame] { frames }
+
+    func put(_ frame: ServerFrame) {
+        for (id, waiter) in waiters.sorted(by: { $0.key < $1.key }) where waiter.matches(frame) {
+            waiters[id] = nil
+            waiter.continuation.resume(returning: frame)
+            return
+        }
+        frames.append(frame)
+    }
+
+    func finish(closeCode: String?) {
+        self.closeCode = .some(closeCode)
+        for waiter in waiters.values { waiter.continuation.resume(throwing: SignalingClientError.closed) }
+        waiters.removeAll()
+        for waiter in closeWaiters { waiter.resume() }
+        closeWaiters.removeAll()
+    }
+
+    func take(where matches: @escaping @Sendable (ServerFrame) -> Bool, timeout: Duration, what: String) async throws -> ServerFrame {
+        if let index = frames.firstIndex(where: matches) { return frames.remove(at: index) }
+        if closeCode != nil { throw SignalingClientError.closed }
+        nextWaiter += 1
+        let id = nextWaiter
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            self.expire(id, what: what)
+        }
+        defer { timer.cancel() }
+        return try await withCheckedThrowingContinuation { continuation in
+            waiters[id] = (matches, continuation)
+        }
+    }
+
+    private func expire(_ id: UInt64, what: String) {
+        waiters.removeValue(forKey: id)?.continuation.resume(throwing: SignalingClientError.timedOut(what))
+    }
+
+    @discardableResult
+    func waitClosed(timeout: Duration) async -> String?? {
+        if closeCode != nil { return closeCode }
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            self.releaseCloseWaiters()
+        }
+        await withCheckedContinuation { closeWaiters.append($0) }
+        timer.cancel()
+        return closeCode
+    }
+
+    private func releaseCloseWaiters() {
+        for waiter in closeWaiters { waiter.resume() }
+        closeWaiters.removeAll()
+    }
+}

@@ -1,0 +1,259 @@
+import Foundation
+
+/// A message on the signaling WebSocket: one JSON object with a `"type"`, plus `"id"` on a
+/// request or `"re"` on a reply. Each message type is a struct holding the other fields.
+public protocol SignalMessage: Codable, Sendable {
+    static var type: String { get }
+}
+
+// MARK: Server → client
+
+public struct Joined: SignalMessage, Equatable {
+    public static let type = "joined"
+    public var room: RoomInfo
+    public var participant: ParticipantInfo
+    public var participants: [ParticipantInfo]
+    public var iceServers: [ICEServer]
+    public var chat: ChatPage
+    public var server: ServerInfo
+    /// True when this connection resumed an earlier session (same sid).
+    public var resumed: Bool
+
+    public init(
+        room: RoomInfo, participant: ParticipantInfo, participants: [ParticipantInfo], iceServers: [ICEServer],
+        chat: ChatPage, server: ServerInfo, resumed: Bool
+    ) {
+        self.room = room
+        self.participant = participant
+        self.participants = participants
+        self.iceServers = iceServers
+        self.chat = chat
+        self.server = server
+        self.resumed = resumed
+    }
+}
+
+public struct ErrorReply: SignalMessage, Equatable {
+    public static let type = "error"
+    public var code: ErrorCode
+    public var message: String
+
+    public init(_ error: ProtocolError) {
+        code = error.code
+        message = error.message
+    }
+}
+
+public struct Pong: SignalMessage, Equatable {
+    public static let type = "pong"
+    public init() {}
+}
+
+public struct ParticipantJoined: SignalMessage, Equatable {
+    public static let type = "participant.joined"
+    public var participant: ParticipantInfo
+    public init(participant: ParticipantInfo) { self.participant = participant }
+}
+
+public struct ParticipantUpdated: SignalMessage, Equatable {
+    public static let type = "participant.updated"
+    public var participant: ParticipantInfo
+    public init(participant: ParticipantInfo) { self.participant = participant }
+}
+
+/// Why a participant left, as sent in `participant.left`.
+public enum LeaveReason: String, Codable, Sendable {
+    case left
+    case disconnected
+    case duplicateIdentity = "duplicate_identity"
+    case kicked
+    case roomClosed = "room_closed"
+    case slowConsumer = "slow_consumer"
+}
+
+public struct ParticipantLeft: SignalMessage, Equatable {
+    public static let type = "participant.left"
+    /// The participant's sid.
+    public var participant: String
+    public var identity: String
+    public var reason: LeaveReason
+
+    public init(participant: String, identity: String, reason: LeaveReason) {
+        self.participant = participant
+        self.identity = identity
+        self.reason = reason
+    }
+}
+
+public struct RoomClosed: SignalMessage, Equatable {
+    public static let type = "room.closed"
+    public var reason: String
+    public init(reason: String) { self.reason = reason }
+}
+
+public struct ChatEvent: SignalMessage, Equatable {
+    public static let type = "chat"
+    public var message: ChatMessage
+    public init(message: ChatMessage) { self.message = message }
+}
+
+public struct ChatAck: SignalMessage, Equatable {
+    public static let type = "chat.ack"
+    public var message: ChatMessage
+    /// True when this `clientMsgId` had been sent before: `message` is the stored original.
+    public var duplicate: Bool
+
+    public init(message: ChatMessage, duplicate: Bool) {
+        self.message = message
+        self.duplicate = duplicate
+    }
+}
+
+public struct ChatHistory: SignalMessage, Equatable {
+    public static let type = "chat.history"
+    public var messages: [ChatMessage]
+    public var hasMore: Bool
+
+    public init(_ page: ChatPage) {
+        messages = page.messages
+        hasMore = page.hasMore
+    }
+}
+
+public struct TypingEvent: SignalMessage, Equatable {
+    public static let type = "typing"
+    /// The typing participant's sid.
+    public var participant: String
+    public var identity: String
+    public var active: Bool
+
+    public init(participant: String, identity: String, active: Bool) {
+        self.participant = participant
+        self.identity = identity
+        self.active = active
+    }
+}
+
+public struct PresenceEvent: SignalMessage, Equatable {
+    public static let type = "presence"
+    public var participant: String
+    public var identity: String
+    public var status: PresenceStatus
+    public var text: String
+    public var since: Int64
+
+    public init(participant: String, identity: String, presence: Presence) {
+        self.participant = participant
+        self.identity = identity
+        self.status = presence.status
+        self.text = presence.text
+        self.since = presence.since
+    }
+}
+
+// MARK: Client → server
+
+public struct Ping: SignalMessage, Equatable {
+    public static let type = "ping"
+    public init() {}
+}
+
+public struct Leave: SignalMessage, Equatable {
+    public static let type = "leave"
+    public init() {}
+}
+
+public struct ChatSend: SignalMessage, Equatable {
+    public static let type = "chat.send"
+    public var clientMsgId: String?
+    public var text: String
+    public var to: [String]?
+
+    public init(text: String, clientMsgId: String? = nil, to: [String]? = nil) {
+        self.text = text
+        self.clientMsgId = clientMsgId
+        self.to = to
+    }
+}
+
+public struct ChatHistoryRequest: SignalMessage, Equatable {
+    public static let type = "chat.history"
+    /// Only messages with a lower `seq` (older), newest of them first in selection, oldest first in the reply.
+    public var before: Int64?
+    /// Only messages with a higher `seq`: what a reconnecting client missed.
+    public var after: Int64?
+    public var limit: Int?
+
+    public init(before: Int64? = nil, after: Int64? = nil, limit: Int? = nil) {
+        self.before = before
+        self.after = after
+        self.limit = limit
+    }
+}
+
+public struct TypingRequest: SignalMessage, Equatable {
+    public static let type = "typing"
+    public var active: Bool
+    public init(active: Bool) { self.active = active }
+}
+
+public struct PresenceSet: SignalMessage, Equatable {
+    public static let type = "presence.set"
+    public var status: PresenceStatus
+    public var text: String?
+
+    public init(status: PresenceStatus, text: String? = nil) {
+        self.status = status
+        self.text = text
+    }
+}
+
+/// Which of a participant's two peer connections a media message is about.
+public enum TransportTarget: String, Codable, Sendable {
+    case publisher, subscriber
+}
+
+public struct SessionDescription: SignalMessage, Equatable {
+    public static let type = "offer"
+    public var target: TransportTarget
+    public var sdp: String
+}
+
+public struct SubscribeRequest: SignalMessage, Equatable {
+    public static let type = "subscribe"
+    public var tracks: [String]
+    public var subscribe: Bool
+}
+
+public struct MuteRequest: SignalMessage, Equatable {
+    public static let type = "mute"
+    public var track: String
+    public var muted: Bool
+}
+
+public struct RecordingStartRequest: SignalMessage, Equatable {
+    public static let type = "recording.start"
+    public var mode: String?
+}
+
+public struct RecordingStopRequest: SignalMessage, Equatable {
+    public static let type = "recording.stop"
+    public var recording: String
+}
+
+/// Every request a client may send, decoded from one text frame.
+public enum ClientRequest: Sendable, Equatable {
+    case ping
+    case leave
+    case chatSend(ChatSend)
+    case chatHistory(ChatHistoryRequest)
+    case typing(TypingRequest)
+    case presenceSet(PresenceSet)
+    case offer(SessionDescription)
+    case answer(SessionDescription)
+    case candidate(TransportTarget)
+    case subscribe(SubscribeRequest)
+    case mute(MuteRequest)
+    case recordingStart(RecordingStartRequest)
+    case recordingStop(RecordingStopRequest)
+}

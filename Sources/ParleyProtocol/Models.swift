@@ -1,0 +1,209 @@
+/// Value types of the wire contract (PROTOCOL.md). Field names are stable: add, never rename.
+
+public enum ErrorCode: String, Codable, Sendable, CaseIterable {
+    case unauthorized
+    case forbidden
+    case badRequest = "bad_request"
+    case notFound = "not_found"
+    case rateLimited = "rate_limited"
+    case roomFull = "room_full"
+    case conflict
+    case tooLarge = "too_large"
+    case `internal`
+
+    /// The HTTP status the REST API answers with for this code.
+    public var httpStatus: Int {
+        switch self {
+        case .unauthorized: 401
+        case .forbidden: 403
+        case .badRequest: 400
+        case .notFound: 404
+        case .rateLimited: 429
+        case .roomFull: 409
+        case .conflict: 409
+        case .tooLarge: 413
+        case .internal: 500
+        }
+    }
+}
+
+/// An error to send to a client: its code and a message a developer can act on.
+public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var code: ErrorCode
+    public var message: String
+
+    public init(_ code: ErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}
+
+public struct RoomInfo: Codable, Sendable, Equatable {
+    public var sid: String
+    public var name: String
+    public var metadata: String
+    /// Milliseconds since the Unix epoch.
+    public var createdAt: Int64
+    public var maxParticipants: Int?
+    /// Seconds an empty room stays open.
+    public var emptyTimeout: Int?
+    public var numParticipants: Int?
+
+    public init(
+        sid: String, name: String, metadata: String, createdAt: Int64,
+        maxParticipants: Int? = nil, emptyTimeout: Int? = nil, numParticipants: Int? = nil
+    ) {
+        self.sid = sid
+        self.name = name
+        self.metadata = metadata
+        self.createdAt = createdAt
+        self.maxParticipants = maxParticipants
+        self.emptyTimeout = emptyTimeout
+        self.numParticipants = numParticipants
+    }
+}
+
+public enum PresenceStatus: String, Codable, Sendable, CaseIterable {
+    case online, away, busy, dnd
+}
+
+public struct Presence: Codable, Sendable, Equatable {
+    public var status: PresenceStatus
+    public var text: String
+    /// Milliseconds since the Unix epoch when this status was set.
+    public var since: Int64
+
+    public init(status: PresenceStatus, text: String, since: Int64) {
+        self.status = status
+        self.text = text
+        self.since = since
+    }
+}
+
+public struct TrackInfo: Codable, Sendable, Equatable {
+    public var sid: String
+    public var kind: String
+    public var source: String
+    public var muted: Bool
+    public var mid: String?
+
+    public init(sid: String, kind: String, source: String, muted: Bool, mid: String? = nil) {
+        self.sid = sid
+        self.kind = kind
+        self.source = source
+        self.muted = muted
+        self.mid = mid
+    }
+}
+
+public struct ParticipantInfo: Codable, Sendable, Equatable {
+    public var sid: String
+    public var identity: String
+    public var name: String
+    public var metadata: String
+    public var presence: Presence?
+    public var tracks: [TrackInfo]?
+    /// Milliseconds since the Unix epoch.
+    public var joinedAt: Int64?
+    /// True while the participant's connection is lost and it may still resume.
+    public var reconnecting: Bool?
+
+    public init(
+        sid: String, identity: String, name: String, metadata: String, presence: Presence? = nil,
+        tracks: [TrackInfo]? = nil, joinedAt: Int64? = nil, reconnecting: Bool? = nil
+    ) {
+        self.sid = sid
+        self.identity = identity
+        self.name = name
+        self.metadata = metadata
+        self.presence = presence
+        self.tracks = tracks
+        self.joinedAt = joinedAt
+        self.reconnecting = reconnecting
+    }
+}
+
+public struct ChatSender: Codable, Sendable, Equatable {
+    public var sid: String
+    public var identity: String
+    public var name: String
+
+    public init(sid: String, identity: String, name: String) {
+        self.sid = sid
+        self.identity = identity
+        self.name = name
+    }
+}
+
+public struct ChatMessage: Codable, Sendable, Equatable {
+    public var id: String
+    public var seq: Int64
+    public var from: ChatSender
+    public var text: String
+    /// Identities of a direct message's recipients; nil for a message to the whole room.
+    public var to: [String]?
+    /// Milliseconds since the Unix epoch when the server stored it.
+    public var ts: Int64
+    public var clientMsgId: String?
+    /// True for messages posted through the admin API.
+    public var system: Bool?
+
+    public init(
+        id: String, seq: Int64, from: ChatSender, text: String, to: [String]?, ts: Int64,
+        clientMsgId: String?, system: Bool? = nil
+    ) {
+        self.id = id
+        self.seq = seq
+        self.from = from
+        self.text = text
+        self.to = to
+        self.ts = ts
+        self.clientMsgId = clientMsgId
+        self.system = system
+    }
+
+    /// Whether `identity` may see this message: everyone for room messages, the sender and the
+    /// named recipients for direct ones.
+    public func isVisible(to identity: String) -> Bool {
+        guard let to else { return true }
+        return from.identity == identity || to.contains(identity)
+    }
+}
+
+public struct ChatPage: Codable, Sendable, Equatable {
+    public var messages: [ChatMessage]
+    public var hasMore: Bool
+
+    public init(messages: [ChatMessage], hasMore: Bool) {
+        self.messages = messages
+        self.hasMore = hasMore
+    }
+}
+
+public struct ICEServer: Codable, Sendable, Equatable {
+    public var urls: [String]
+    public var username: String?
+    public var credential: String?
+
+    public init(urls: [String], username: String? = nil, credential: String? = nil) {
+        self.urls = urls
+        self.username = username
+        self.credential = credential
+    }
+}
+
+public struct ServerInfo: Codable, Sendable, Equatable {
+    public var version: String
+    public var node: String
+
+    public init(version: String, node: String) {
+        self.version = version
+        self.node = node
+    }
+}
+
+public enum ParleyVersion {
+    public static let current = "0.1.0"
+}

@@ -1,0 +1,125 @@
+import Foundation
+import ParleyProtocol
+
+/// A configuration value in one of the shapes options take.
+public enum ConfigValue: Sendable, Equatable, CustomStringConvertible {
+    case string(String)
+    case int(Int)
+    case double(Double)
+    case bool(Bool)
+    case duration(Duration)
+    case list([String])
+    case map([String: String])
+
+    public var description: String {
+        switch self {
+        case .string(let s): s.isEmpty ? "\"\"" : s
+        case .int(let i): String(i)
+        case .double(let d): String(d)
+        case .bool(let b): String(b)
+        case .duration(let d): DurationText.format(d)
+        case .list(let l): "[" + l.joined(separator: ", ") + "]"
+        case .map(let m): "{" + m.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
+        }
+    }
+}
+
+/// One configuration option: its dotted key, its default (which fixes its shape) and what it does.
+public struct ConfigOption: Sendable {
+    public let key: String
+    public let defaultValue: ConfigValue
+    public let help: String
+
+    /// The environment variable that sets it: `turn.allowedPeers` → `PARLEY_TURN_ALLOWED_PEERS`.
+    public var environmentName: String {
+        var name = "PARLEY_"
+        for character in key {
+            if character == "." {
+                name.append("_")
+            } else if character.isUppercase {
+                name.append("_")
+                name.append(character)
+            } else {
+                name.append(character.uppercased())
+            }
+        }
+        return name
+    }
+
+    /// Reads a value of this option's shape from text (environment variables and `--set` flags):
+    /// lists are comma-separated, maps `key:value` pairs.
+    public func parse(_ text: String) -> ConfigValue? {
+        switch defaultValue {
+        case .string: return .string(text)
+        case .int: return Int(text.trimmingCharacters(in: .whitespaces)).map(ConfigValue.int)
+        case .double: return Double(text.trimmingCharacters(in: .whitespaces)).map(ConfigValue.double)
+        case .bool:
+            switch text.lowercased() {
+            case "true", "1", "yes", "on": return .bool(true)
+            case "false", "0", "no", "off": return .bool(false)
+            default: return nil
+            }
+        case .duration: return DurationText.parse(text).map(ConfigValue.duration)
+        case .list:
+            return .list(text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        case .map:
+            var map: [String: String] = [:]
+            for pair in text.split(separator: ",") {
+                let parts = pair.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                guard parts.count == 2, !parts[0].isEmpty else { return nil }
+                map[parts[0]] = parts[1]
+            }
+            return .map(map)
+        }
+    }
+
+    /// Reads a value of this option's shape from a YAML node.
+    func fromYAML(_ node: Any) -> ConfigValue? {
+        switch (defaultValue, node) {
+        case (.list, let array as [Any]): return .list(array.map { "\($0)" })
+        case (.map, let dict as [String: Any]): return .map(dict.mapValues { "\($0)" })
+        case (.map, _), (.list, _): return nil
+        case (.string, let string as String): return .string(string)
+        case (.bool, let bool as Bool): return .bool(bool)
+        case (.int, let int as Int): return .int(int)
+        case (.double, let double as Double): return .double(double)
+        case (.double, let int as Int): return .double(Double(int))
+        case (.duration, let int as Int): return .duration(.seconds(int))
+        default: return parse("\(node)")
+        }
+    }
+}
+
+/// Every option Parley reads. `Config/parley.yaml` lists each with its default; a test keeps the two in step.
+public enum ConfigOptions {
+    public static let all: [ConfigOption] = [
+        .init(key: "server.host", defaultValue: .string("0.0.0.0"), help: "address the HTTP and WebSocket server binds"),
+        .init(key: "server.port", defaultValue: .int(7880), help: "TCP port for the HTTP API, web client and /v1/rtc"),
+        .init(key: "server.nodeName", defaultValue: .string(""), help: "this node's name in `joined` and logs; empty means the host name"),
+        .init(key: "dev", defaultValue: .bool(false), help: "dev mode: the dev API key, GET /v1/dev/token, data under ./data"),
+        .init(key: "auth.keys", defaultValue: .map([:]), help: "API keys and their secrets (key: secret); dev mode adds devkey: secret when empty"),
+        .init(key: "auth.leeway", defaultValue: .duration(.seconds(5)), help: "clock skew tolerated on token nbf and exp"),
+        .init(key: "store.path", defaultValue: .string("./data/parley.sqlite"), help: "SQLite database file (WAL mode); its folder is created"),
+        .init(key: "store.durability", defaultValue: .string("full"), help: "full: fsync each commit (an ack survives power loss); normal: survives crashes only"),
+        .init(key: "room.maxParticipants", defaultValue: .int(0), help: "default cap on visible participants per room; 0 means no cap"),
+        .init(key: "room.emptyTimeout", defaultValue: .duration(.seconds(300)), help: "how long an empty room stays open before it closes"),
+        .init(key: "room.autoCreate", defaultValue: .bool(true), help: "create a room on first join; false means only the admin API creates rooms"),
+        .init(key: "signaling.resumeWindow", defaultValue: .duration(.seconds(20)), help: "how long a dropped participant may come back with &resume= and keep its sid"),
+        .init(key: "signaling.maxMessageBytes", defaultValue: .int(65_536), help: "largest signaling message accepted; larger ones get too_large"),
+        .init(key: "signaling.maxFrameBytes", defaultValue: .int(1_048_576), help: "largest WebSocket frame read at all; a larger one closes the connection (1009)"),
+        .init(key: "signaling.rateLimit.perSecond", defaultValue: .double(50), help: "signaling messages a participant may send per second, sustained"),
+        .init(key: "signaling.rateLimit.burst", defaultValue: .int(100), help: "signaling messages a participant may send in a burst"),
+        .init(key: "signaling.pingInterval", defaultValue: .duration(.seconds(30)), help: "WebSocket ping interval; a peer that misses a pong is dropped"),
+        .init(key: "signaling.outboxLimit", defaultValue: .int(4096), help: "messages queued for a slow client before it is disconnected (it may resume)"),
+        .init(key: "chat.maxTextLength", defaultValue: .int(4000), help: "longest chat message, in characters"),
+        .init(key: "chat.rateLimit.perSecond", defaultValue: .double(10), help: "chat messages a participant may send per second, sustained"),
+        .init(key: "chat.rateLimit.burst", defaultValue: .int(20), help: "chat messages a participant may send in a burst"),
+        .init(key: "chat.historyOnJoin", defaultValue: .int(50), help: "recent messages included in `joined`"),
+        .init(key: "chat.maxRecipients", defaultValue: .int(50), help: "most identities in one direct message's `to`"),
+        .init(key: "metrics.token", defaultValue: .string(""), help: "when set, GET /metrics needs `Authorization: Bearer <token>`"),
+        .init(key: "log.level", defaultValue: .string("info"), help: "trace, debug, info, notice, warning, error or critical"),
+        .init(key: "rtc.workers", defaultValue: .int(0), help: "media workers (event loops) that rooms are pinned to; 0 means one per core"),
+    ]
+
+    public static let byKey: [String: ConfigOption] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
+}

@@ -1,0 +1,189 @@
+import Foundation
+import Logging
+import ParleyProtocol
+import Store
+import Yams
+
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Where a layer of configuration comes from, in the order they apply: later layers win.
+public struct ConfigSources: Sendable {
+    public var yaml: String?
+    public var yamlOrigin: String
+    public var environment: [String: String]
+    /// `key=value` overrides from flags.
+    public var overrides: [String]
+    public var dev: Bool
+
+    public init(
+        yaml: String? = nil, yamlOrigin: String = "config", environment: [String: String] = [:],
+        overrides: [String] = [], dev: Bool = false
+    ) {
+        self.yaml = yaml
+        self.yamlOrigin = yamlOrigin
+        self.environment = environment
+        self.overrides = overrides
+        self.dev = dev
+    }
+}
+
+/// The server's configuration, resolved from defaults, the YAML file, `PARLEY_*` variables and flags.
+public struct ParleyConfig: Sendable {
+    public struct RateLimit: Sendable, Equatable {
+        public var perSecond: Double
+        public var burst: Int
+    }
+
+    public var host: String
+    public var port: Int
+    public var nodeName: String
+    public var dev: Bool
+    public var apiKeys: [String: String]
+    public var tokenLeeway: Duration
+    public var storePath: String
+    public var durability: ParleyDatabase.Durability
+    public var roomMaxParticipants: Int
+    public var roomEmptyTimeout: Duration
+    public var roomAutoCreate: Bool
+    public var resumeWindow: Duration
+    public var maxMessageBytes: Int
+    public var maxFrameBytes: Int
+    public var signalingRateLimit: RateLimit
+    public var pingInterval: Duration
+    public var outboxLimit: Int
+    public var chatMaxTextLength: Int
+    public var chatRateLimit: RateLimit
+    public var chatHistoryOnJoin: Int
+    public var chatMaxRecipients: Int
+    public var metricsToken: String
+    public var logLevel: Logger.Level
+    public var mediaWorkers: Int
+
+    /// The values every option resolved to, for `parley serve --print-config` and logs.
+    public private(set) var resolved: [String: ConfigValue]
+
+    public static let devAPIKey = "devkey"
+    public static let devAPISecret = "secret"
+
+    /// Defaults only (plus dev mode when asked): what tests and benchmarks start from.
+    public static func defaults(dev: Bool = false) -> ParleyConfig {
+        // The defaults always resolve.
+        try! load(ConfigSources(dev: dev))
+    }
+
+    public static func load(_ sources: ConfigSources) throws -> ParleyConfig {
+        var values = Dictionary(uniqueKeysWithValues: ConfigOptions.all.map { ($0.key, $0.defaultValue) })
+        if let yaml = sources.yaml {
+            for (key, value) in try yamlValues(yaml, origin: sources.yamlOrigin) { values[key] = value }
+        }
+        for option in ConfigOptions.all {
+            guard let text = sources.environment[option.environmentName] else { continue }
+            guard let value = option.parse(text) else {
+                throw ConfigError("\(option.environmentName)=\(text): not a valid value for \(option.key) (default \(option.defaultValue))")
+            }
+            values[option.key] = value
+        }
+        for override in sources.overrides {
+            let parts = override.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ConfigError("--set \(override): expected key=value") }
+            guard let option = ConfigOptions.byKey[parts[0]] else { throw ConfigError("--set \(override): unknown option \(parts[0])") }
+            guard let value = option.parse(parts[1]) else {
+                throw ConfigError("--set \(override): not a valid value for \(option.key) (default \(option.defaultValue))")
+            }
+            values[option.key] = value
+        }
+        if sources.dev { values["dev"] = .bool(true) }
+        return try ParleyConfig(values: values)
+    }
+
+    init(values: [String: ConfigValue]) throws {
+        var values = values
+        func string(_ key: String) -> String { if case .string(let v) = values[key] { v } else { "" } }
+        func int(_ key: String) -> Int { if case .int(let v) = values[key] { v } else { 0 } }
+        func double(_ key: String) -> Double { if case .double(let v) = values[key] { v } else { 0 } }
+        func bool(_ key: String) -> Bool { if case .bool(let v) = values[key] { v } else { false } }
+        func duration(_ key: String) -> Duration { if case .duration(let v) = values[key] { v } else { .zero } }
+        func map(_ key: String) -> [String: String] { if case .map(let v) = values[key] { v } else { [:] } }
+
+        dev = bool("dev")
+        var keys = map("auth.keys")
+        if dev && keys.isEmpty {
+            keys = [Self.devAPIKey: Self.devAPISecret]
+            values["auth.keys"] = .map(keys)
+        }
+        guard !keys.isEmpty else {
+            throw ConfigError("no API keys configured: set auth.keys (or PARLEY_AUTH_KEYS=key:secret), or run with --dev")
+        }
+        for (key, secret) in keys where secret.count < 6 && !(dev && key == Self.devAPIKey) {
+            throw ConfigError("auth.keys: the secret of \(key) is shorter than 6 characters")
+        }
+        apiKeys = keys
+        host = string("server.host")
+        port = int("server.port")
+        guard (0...65535).contains(port) else { throw ConfigError("server.port: \(port) is not a port number") }
+        let node = string("server.nodeName")
+        nodeName = node.isEmpty ? ProcessInfo.processInfo.hostName : node
+        tokenLeeway = duration("auth.leeway")
+        storePath = string("store.path")
+        guard let durability = ParleyDatabase.Durability(rawValue: string("store.durability")) else {
+            throw ConfigError("store.durability: expected full or normal, got \(string("store.durability"))")
+        }
+        self.durability = durability
+        roomMaxParticipants = int("room.maxParticipants")
+        roomEmptyTimeout = duration("room.emptyTimeout")
+        roomAutoCreate = bool("room.autoCreate")
+        resumeWindow = duration("signaling.resumeWindow")
+        maxMessageBytes = int("signaling.maxMessageBytes")
+        maxFrameBytes = max(int("signaling.maxFrameBytes"), maxMessageBytes)
+        signalingRateLimit = RateLimit(perSecond: double("signaling.rateLimit.perSecond"), burst: int("signaling.rateLimit.burst"))
+        pingInterval = duration("signaling.pingInterval")
+        outboxLimit = max(16, int("signaling.outboxLimit"))
+        chatMaxTextLength = int("chat.maxTextLength")
+        chatRateLimit = RateLimit(perSecond: double("chat.rateLimit.perSecond"), burst: int("chat.rateLimit.burst"))
+        chatHistoryOnJoin = int("chat.historyOnJoin")
+        chatMaxRecipients = int("chat.maxRecipients")
+        metricsToken = string("metrics.token")
+        guard let level = Logger.Level(rawValue: string("log.level")) else {
+            throw ConfigError("log.level: expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        logLevel = level
+        let workers = int("rtc.workers")
+        mediaWorkers = workers > 0 ? workers : ProcessInfo.processInfo.activeProcessorCount
+        resolved = values
+    }
+
+    /// Flattens a YAML document into dotted keys, refusing unknown keys and values of the wrong shape.
+    static func yamlValues(_ text: String, origin: String) throws -> [String: ConfigValue] {
+        let document: Any?
+        do {
+            document = try Yams.load(yaml: text)
+        } catch {
+            throw ConfigError("\(origin): not valid YAML: \(error)")
+        }
+        guard let document else { return [:] }
+        guard let root = document as? [String: Any] else { throw ConfigError("\(origin): the top level must be a mapping") }
+        var values: [String: ConfigValue] = [:]
+        func walk(_ node: [String: Any], prefix: String) throws {
+            for (name, child) in node {
+                let key = prefix.isEmpty ? name : "\(prefix).\(name)"
+                if let option = ConfigOptions.byKey[key] {
+                    guard let value = option.fromYAML(child) else {
+                        throw ConfigError("\(origin): \(key): \(child) is not a valid value (default \(option.defaultValue))")
+                    }
+                    values[key] = value
+                } else if let nested = child as? [String: Any] {
+                    try walk(nested, prefix: key)
+                } else if child is NSNull, ConfigOptions.all.contains(where: { $0.key.hasPrefix(key + ".") }) {
+                    continue  // an empty section
+                } else {
+                    throw ConfigError("\(origin): unknown option \(key)")
+                }
+            }
+        }
+        try walk(root, prefix: "")
+        return values
+    }
+}

@@ -1,0 +1,219 @@
+import Auth
+import Foundation
+import Hummingbird
+import NIOConcurrencyHelpers
+import ParleyProtocol
+import Store
+
+/// The HTTP API of PROTOCOL.md: health, metrics, rooms, participants, messages and dev tokens.
+struct APIRoutes: Sendable {
+    let registry: RoomRegistry
+    let services: RoomServices
+    let auth: AdminAuth
+    let database: ParleyDatabase
+    let readiness: Readiness
+    static let maxBodyBytes = 64 * 1024
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
+        router.get("/readyz") { _, _ in try await ready() }
+        router.get("/metrics") { request, _ in try metrics(request) }
+
+        let rooms = router.group("/v1/rooms")
+        rooms.get { request, _ in
+            try await auth.require(request)
+            return JSONResponse.make(["rooms": await registry.list()])
+        }
+        rooms.post { request, context in try await createRoom(request, context) }
+        rooms.get(":room") { request, context in
+            let room = try roomName(context)
+            try await auth.require(request, room: room)
+            return JSONResponse.make(try await open(room).info())
+        }
+        rooms.delete(":room") { request, context in
+            let room = try roomName(context)
+            try await auth.require(request, room: room)
+            try await open(room).close(reason: "deleted")
+            return Response(status: .noContent)
+        }
+        rooms.get(":room/participants") { request, context in
+            let room = try roomName(context)
+            try await auth.require(request, room: room)
+            return JSONResponse.make(["participants": try await open(room).participantInfos()])
+        }
+        rooms.delete(":room/participants/:identity") { request, context in
+            let room = try roomName(context)
+            try await auth.require(request, room: room)
+            let identity = try parameter("identity", context)
+            guard try await open(room).kick(identity: identity) else {
+                throw APIError(.notFound, "no participant \(identity) in room \(room)")
+            }
+            return Response(status: .noContent)
+        }
+        rooms.post(":room/participants/:identity/mute") { request, context -> Response in
+            let room = try roomName(context)
+            try await auth.require(request, room: room)
+            let identity = try parameter("identity", context)
+            struct Mute: Decodable { let track: String; let muted: Bool }
+            let mute = try await decode(Mute.self, request)
+            let participants = try await open(room).participantInfos()
+            guard participants.contains(where: { $0.identity == identity }) else {
+                throw APIError(.notFound, "no participant \(identity) in room \(room)")
+            }
+            throw APIError(.notFound, "participant \(identity) has no track \(mute.track)")
+        }
+        rooms.get(":room/messages") { request, context in
+            let room = try roomName(context)
+            try await auth.require(request, room: room)
+            let query = request.uri.queryParameters
+            let limit = query.get("limit").map { Int($0) } ?? 50
+            guard let limit, (1...ChatRepository.maxPageSize).contains(limit) else {
+                throw APIError(.badRequest, "limit must be a whole number from 1 to \(ChatRepository.maxPageSize)")
+            }
+            let before = try integer("before", query.get("before"))
+            let after = try integer("after", query.get("after"))
+            let page = try await services.chat.page(room: room, viewer: nil, before: before, after: after, limit: limit)
+            return JSONResponse.make(page)
+        }
+        rooms.post(":room/messages") { request, context in try await postSystemMessage(request, context) }
+
+        router.get("/v1/dev/token") { request, _ in try await devToken(request) }
+    }
+
+    // MARK: Handlers
+
+    private func ready() async throws -> Response {
+        guard readiness.isReady else { throw APIError(.internal, "not ready: \(readiness.state)") }
+        do {
+            _ = try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+        } catch {
+            throw APIError(.internal, "database is not readable: \(error)")
+        }
+        return JSONResponse.make(["status": "ready"])
+    }
+
+    private func metrics(_ request: Request) throws -> Response {
+        let token = services.config.metricsToken
+        if !token.isEmpty, request.headers[.authorization] != "Bearer \(token)" {
+            throw APIError(.unauthorized, "metrics need Authorization: Bearer <metrics.token>")
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: services.metrics.render())))
+    }
+
+    private func createRoom(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        struct Create: Decodable {
+            let name: String
+            let maxParticipants: Int?
+            let emptyTimeout: Int?
+            let metadata: String?
+        }
+        let body = try await decode(Create.self, request)
+        try await auth.require(request, room: body.name)
+        var options = await registry.defaultOptions
+        if let max = body.maxParticipants {
+            guard max >= 0 else { throw APIError(.badRequest, "maxParticipants must be 0 (no cap) or more") }
+            options.maxParticipants = max
+        }
+        if let timeout = body.emptyTimeout {
+            guard timeout > 0 else { throw APIError(.badRequest, "emptyTimeout must be a positive number of seconds") }
+            options.emptyTimeout = .seconds(timeout)
+        }
+        options.metadata = body.metadata ?? ""
+        do {
+            let room = try await registry.create(body.name, options: options)
+            return JSONResponse.make(await room.info(), status: .created)
+        } catch {
+            throw APIError(error)
+        }
+    }
+
+    private func postSystemMessage(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let room = try roomName(context)
+        try await auth.require(request, room: room)
+        struct Post: Decodable {
+            let text: String
+            let name: String?
+            let to: [String]?
+        }
+        let body = try await decode(Post.self, request)
+        guard !body.text.isEmpty else { throw APIError(.badRequest, "text is empty") }
+        guard body.text.count <= services.config.chatMaxTextLength else {
+            throw APIError(.tooLarge, "text is longer than \(services.config.chatMaxTextLength) characters")
+        }
+        let draft = ChatDraft(
+            id: services.ids.message(), room: room, from: ChatSender(sid: "", identity: "", name: body.name ?? "System"),
+            text: body.text, to: body.to, ts: services.clock.wallMilliseconds(), clientMsgId: nil, system: true)
+        let stored = try await services.chat.append(draft)
+        services.metrics.chatMessages.increment()
+        if let open = await registry.room(named: room) {
+            await open.deliverSystemMessage(stored.message)
+        }
+        return JSONResponse.make(["message": stored.message], status: .created)
+    }
+
+    private func devToken(_ request: Request) async throws -> Response {
+        guard services.config.dev else { throw APIError(.notFound, "dev tokens exist only in dev mode") }
+        let query = request.uri.queryParameters
+        guard let room = query.get("room"), !room.isEmpty else { throw APIError(.badRequest, "room is required") }
+        guard let identity = query.get("identity"), !identity.isEmpty else { throw APIError(.badRequest, "identity is required") }
+        guard let (key, secret) = services.config.apiKeys.sorted(by: { $0.key < $1.key }).first else {
+            throw APIError(.internal, "no API key configured")
+        }
+        let issuer = await TokenIssuer(apiKey: key, secret: secret)
+        let token = try await issuer.mint(
+            identity: identity,
+            grants: Grants(room: room, join: true, publish: true, subscribe: true, chat: true),
+            name: query.get("name"))
+        return JSONResponse.make(["token": token])
+    }
+
+    // MARK: Helpers
+
+    private func open(_ name: String) async throws -> Room {
+        guard let room = await registry.room(named: name), await !room.isClosed else {
+            throw APIError(.notFound, "room \(name) is not open")
+        }
+        return room
+    }
+
+    private func roomName(_ context: BasicRequestContext) throws -> String {
+        try parameter("room", context)
+    }
+
+    private func parameter(_ name: String, _ context: BasicRequestContext) throws -> String {
+        guard let raw = context.parameters.get(name) else { throw APIError(.badRequest, "missing \(name)") }
+        return raw.removingPercentEncoding ?? raw
+    }
+
+    private func integer(_ name: String, _ text: String?) throws -> Int64? {
+        guard let text else { return nil }
+        guard let value = Int64(text) else { throw APIError(.badRequest, "\(name) must be a whole number") }
+        return value
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: Self.maxBodyBytes)
+        } catch {
+            throw APIError(.tooLarge, "request body exceeds \(Self.maxBodyBytes) bytes")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+        } catch {
+            throw APIError(SignalCodec.describe(error))
+        }
+    }
+}
+
+/// Whether the server takes traffic: not before it listens, not once it is shutting down.
+final class Readiness: Sendable {
+    enum State: String { case starting, ready, draining }
+    private let box = NIOLockedValueBox(State.starting)
+
+    var state: State { box.withLockedValue { $0 } }
+    var isReady: Bool { state == .ready }
+    func set(_ state: State) { box.withLockedValue { $0 = state } }
+}

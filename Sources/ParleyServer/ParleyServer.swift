@@ -1,0 +1,233 @@
+import Auth
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ParleyProtocol
+import ServiceLifecycle
+import UnixSignals
+import Store
+
+/// The Parley server: HTTP API and signaling on one port, rooms on media workers, chat in SQLite.
+/// Run it with `run()`; stop it with a signal or `shutdown()`, which closes every room
+/// (participants get `room.closed`), then the listener, then the database.
+public final class ParleyServer: Sendable {
+    public let config: ParleyConfig
+    public let database: ParleyDatabase
+    public let registry: RoomRegistry
+    public let metrics: ServerMetrics
+    public let workers: MediaWorkers
+    public let services: RoomServices
+    public let logger: Logger
+    let verifier: TokenVerifier
+    let readiness = Readiness()
+    private let serviceGroup = NIOLockedValueBox<ServiceGroup?>(nil)
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
+    private let portWaiters = NIOLockedValueBox<[CheckedContinuation<Int, Never>]>([])
+
+    public init(
+        config: ParleyConfig, logger: Logger = Logger(label: "parley"), clock: any ServerClock = SystemClock(),
+        ids: IDGenerator = IDGenerator()
+    ) async throws {
+        self.config = config
+        self.logger = logger
+        self.database = try ParleyDatabase(path: config.storePath, durability: config.durability)
+        self.metrics = ServerMetrics()
+        self.workers = MediaWorkers(count: config.mediaWorkers)
+        let leeway = config.tokenLeeway.components.seconds
+        self.verifier = await TokenVerifier(secrets: config.apiKeys, leeway: leeway, now: {
+            Date(timeIntervalSince1970: Double(clock.wallMilliseconds()) / 1000)
+        })
+        self.services = RoomServices(
+            config: config, chat: ChatRepository(database: database), clock: clock, ids: ids, metrics: metrics,
+            logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName))
+        self.registry = RoomRegistry(services: services, workers: workers)
+    }
+
+    /// Runs until shut down. `signals` lists the Unix signals that start a graceful shutdown.
+    public func run(gracefulShutdownSignals signals: [UnixSignal] = []) async throws {
+        let app = Application(
+            router: httpRouter(),
+            server: .http1WebSocketUpgrade(
+                webSocketRouter: webSocketRouter(),
+                configuration: .init(
+                    ws: .init(
+                        maxFrameSize: config.maxFrameBytes,
+                        autoPing: .enabled(timePeriod: config.pingInterval),
+                        closeTimeout: .seconds(5)))),
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "Parley"),
+            onServerRunning: { [self] channel in
+                let port = channel.localAddress?.port ?? config.port
+                readiness.set(.ready)
+                let waiters = boundPort.withLockedValue { bound in
+                    bound = port
+                    return portWaiters.withLockedValue { waiters in
+                        defer { waiters.removeAll() }
+                        return waiters
+                    }
+                }
+                for waiter in waiters { waiter.resume(returning: port) }
+                logger.info("listening", metadata: ["address": "\(config.host):\(port)", "workers": "\(workers.count)"])
+            },
+            logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: DatabaseCloser(database: database, logger: logger)),
+                    .init(service: app),
+                    .init(service: RoomCloser(registry: registry, readiness: readiness, logger: logger)),
+                ],
+                gracefulShutdownSignals: signals,
+                logger: logger))
+        serviceGroup.withLockedValue { $0 = group }
+        defer { serviceGroup.withLockedValue { $0 = nil } }
+        do {
+            try await group.run()
+        } catch {
+            try? await workers.shutdown()
+            throw error
+        }
+        try await workers.shutdown()
+    }
+
+    /// The port the server listens on, once it does (useful with `server.port: 0`).
+    public func listeningPort() async -> Int {
+        if let port = boundPort.withLockedValue({ $0 }) { return port }
+        return await withCheckedContinuation { continuation in
+            let port = boundPort.withLockedValue { bound -> Int? in
+                if let bound { return bound }
+                portWaiters.withLockedValue { $0.append(continuation) }
+                return nil
+            }
+            if let port { continuation.resume(returning: port) }
+        }
+    }
+
+    /// Starts a graceful shutdown, as SIGTERM does.
+    public func shutdown() async {
+        let group = serviceGroup.withLockedValue { $0 }
+        await group?.triggerGracefulShutdown()
+    }
+
+    // MARK: Routers
+
+    func httpRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.middlewares.add(RequestMetricsMiddleware(metrics: metrics))
+        router.middlewares.add(WebClientMiddleware())
+        APIRoutes(
+            registry: registry, services: services, auth: AdminAuth(verifier: verifier), database: database,
+            readiness: readiness
+        ).register(on: router)
+        // A plain GET (no upgrade) learns why its token is refused (401, 403), as JSON.
+        let verifier = self.verifier
+        router.get("/v1/rtc") { request, _ -> Response in
+            _ = try await Self.signalingClaims(request, verifier: verifier)
+            throw APIError(.badRequest, "/v1/rtc expects a WebSocket upgrade")
+        }
+        return router
+    }
+
+    func webSocketRouter() -> Router<BasicWebSocketRequestContext> {
+        let router = Router(context: BasicWebSocketRequestContext.self)
+        router.middlewares.add(RequestMetricsMiddleware(metrics: metrics))
+        let verifier = self.verifier
+        let registry = self.registry
+        let services = self.services
+        // The WebSocket library answers every refused upgrade with a bare 400, so the token is
+        // checked right after the upgrade instead: the client gets an `error` frame naming the
+        // code (which a browser could never read from a refused upgrade) and the socket closes.
+        router.ws("/v1/rtc") { inbound, outbound, context in
+            let claims: AccessClaims
+            do {
+                claims = try await Self.signalingClaims(context.request, verifier: verifier)
+            } catch {
+                let refusal = (error as? APIError)?.error ?? ProtocolError(.unauthorized, "token refused")
+                services.metrics.recordError(refusal.code)
+                context.logger.notice("signaling refused", metadata: ["code": "\(refusal.code.rawValue)", "reason": "\(refusal.message)"])
+                try? await outbound.write(.text(SignalCodec().encode(ErrorReply(refusal))))
+                try? await outbound.close(.policyViolation, reason: refusal.code.rawValue)
+                return
+            }
+            let resume = context.request.uri.queryParameters.get("resume")
+            await SignalingSession(claims: claims, resume: resume, registry: registry, services: services)
+                .run(inbound: inbound, outbound: outbound, logger: context.logger)
+        }
+        return router
+    }
+
+    /// The claims of a signaling request's token, or the 401/403 to refuse the upgrade with.
+    static func signalingClaims(_ request: Request, verifier: TokenVerifier) async throws -> AccessClaims {
+        var token = request.uri.queryParameters.get("token")
+        if token == nil, let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
+            token = String(header.dropFirst("bearer ".count))
+        }
+        guard let token, !token.isEmpty else { throw APIError(.unauthorized, "missing token") }
+        let claims: AccessClaims
+        do {
+            claims = try await verifier.verify(token)
+        } catch {
+            throw APIError(.unauthorized, error.description)
+        }
+        guard claims.grants.join else { throw APIError(.forbidden, "token lacks the join grant") }
+        guard let room = claims.grants.room, !room.isEmpty else { throw APIError(.forbidden, "token names no room") }
+        return claims
+    }
+}
+
+/// Records latency per route pattern for `/metrics`.
+struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: ServerMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        do {
+            let response = try await next(request, context)
+            record(request, context, status: response.status.code, since: start)
+            return response
+        } catch let error as any HTTPResponseError {
+            record(request, context, status: error.status.code, since: start)
+            throw error
+        } catch {
+            record(request, context, status: 500, since: start)
+            throw error
+        }
+    }
+
+    private func record(_ request: Request, _ context: Context, status: Int, since start: ContinuousClock.Instant) {
+        let route = context.endpointPath ?? "unmatched"
+        metrics.recordRequest(method: request.method.rawValue, route: route, status: status, duration: ContinuousClock.now - start)
+    }
+}
+
+/// Closes every room when shutdown starts, before the listener stops, so clients hear `room.closed`.
+struct RoomCloser: Service {
+    let registry: RoomRegistry
+    let readiness: Readiness
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        readiness.set(.draining)
+        logger.info("shutting down: closing rooms")
+        await registry.closeAll(reason: "server_shutdown")
+    }
+}
+
+/// Closes the database last, after every writer is done.
+struct DatabaseCloser: Service {
+    let database: ParleyDatabase
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        do {
+            try database.close()
+            logger.info("database closed", metadata: ["path": "\(database.path)"])
+        } catch {
+            logger.error("database close failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,380 @@
+import Auth
+import Logging
+import NIOCore
+import ParleyProtocol
+import Store
+
+/// A room: its participants, chat and presence. Every state change goes through this actor, so
+/// joins, leaves and messages are ordered. It runs on its media worker's event loop.
+public actor Room {
+    public nonisolated let sid: String
+    public nonisolated let name: String
+    public nonisolated let options: RoomOptions
+    public nonisolated let createdAt: Int64
+    public nonisolated let worker: Int
+    nonisolated let loop: any EventLoop
+
+    private let services: RoomServices
+    private let codec = SignalCodec()
+    private var logger: Logger
+    /// Participants in join order.
+    private var participants: [Participant] = []
+    private var closed = false
+    private var emptyGeneration = 0
+    private let onClose: @Sendable (Room) async -> Void
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor {
+        loop.executor.asUnownedSerialExecutor()
+    }
+
+    init(
+        name: String, options: RoomOptions, worker: Int, loop: any EventLoop, services: RoomServices,
+        onClose: @escaping @Sendable (Room) async -> Void
+    ) {
+        self.sid = services.ids.room()
+        self.name = name
+        self.options = options
+        self.worker = worker
+        self.loop = loop
+        self.services = services
+        self.createdAt = services.clock.wallMilliseconds()
+        self.onClose = onClose
+        var logger = services.logger
+        logger[metadataKey: "room"] = "\(name)"
+        logger[metadataKey: "room_sid"] = "\(sid)"
+        self.logger = logger
+        services.metrics.rooms.increment()
+        logger.info("room created", metadata: ["worker": "\(worker)"])
+    }
+
+    // MARK: Queries
+
+    public var isClosed: Bool { closed }
+
+    public func info() -> RoomInfo {
+        RoomInfo(
+            sid: sid, name: name, metadata: options.metadata, createdAt: createdAt,
+            maxParticipants: options.maxParticipants, emptyTimeout: Int(options.emptyTimeout.components.seconds),
+            numParticipants: participants.count)
+    }
+
+    /// Everyone in the room, hidden participants included (the admin view).
+    public func participantInfos() -> [ParticipantInfo] { participants.map(\.info) }
+
+    private var visibleParticipants: [Participant] { participants.filter { !$0.hidden } }
+
+    private func findParticipant(sid: String) -> Participant? { participants.first { $0.sid == sid } }
+
+    private func findParticipant(identity: String) -> Participant? { participants.first { $0.identity == identity } }
+
+    // MARK: Joining and leaving
+
+    /// Admits a participant on `connection`, or resumes the session `resume` names when it is
+    /// still held for this identity. `joined` is the first frame the connection gets.
+    public func join(claims: AccessClaims, resume: String?, connection: SignalingConnection) async throws(ProtocolError) -> String {
+        guard !closed else { throw ProtocolError(.notFound, "room \(name) is closed") }
+        let now = services.clock.wallMilliseconds()
+        let participant: Participant
+        let resumed: Bool
+        if let resume, let held = findParticipant(sid: resume), held.identity == claims.identity {
+            participant = held
+            resumed = true
+            held.resumeGeneration += 1
+            if let old = held.connection { old.close(.normal("resumed elsewhere")) }
+            held.connection = connection
+            held.heldFrames = []
+            services.metrics.resumes.increment()
+            logger.info("participant resumed", metadata: ["participant": "\(held.sid)", "identity": "\(held.identity)"])
+        } else {
+            if let existing = findParticipant(identity: claims.identity) {
+                replace(existing)
+            }
+            if options.maxParticipants > 0, !claims.grants.hidden, visibleParticipants.count >= options.maxParticipants {
+                throw ProtocolError(.roomFull, "room \(name) is full (\(options.maxParticipants) participants)")
+            }
+            participant = Participant(
+                sid: services.ids.participant(), claims: claims, joinedAt: now,
+                chatBucket: TokenBucket(
+                    perSecond: services.config.chatRateLimit.perSecond, burst: services.config.chatRateLimit.burst,
+                    now: services.clock.now()))
+            participant.connection = connection
+            participant.heldFrames = []
+            resumed = false
+            if !participant.hidden {
+                broadcast(codec.encode(ParticipantJoined(participant: participant.info)))
+            }
+            participants.append(participant)
+            services.metrics.participants.increment()
+            emptyGeneration += 1
+            logger.info(
+                "participant joined",
+                metadata: ["participant": "\(participant.sid)", "identity": "\(participant.identity)", "hidden": "\(participant.hidden)"])
+        }
+        let others = visibleParticipants.filter { $0 !== participant }.map(\.info)
+        let history: ChatPage
+        do {
+            history = try await services.chat.page(
+                room: name, viewer: participant.identity, limit: max(1, services.config.chatHistoryOnJoin))
+        } catch {
+            logger.error("chat history read failed", metadata: ["error": "\(error)"])
+            remove(participant, reason: .disconnected, notifySelf: false)
+            throw ProtocolError(.internal, "could not read chat history")
+        }
+        // The participant may have been replaced or kicked while history was read.
+        guard participant.connection === connection, participants.contains(where: { $0 === participant }) else {
+            throw ProtocolError(.conflict, "session was replaced while joining")
+        }
+        let page = services.config.chatHistoryOnJoin > 0 ? history : ChatPage(messages: [], hasMore: history.hasMore || !history.messages.isEmpty)
+        let joined = Joined(
+            room: info(), participant: participant.info, participants: others,
+            iceServers: services.iceServers(participant.identity), chat: page, server: services.server, resumed: resumed)
+        connection.send(codec.encode(joined))
+        let lastSeq = history.messages.last?.seq ?? 0
+        for frame in participant.heldFrames ?? [] where (frame.chatSeq ?? .max) > lastSeq {
+            connection.send(frame.text)
+        }
+        participant.heldFrames = nil
+        return participant.sid
+    }
+
+    /// A second session with the same identity replaces the first.
+    private func replace(_ existing: Participant) {
+        logger.info("duplicate identity replaces session", metadata: ["participant": "\(existing.sid)", "identity": "\(existing.identity)"])
+        remove(existing, reason: .duplicateIdentity, notifySelf: true)
+    }
+
+    /// The participant asked to leave.
+    public func leave(sid: String) {
+        guard let participant = findParticipant(sid: sid) else { return }
+        remove(participant, reason: .left, notifySelf: false)
+        participant.connection?.close(.normal("left"))
+    }
+
+    /// The admin API removed a participant.
+    public func kick(identity: String) -> Bool {
+        guard let participant = findParticipant(identity: identity) else { return false }
+        remove(participant, reason: .kicked, notifySelf: true)
+        return true
+    }
+
+    /// A connection ended without `leave`: hold the participant for the resume window.
+    public func connectionLost(sid: String, connection: SignalingConnection) {
+        guard let participant = findParticipant(sid: sid), participant.connection === connection else { return }
+        participant.connection = nil
+        participant.resumeGeneration += 1
+        let generation = participant.resumeGeneration
+        let window = services.config.resumeWindow
+        logger.info("participant connection lost; holding for resume", metadata: ["participant": "\(sid)"])
+        Task {
+            try await self.services.clock.sleep(for: window)
+            self.resumeWindowExpired(sid: sid, generation: generation)
+        }
+    }
+
+    private func resumeWindowExpired(sid: String, generation: Int) {
+        guard let participant = findParticipant(sid: sid), participant.connection == nil,
+              participant.resumeGeneration == generation
+        else { return }
+        remove(participant, reason: .disconnected, notifySelf: false)
+    }
+
+    private func remove(_ participant: Participant, reason: LeaveReason, notifySelf: Bool) {
+        guard let index = participants.firstIndex(where: { $0 === participant }) else { return }
+        participants.remove(at: index)
+        participant.resumeGeneration += 1
+        services.metrics.participants.decrement()
+        let left = codec.encode(ParticipantLeft(participant: participant.sid, identity: participant.identity, reason: reason))
+        if notifySelf, let connection = participant.connection {
+            connection.send(left)
+            connection.close(.normal(reason.rawValue))
+        }
+        if !participant.hidden { broadcast(left) }
+        logger.info(
+            "participant left",
+            metadata: ["participant": "\(participant.sid)", "identity": "\(participant.identity)", "reason": "\(reason.rawValue)"])
+        if participants.isEmpty { armEmptyTimer() }
+    }
+
+    // MARK: Closing
+
+    /// Starts the countdown that closes an empty room. Called at creation and when the last one leaves.
+    func armEmptyTimer() {
+        emptyGeneration += 1
+        let generation = emptyGeneration
+        let timeout = options.emptyTimeout
+        Task {
+            try await self.services.clock.sleep(for: timeout)
+            await self.emptyTimerFired(generation)
+        }
+    }
+
+    private func emptyTimerFired(_ generation: Int) async {
+        guard generation == emptyGeneration, participants.isEmpty, !closed else { return }
+        await close(reason: "empty_timeout")
+    }
+
+    /// Closes the room: everyone gets `room.closed` and is disconnected.
+    public func close(reason: String) async {
+        guard !closed else { return }
+        closed = true
+        let frame = codec.encode(RoomClosed(reason: reason))
+        for participant in participants {
+            participant.resumeGeneration += 1
+            participant.connection?.send(frame)
+            participant.connection?.close(.normal("room_closed"))
+            services.metrics.participants.decrement()
+        }
+        participants.removeAll()
+        services.metrics.rooms.decrement()
+        logger.info("room closed", metadata: ["reason": "\(reason)"])
+        await onClose(self)
+    }
+
+    // MARK: Messages
+
+    /// Sends a frame to every connected participant except `except`.
+    private func broadcast(_ text: String, except: Participant? = nil, chatSeq: Int64? = nil) {
+        for participant in participants where participant !== except {
+            deliver(text, to: participant, chatSeq: chatSeq)
+        }
+    }
+
+    private func deliver(_ text: String, to participant: Participant, chatSeq: Int64? = nil) {
+        if !participant.deliver(text, chatSeq: chatSeq) {
+            services.metrics.slowConsumerDisconnects.increment()
+            logger.warning("outbox overflowed; disconnecting slow client", metadata: ["participant": "\(participant.sid)"])
+        }
+    }
+
+    private func reply<M: SignalMessage>(_ message: M, re: String?, to participant: Participant) {
+        deliver(codec.encode(message, re: re), to: participant)
+    }
+
+    /// Handles one request from a participant; returns the error to answer, if any.
+    public func handle(_ request: ClientRequest, id: String?, from sid: String) async -> ProtocolError? {
+        guard let participant = findParticipant(sid: sid) else {
+            return ProtocolError(.notFound, "participant \(sid) is no longer in room \(name)")
+        }
+        switch request {
+        case .ping:
+            reply(Pong(), re: id, to: participant)
+            return nil
+        case .leave:
+            leave(sid: sid)
+            return nil
+        case .chatSend(let send):
+            return await sendChat(send, id: id, from: participant)
+        case .chatHistory(let request):
+            return await sendHistory(request, id: id, to: participant)
+        case .typing(let typing):
+            guard participant.grants.chat else { return ProtocolError(.forbidden, "token lacks the chat grant") }
+            broadcast(
+                codec.encode(TypingEvent(participant: participant.sid, identity: participant.identity, active: typing.active)),
+                except: participant)
+            return nil
+        case .presenceSet(let presence):
+            return setPresence(presence, id: id, of: participant)
+        case .offer, .answer, .candidate:
+            guard participant.grants.publish || participant.grants.subscribe else {
+                return ProtocolError(.forbidden, "token lacks the publish and subscribe grants")
+            }
+            return ProtocolError(.badRequest, "media transports are not available on this server version")
+        case .subscribe(let request):
+            guard participant.grants.subscribe else { return ProtocolError(.forbidden, "token lacks the subscribe grant") }
+            return ProtocolError(.notFound, "no such track: \(request.tracks.joined(separator: ", "))")
+        case .mute(let request):
+            return ProtocolError(.notFound, "no such track: \(request.track)")
+        case .recordingStart, .recordingStop:
+            guard participant.grants.record else { return ProtocolError(.forbidden, "token lacks the record grant") }
+            return ProtocolError(.badRequest, "recording is not available on this server version")
+        }
+    }
+
+    private func sendChat(_ send: ChatSend, id: String?, from participant: Participant) async -> ProtocolError? {
+        guard participant.grants.chat else { return ProtocolError(.forbidden, "token lacks the chat grant") }
+        let config = services.config
+        guard !send.text.isEmpty else { return ProtocolError(.badRequest, "field \"text\" is empty") }
+        guard send.text.count <= config.chatMaxTextLength else {
+            return ProtocolError(.tooLarge, "text has \(send.text.count) characters; the limit is \(config.chatMaxTextLength)")
+        }
+        if let clientMsgId = send.clientMsgId, clientMsgId.isEmpty || clientMsgId.utf8.count > 128 {
+            return ProtocolError(.badRequest, "field \"clientMsgId\" must have 1 to 128 bytes")
+        }
+        var recipients: [String]?
+        if let to = send.to {
+            let unique = Array(Set(to)).sorted()
+            guard !unique.isEmpty, !unique.contains("") else {
+                return ProtocolError(.badRequest, "field \"to\" must name at least one identity")
+            }
+            guard unique.count <= config.chatMaxRecipients else {
+                return ProtocolError(.tooLarge, "a direct message may name at most \(config.chatMaxRecipients) identities")
+            }
+            recipients = unique
+        }
+        guard participant.chatBucket.take(now: services.clock.now()) else {
+            return ProtocolError(.rateLimited, "chat rate limit reached (\(config.chatRateLimit.perSecond)/s, burst \(config.chatRateLimit.burst))")
+        }
+        let draft = ChatDraft(
+            id: services.ids.message(), room: name, from: participant.sender, text: send.text, to: recipients,
+            ts: services.clock.wallMilliseconds(), clientMsgId: send.clientMsgId)
+        let stored: (message: ChatMessage, duplicate: Bool)
+        do {
+            stored = try await services.chat.append(draft)
+        } catch {
+            logger.error("chat write failed", metadata: ["participant": "\(participant.sid)", "error": "\(error)"])
+            return ProtocolError(.internal, "the message could not be stored; retry with the same clientMsgId")
+        }
+        // Acked only now that it is committed.
+        reply(ChatAck(message: stored.message, duplicate: stored.duplicate), re: id, to: participant)
+        if stored.duplicate {
+            services.metrics.chatDuplicates.increment()
+            return nil
+        }
+        services.metrics.chatMessages.increment()
+        deliverChat(stored.message, except: participant)
+        return nil
+    }
+
+    /// Delivers a stored message to everyone allowed to see it.
+    private func deliverChat(_ message: ChatMessage, except sender: Participant?) {
+        let frame = codec.encode(ChatEvent(message: message))
+        for participant in participants where participant !== sender && message.isVisible(to: participant.identity) {
+            deliver(frame, to: participant, chatSeq: message.seq)
+        }
+    }
+
+    /// A message posted through the admin API, already stored.
+    public func deliverSystemMessage(_ message: ChatMessage) {
+        guard !closed else { return }
+        deliverChat(message, except: nil)
+    }
+
+    private func sendHistory(_ request: ChatHistoryRequest, id: String?, to participant: Participant) async -> ProtocolError? {
+        let limit = request.limit ?? 50
+        guard (1...ChatRepository.maxPageSize).contains(limit) else {
+            return ProtocolError(.badRequest, "field \"limit\" must be between 1 and \(ChatRepository.maxPageSize)")
+        }
+        if request.before != nil && request.after != nil {
+            return ProtocolError(.badRequest, "give either \"before\" or \"after\", not both")
+        }
+        do {
+            let page = try await services.chat.page(
+                room: name, viewer: participant.identity, before: request.before, after: request.after, limit: limit)
+            reply(ChatHistory(page), re: id, to: participant)
+            return nil
+        } catch {
+            logger.error("chat history read failed", metadata: ["error": "\(error)"])
+            return ProtocolError(.internal, "could not read chat history")
+        }
+    }
+
+    private func setPresence(_ request: PresenceSet, id: String?, of participant: Participant) -> ProtocolError? {
+        let text = request.text ?? ""
+        guard text.count <= 256 else { return ProtocolError(.tooLarge, "presence text is limited to 256 characters") }
+        participant.presence = Presence(status: request.status, text: text, since: services.clock.wallMilliseconds())
+        let event = PresenceEvent(participant: participant.sid, identity: participant.identity, presence: participant.presence)
+        reply(event, re: id, to: participant)
+        if !participant.hidden { broadcast(codec.encode(event), except: participant) }
+        return nil
+    }
+}

@@ -1,0 +1,45 @@
+import Auth
+import Logging
+import ParleyProtocol
+import Store
+
+/// What every room shares: settings, storage, time, identifiers, metrics and logging.
+public struct RoomServices: Sendable {
+    public var config: ParleyConfig
+    public var chat: ChatRepository
+    public var clock: any ServerClock
+    public var ids: IDGenerator
+    public var metrics: ServerMetrics
+    public var logger: Logger
+    public var server: ServerInfo
+    /// ICE servers handed out in `joined` (TURN credentials come with the TURN server).
+    public var iceServers: @Sendable (_ identity: String) -> [ICEServer]
+
+    public init(
+        config: ParleyConfig, chat: ChatRepository, clock: any ServerClock, ids: IDGenerator,
+        metrics: ServerMetrics, logger: Logger, server: ServerInfo,
+        iceServers: @escaping @Sendable (String) -> [ICEServer] = { _ in [] }
+    ) {
+        self.config = config
+        self.chat = chat
+        self.clock = clock
+        self.ids = ids
+        self.metrics = metrics
+        self.logger = logger
+        self.server = server
+        self.iceServers = iceServers
+    }
+}
+
+/// Options a room is created with (by first join or by the admin API).
+public struct RoomOptions: Sendable, Equatable {
+    public var maxParticipants: Int
+    public var emptyTimeout: Duration
+    public var metadata: String
+
+    public init(maxParticipants: Int, emptyTimeout: Duration, metadata: String = "") {
+        self.maxParticipants = maxParticipants
+        self.emptyTimeout = emptyTimeout
+        self.metadata = metadata
+    }
+}

@@ -1,0 +1,63 @@
+import NIOConcurrencyHelpers
+import NIOWebSocket
+
+/// The outgoing side of one signaling connection: a bounded queue of text frames that a writer
+/// task drains into the WebSocket. Rooms enqueue without waiting, so one slow client never
+/// stalls a room; a client whose queue overflows is disconnected (it may resume and catch up
+/// through `chat.history`).
+public final class SignalingConnection: Sendable {
+    public enum CloseReason: Sendable, Equatable {
+        case normal(String)
+        case policy(String)
+        case overflow
+    }
+
+    public let id: UInt64
+    public let frames: AsyncStream<String>
+    private let continuation: AsyncStream<String>.Continuation
+    private let closeReason = NIOLockedValueBox<CloseReason?>(nil)
+
+    private static let counter = NIOLockedValueBox<UInt64>(0)
+
+    public init(limit: Int) {
+        id = Self.counter.withLockedValue { value in
+            value += 1
+            return value
+        }
+        (frames, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(limit))
+    }
+
+    /// Queues a frame. Returns false when the connection is closed or its queue overflowed, in
+    /// which case it is now closing.
+    @discardableResult
+    public func send(_ text: String) -> Bool {
+        switch continuation.yield(text) {
+        case .enqueued: return true
+        case .dropped:
+            close(.overflow)
+            return false
+        case .terminated: return false
+        @unknown default: return false
+        }
+    }
+
+    /// Ends the connection once what is queued has been written.
+    public func close(_ reason: CloseReason) {
+        closeReason.withLockedValue { current in
+            if current == nil { current = reason }
+        }
+        continuation.finish()
+    }
+
+    public var requestedClose: CloseReason? { closeReason.withLockedValue { $0 } }
+
+    /// The WebSocket close code and reason to send for the close that was requested.
+    var closeFrame: (WebSocketErrorCode, String?) {
+        switch requestedClose {
+        case .normal(let reason): (.normalClosure, reason)
+        case .policy(let reason): (.policyViolation, reason)
+        case .overflow: (.policyViolation, "slow_consumer")
+        case nil: (.normalClosure, nil)
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import Auth
+import Foundation
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ParleyProtocol
+
+/// Serves one signaling WebSocket: joins the room, then reads frames, decodes them and hands
+/// requests to the room. Decoding and limits are checked here, off the room's actor.
+struct SignalingSession {
+    let claims: AccessClaims
+    let resume: String?
+    let registry: RoomRegistry
+    let services: RoomServices
+    let codec = SignalCodec()
+
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
+        let config = services.config
+        let metrics = services.metrics
+        let connection = SignalingConnection(limit: config.outboxLimit)
+        var logger = baseLogger
+        logger[metadataKey: "identity"] = "\(claims.identity)"
+        metrics.webSocketConnections.increment()
+        defer { metrics.webSocketConnections.decrement() }
+
+        await withTaskGroup(of: Void.self) { group in
+            // Writer: drains the outbox into the socket, then closes it as requested.
+            group.addTask {
+                for await frame in connection.frames {
+                    do { try await outbound.write(.text(frame)) } catch { break }
+                }
+                let (code, reason) = connection.closeFrame
+                try? await outbound.close(code, reason: reason)
+            }
+
+            guard let roomName = claims.grants.room else { return }  // checked before the upgrade
+            let room: Room
+            let sid: String
+            do {
+                room = try await registry.roomForJoin(roomName)
+                sid = try await room.join(claims: claims, resume: resume, connection: connection)
+            } catch let error as ProtocolError {
+                refuse(error, connection: connection, logger: logger)
+                return
+            } catch {
+                refuse(ProtocolError(.internal, "join failed"), connection: connection, logger: logger)
+                return
+            }
+            logger[metadataKey: "room"] = "\(roomName)"
+            logger[metadataKey: "participant"] = "\(sid)"
+
+            let endedByClient = await readLoop(inbound: inbound, room: room, sid: sid, connection: connection, logger: logger)
+            if endedByClient {
+                await room.connectionLost(sid: sid, connection: connection)
+            }
+            connection.close(.normal("closed"))
+        }
+        logger.debug("signaling connection ended")
+    }
+
+    private func refuse(_ error: ProtocolError, connection: SignalingConnection, logger: Logger) {
+        services.metrics.recordError(error.code)
+        logger.notice("join refused", metadata: ["code": "\(error.code.rawValue)", "reason": "\(error.message)"])
+        connection.send(codec.encode(ErrorReply(error)))
+        connection.close(.policy(error.code.rawValue))
+    }
+
+    /// Reads until the socket closes. Returns true when the client went away (not a leave or a
+    /// server-side close), so the session is held for resuming.
+    private func readLoop(
+        inbound: WebSocketInboundStream, room: Room, sid: String, connection: SignalingConnection, logger: Logger
+    ) async -> Bool {
+        let config = services.config
+        var bucket = TokenBucket(
+            perSecond: config.signalingRateLimit.perSecond, burst: config.signalingRateLimit.burst,
+            now: services.clock.now())
+        var message = ByteBuffer()
+        var messageOpcode: WebSocketDataFrame.Opcode?
+        var oversized = false
+        do {
+            for try await frame in inbound {
+                // Reassemble fragmented messages, refusing (not buffering) ones over the limit.
+                switch frame.opcode {
+                case .text, .binary:
+                    messageOpcode = frame.opcode
+                    message.clear()
+                    oversized = false
+                case .continuation:
+                    guard messageOpcode != nil else { continue }
+                }
+                if message.readableBytes + frame.data.readableBytes > config.maxMessageBytes {
+                    oversized = true
+                    message.clear()
+                } else if !oversized {
+                    var data = frame.data
+                    message.writeBuffer(&data)
+                }
+                guard frame.fin, let opcode = messageOpcode else { continue }
+                messageOpcode = nil
+                services.metrics.signalingMessages.increment()
+
+                if connection.requestedClose != nil { break }
+                if oversized {
+                    answer(ProtocolError(.tooLarge, "message exceeds \(config.maxMessageBytes) bytes"), re: nil, connection)
+                    continue
+                }
+                guard opcode == .text else {
+                    answer(ProtocolError(.badRequest, "binary frames are not accepted; send JSON text"), re: nil, connection)
+                    continue
+                }
+                let text = String(decoding: message.readableBytesView, as: UTF8.self)
+                switch codec.decodeRequest(text) {
+                case .failure(let failure):
+                    answer(failure.error, re: failure.id, connection)
+                case .success(let (id, request)):
+                    guard bucket.take(now: services.clock.now()) else {
+                        answer(ProtocolError(.rateLimited, "too many signaling messages; slow down"), re: id, connection)
+                        continue
+                    }
+                    if let error = await room.handle(request, id: id, from: sid) {
+                        answer(error, re: id, connection)
+                    }
+                    if request == .leave { return false }
+                }
+            }
+        } catch {
+            logger.debug("signaling read ended with error", metadata: ["error": "\(error)"])
+        }
+        // A slow client that overflowed its outbox may still resume, as may one whose socket dropped.
+        return connection.requestedClose == nil || connection.requestedClose == .overflow
+    }
+
+    private func answer(_ error: ProtocolError, re: String?, _ connection: SignalingConnection) {
+        services.metrics.recordError(error.code)
+        connection.send(codec.encode(ErrorReply(error), re: re))
+    }
+}

@@ -1,0 +1,75 @@
+import NIOConcurrencyHelpers
+import ParleyProtocol
+import Prometheus
+
+/// What an operator watches, served at `/metrics` in Prometheus text format. One registry per
+/// server instance (not the process-global MetricsSystem), so tests can run servers side by side.
+public final class ServerMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    public let rooms: Gauge
+    public let participants: Gauge
+    public let webSocketConnections: Gauge
+    public let chatMessages: Counter
+    public let chatDuplicates: Counter
+    public let signalingMessages: Counter
+    public let slowConsumerDisconnects: Counter
+    public let resumes: Counter
+    private let errorsByCode: [ErrorCode: Counter]
+    private let requestDurations: NIOLockedValueBox<[String: DurationHistogram]>
+
+    private static let latencyBuckets: [Duration] = [
+        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .seconds(2.5), .seconds(5),
+    ]
+
+    public init() {
+        rooms = registry.makeGauge(descriptor: Self.name("rooms", help: "Open rooms"))
+        participants = registry.makeGauge(descriptor: Self.name("participants", help: "Participants in rooms, reconnecting ones included"))
+        webSocketConnections = registry.makeGauge(descriptor: Self.name("websocket_connections", help: "Open signaling WebSocket connections"))
+        chatMessages = registry.makeCounter(descriptor: Self.name("chat_messages", unit: "total", help: "Chat messages stored and delivered"))
+        chatDuplicates = registry.makeCounter(
+            descriptor: Self.name("chat_duplicates", unit: "total", help: "chat.send retries answered with the stored original (same clientMsgId)"))
+        signalingMessages = registry.makeCounter(descriptor: Self.name("signaling_messages", unit: "total", help: "Signaling messages received"))
+        slowConsumerDisconnects = registry.makeCounter(
+            descriptor: Self.name("slow_consumer_disconnects", unit: "total", help: "Connections dropped because their outbox overflowed"))
+        resumes = registry.makeCounter(descriptor: Self.name("session_resumes", unit: "total", help: "Sessions resumed after a dropped connection"))
+        var errors: [ErrorCode: Counter] = [:]
+        for code in ErrorCode.allCases {
+            errors[code] = registry.makeCounter(
+                descriptor: Self.name("signaling_errors", unit: "total", help: "Errors answered to clients, by code"),
+                labels: [("code", code.rawValue)])
+        }
+        errorsByCode = errors
+        requestDurations = NIOLockedValueBox([:])
+    }
+
+    /// `parley_<name>[_<unit>]`.
+    static func name(_ name: String, unit: String = "", help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "parley", metricName: name, unitName: unit, helpText: help)
+    }
+
+    public func recordError(_ code: ErrorCode) {
+        errorsByCode[code]?.increment()
+    }
+
+    /// Records an HTTP request's latency, labelled by route pattern (not raw path) and status.
+    public func recordRequest(method: String, route: String, status: Int, duration: Duration) {
+        let key = "\(method) \(route) \(status)"
+        let histogram = requestDurations.withLockedValue { histograms in
+            if let existing = histograms[key] { return existing }
+            let made = registry.makeDurationHistogram(
+                descriptor: Self.name("http_request_duration", unit: "seconds", help: "HTTP request latency, WebSocket upgrades included"),
+                labels: [("method", method), ("route", route), ("status", String(status))],
+                buckets: Self.latencyBuckets)
+            histograms[key] = made
+            return made
+        }
+        histogram.recordNanoseconds(Int64(duration.components.seconds) * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    }
+
+    public func render() -> String {
+        registry.emitToString()
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import GRDB
+
+/// Parley's SQLite database: WAL journal, migrations applied on open. Writes go through GRDB's
+/// serial writer queue, off the media workers; reads run concurrently.
+public final class ParleyDatabase: Sendable {
+    /// How hard SQLite works to make a commit survive a crash (PRAGMA synchronous).
+    public enum Durability: String, Sendable, CaseIterable {
+        /// Each commit is fsynced: an acknowledged message survives power loss.
+        case full
+        /// Commits survive a process crash, not a power loss; faster.
+        case normal
+    }
+
+    public let pool: DatabasePool
+    public let path: String
+
+    public init(path: String, durability: Durability = .full) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        let pragma = durability == .full ? "FULL" : "NORMAL"
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(pragma)")
+        }
+        self.pool = try DatabasePool(path: path, configuration: configuration)
+        self.path = path
+        try Self.migrator.migrate(pool)
+    }
+
+    /// Closes every connection; the WAL is checkpointed so the file stands alone.
+    public func close() throws {
+        try pool.writeWithoutTransaction { db in
+            try db.checkpoint(.truncate)
+        }
+        try pool.close()
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-chat") { db in
+            try db.execute(sql: """
+                CREATE TABLE chat_message (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    room TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    from_sid TEXT NOT NULL,
+                    from_identity TEXT NOT NULL,
+                    from_name TEXT NOT NULL,
+                    text TEXT NOT NULL,
+                    recipients TEXT,
+                    ts INTEGER NOT NULL,
+                    client_msg_id TEXT,
+                    system INTEGER NOT NULL DEFAULT 0,
+                    UNIQUE (room, seq)
+                );
+                CREATE UNIQUE INDEX chat_message_idempotency
+                    ON chat_message (room, from_identity, client_msg_id)
+                    WHERE client_msg_id IS NOT NULL;
+                """)
+        }
+        return migrator
+    }
+}
