@@ -97,6 +97,7 @@ public enum TokenError: Error, Equatable, CustomStringConvertible {
     case expired
     case notYetValid
     case missingIdentity
+    case noExpiry
 
     public var description: String {
         switch self {
@@ -106,6 +107,7 @@ public enum TokenError: Error, Equatable, CustomStringConvertible {
         case .expired: "token has expired"
         case .notYetValid: "token is not valid yet (nbf)"
         case .missingIdentity: "token has no identity (sub)"
+        case .noExpiry: "token has no expiry (exp)"
         }
     }
 }
@@ -166,7 +168,9 @@ public struct TokenVerifier: Sendable {
             throw .badSignature
         }
         let nowSeconds = Int64(now().timeIntervalSince1970)
-        if claims.exp != 0, nowSeconds > claims.exp + leeway { throw .expired }
+        // A token that never expires can never be revoked: refuse it.
+        guard claims.exp > 0 else { throw .noExpiry }
+        if nowSeconds > claims.exp + leeway { throw .expired }
         if nowSeconds + leeway < claims.nbf { throw .notYetValid }
         if claims.sub.isEmpty { throw .missingIdentity }
         return claims

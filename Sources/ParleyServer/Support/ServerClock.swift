@@ -41,7 +41,7 @@ public final class ManualClock: ServerClock {
 
     private let state: NIOLockedValueBox<State>
 
-    public init(wallMilliseconds: Int64 = 1_700_000_000_000) {
+    public init(wallMilliseconds: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) {
         state = NIOLockedValueBox(State(wallOrigin: wallMilliseconds))
     }
 

@@ -1,0 +1,94 @@
+import Auth
+import Foundation
+import Logging
+import ParleyClient
+import ParleyProtocol
+@testable import ParleyServer
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A real server on a free loopback port with its own database, for integration tests.
+final class TestServer: Sendable {
+    let server: ParleyServer
+    let port: Int
+    let storePath: String
+    private let task: Task<Void, any Error>
+
+    static func start(
+        storePath: String? = nil, clock: any ServerClock = SystemClock(), _ settings: [String] = []
+    ) async throws -> TestServer {
+        let path = storePath ?? FileManager.default.temporaryDirectory
+            .appendingPathComponent("parley-it-\(UUID().uuidString)/parley.sqlite").path
+        let config = try ParleyConfig.load(ConfigSources(
+            overrides: ["server.host=127.0.0.1", "server.port=0", "store.path=\(path)", "rtc.workers=2"] + settings, dev: true))
+        var logger = Logger(label: "parley-test")
+        logger.logLevel = ProcessInfo.processInfo.environment["PARLEY_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+        let server = try await ParleyServer(config: config, logger: logger, clock: clock)
+        let task = Task { try await server.run() }
+        let port = await server.listeningPort()
+        return TestServer(server: server, port: port, storePath: path, task: task)
+    }
+
+    private init(server: ParleyServer, port: Int, storePath: String, task: Task<Void, any Error>) {
+        self.server = server
+        self.port = port
+        self.storePath = storePath
+        self.task = task
+    }
+
+    var url: String { "ws://127.0.0.1:\(port)" }
+    var httpURL: String { "http://127.0.0.1:\(port)" }
+
+    func stop() async throws {
+        await server.shutdown()
+        try await task.value
+    }
+
+    func token(
+        _ identity: String, room: String = "standup", name: String? = nil, grants: Grants? = nil, ttl: Int64 = 600
+    ) async throws -> String {
+        let issuer = await TokenIssuer(apiKey: ParleyConfig.devAPIKey, secret: ParleyConfig.devAPISecret)
+        return try await issuer.mint(
+            identity: identity, grants: grants ?? Grants(room: room, join: true, publish: true, subscribe: true, chat: true),
+            name: name ?? identity.capitalized, ttl: ttl)
+    }
+
+    /// Connects and returns the client with its `joined` frame.
+    func join(
+        _ identity: String, room: String = "standup", grants: Grants? = nil, resume: String? = nil
+    ) async throws -> (client: SignalingClient, joined: Joined) {
+        let client = try await SignalingClient.connect(
+            url: url, token: try await token(identity, room: room, grants: grants), resume: resume)
+        let first = try await client.next()
+        guard first.type == Joined.type else {
+            throw SignalingClientError.serverError(try first.decode(ErrorReply.self))
+        }
+        return (client, try first.decode(Joined.self))
+    }
+
+    /// An admin HTTP call; returns the status and the decoded JSON body.
+    func http(
+        _ method: String, _ path: String, body: [String: Any]? = nil, token: String? = "admin"
+    ) async throws -> (status: Int, json: [String: Any]) {
+        var request = URLRequest(url: URL(string: httpURL + path)!)
+        request.httpMethod = method
+        if let token {
+            let bearer = token == "admin" ? try await self.token("ops", grants: Grants(admin: true)) : token
+            request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization")
+        }
+        if let body {
+            request.httpBody = try JSONSerialization.data(withJSONObject: body)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? ["_text": String(decoding: data, as: UTF8.self)]
+        return ((response as! HTTPURLResponse).statusCode, json)
+    }
+}
+
+extension SignalingClient {
+    func expectNothing<M: SignalMessage>(_ type: M.Type, within duration: Duration = .milliseconds(300)) async -> Bool {
+        (try? await next(type, timeout: duration)) == nil
+    }
+}
