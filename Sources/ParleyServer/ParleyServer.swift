@@ -23,6 +23,7 @@ public final class ParleyServer: Sendable {
     public let logger: Logger
     let verifier: TokenVerifier
     let readiness = Readiness()
+    let sessions = SessionCounter()
     private let serviceGroup = NIOLockedValueBox<ServiceGroup?>(nil)
     private let boundPort = NIOLockedValueBox<Int?>(nil)
     private let portWaiters = NIOLockedValueBox<[CheckedContinuation<Int, Never>]>([])
@@ -77,7 +78,7 @@ public final class ParleyServer: Sendable {
                 services: [
                     .init(service: DatabaseCloser(database: database, logger: logger)),
                     .init(service: app),
-                    .init(service: RoomCloser(registry: registry, readiness: readiness, logger: logger)),
+                    .init(service: RoomCloser(registry: registry, sessions: sessions, readiness: readiness, logger: logger)),
                 ],
                 gracefulShutdownSignals: signals,
                 logger: logger))
@@ -136,6 +137,7 @@ public final class ParleyServer: Sendable {
         let verifier = self.verifier
         let registry = self.registry
         let services = self.services
+        let sessions = self.sessions
         // The WebSocket library answers every refused upgrade with a bare 400, so the token is
         // checked right after the upgrade instead: the client gets an `error` frame naming the
         // code (which a browser could never read from a refused upgrade) and the socket closes.
@@ -152,7 +154,7 @@ public final class ParleyServer: Sendable {
                 return
             }
             let resume = context.request.uri.queryParameters.get("resume")
-            await SignalingSession(claims: claims, resume: resume, registry: registry, services: services)
+            await SignalingSession(claims: claims, resume: resume, registry: registry, services: services, sessions: sessions)
                 .run(inbound: inbound, outbound: outbound, logger: context.logger)
         }
         return router
@@ -205,6 +207,7 @@ struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
 /// Closes every room when shutdown starts, before the listener stops, so clients hear `room.closed`.
 struct RoomCloser: Service {
     let registry: RoomRegistry
+    let sessions: SessionCounter
     let readiness: Readiness
     let logger: Logger
 
@@ -213,6 +216,9 @@ struct RoomCloser: Service {
         readiness.set(.draining)
         logger.info("shutting down: closing rooms")
         await registry.closeAll(reason: "server_shutdown")
+        // Let every session write `room.closed` and finish its close handshake (an unresponsive
+        // client is cut after the grace period) before the listener tears sockets down.
+        await sessions.waitUntilIdle(timeout: SignalingSession.closeGrace + .seconds(1))
     }
 }
 

@@ -35,6 +35,11 @@ public struct ParleyConfig: Sendable {
     public struct RateLimit: Sendable, Equatable {
         public var perSecond: Double
         public var burst: Int
+
+        public init(perSecond: Double, burst: Int) {
+            self.perSecond = perSecond
+            self.burst = burst
+        }
     }
 
     public var host: String

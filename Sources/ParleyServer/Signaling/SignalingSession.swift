@@ -2,6 +2,7 @@ import Auth
 import Foundation
 import HummingbirdWebSocket
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import ParleyProtocol
 
@@ -12,6 +13,7 @@ struct SignalingSession {
     let resume: String?
     let registry: RoomRegistry
     let services: RoomServices
+    let sessions: SessionCounter
     let codec = SignalCodec()
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
@@ -21,9 +23,14 @@ struct SignalingSession {
         var logger = baseLogger
         logger[metadataKey: "identity"] = "\(claims.identity)"
         metrics.webSocketConnections.increment()
-        defer { metrics.webSocketConnections.decrement() }
+        sessions.started()
+        defer {
+            metrics.webSocketConnections.decrement()
+            sessions.ended()
+        }
 
-        await withTaskGroup(of: Void.self) { group in
+        let readerDone = NIOLockedValueBox(false)
+        await withTaskGroup(of: Role.self) { group in
             // Writer: drains the outbox into the socket, then closes it as requested.
             group.addTask {
                 for await frame in connection.frames {
@@ -31,31 +38,54 @@ struct SignalingSession {
                 }
                 let (code, reason) = connection.closeFrame
                 try? await outbound.close(code, reason: reason)
+                // A client that never answers the close would keep the reader (and shutdown)
+                // waiting forever: give it a grace period, then stop reading.
+                if !readerDone.withLockedValue({ $0 }) { try? await Task.sleep(for: Self.closeGrace) }
+                return .writer
             }
-
-            guard let roomName = claims.grants.room else { return }  // checked before the upgrade
-            let room: Room
-            let sid: String
-            do {
-                room = try await registry.roomForJoin(roomName)
-                sid = try await room.join(claims: claims, resume: resume, connection: connection)
-            } catch let error as ProtocolError {
-                refuse(error, connection: connection, logger: logger)
-                return
-            } catch {
-                refuse(ProtocolError(.internal, "join failed"), connection: connection, logger: logger)
-                return
+            group.addTask { [logger] in
+                await serve(inbound: inbound, connection: connection, logger: logger)
+                readerDone.withLockedValue { $0 = true }
+                connection.close(.normal("closed"))
+                return .reader
             }
-            logger[metadataKey: "room"] = "\(roomName)"
-            logger[metadataKey: "participant"] = "\(sid)"
-
-            let endedByClient = await readLoop(inbound: inbound, room: room, sid: sid, connection: connection, logger: logger)
-            if endedByClient {
-                await room.connectionLost(sid: sid, connection: connection)
+            if await group.next() == .reader {
+                // Let the writer flush what is queued, within the same grace period.
+                group.addTask {
+                    try? await Task.sleep(for: Self.closeGrace)
+                    return .timer
+                }
+                _ = await group.next()
             }
-            connection.close(.normal("closed"))
+            group.cancelAll()
         }
         logger.debug("signaling connection ended")
+    }
+
+    private enum Role { case reader, writer, timer }
+
+    /// How long a closing connection waits on its peer before it is cut.
+    static let closeGrace: Duration = .seconds(2)
+
+    /// Joins the room, then reads requests until the socket closes.
+    private func serve(inbound: WebSocketInboundStream, connection: SignalingConnection, logger: Logger) async {
+        var logger = logger
+        guard let roomName = claims.grants.room else { return }  // checked before the upgrade
+        let room: Room
+        let sid: String
+        do {
+            room = try await registry.roomForJoin(roomName)
+            sid = try await room.join(claims: claims, resume: resume, connection: connection)
+        } catch {
+            refuse(error, connection: connection, logger: logger)
+            return
+        }
+        logger[metadataKey: "room"] = "\(roomName)"
+        logger[metadataKey: "participant"] = "\(sid)"
+        let endedByClient = await readLoop(inbound: inbound, room: room, sid: sid, connection: connection, logger: logger)
+        if endedByClient {
+            await room.connectionLost(sid: sid, connection: connection)
+        }
     }
 
     private func refuse(_ error: ProtocolError, connection: SignalingConnection, logger: Logger) {

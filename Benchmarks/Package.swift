@@ -1,0 +1,30 @@
+// swift-tools-version: 6.2
+// Micro-benchmarks for Parley's hot paths (package-benchmark). Run with `make bench`.
+import Foundation
+import PackageDescription
+
+// A path dependency's identity is its folder's name, which depends on where the repo was cloned.
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent.lowercased()
+
+let package = Package(
+    name: "ParleyBenchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "ChatFanout",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "ParleyServer", package: root),
+                .product(name: "Auth", package: root),
+                .product(name: "ParleyProtocol", package: root),
+                .product(name: "Store", package: root),
+            ],
+            path: "Benchmarks/ChatFanout",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ]
+)
