@@ -2,7 +2,6 @@ import Auth
 import Foundation
 import HummingbirdWebSocket
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import ParleyProtocol
 
@@ -29,7 +28,6 @@ struct SignalingSession {
             sessions.ended()
         }
 
-        let readerDone = NIOLockedValueBox(false)
         await withTaskGroup(of: Role.self) { group in
             // Writer: drains the outbox into the socket, then closes it as requested.
             group.addTask {
@@ -38,25 +36,22 @@ struct SignalingSession {
                 }
                 let (code, reason) = connection.closeFrame
                 try? await outbound.close(code, reason: reason)
-                // A client that never answers the close would keep the reader (and shutdown)
-                // waiting forever: give it a grace period, then stop reading.
-                if !readerDone.withLockedValue({ $0 }) { try? await Task.sleep(for: Self.closeGrace) }
                 return .writer
             }
             group.addTask { [logger] in
                 await serve(inbound: inbound, connection: connection, logger: logger)
-                readerDone.withLockedValue { $0 = true }
                 connection.close(.normal("closed"))
                 return .reader
             }
-            if await group.next() == .reader {
-                // Let the writer flush what is queued, within the same grace period.
-                group.addTask {
-                    try? await Task.sleep(for: Self.closeGrace)
-                    return .timer
-                }
-                _ = await group.next()
+            // Whichever side ends first, the other gets a grace period: the writer to flush what
+            // is queued, the reader to see the client's close reply. A client that never answers
+            // would otherwise hold the connection (and shutdown) forever.
+            _ = await group.next()
+            group.addTask {
+                try? await Task.sleep(for: Self.closeGrace)
+                return .timer
             }
+            _ = await group.next()
             group.cancelAll()
         }
         logger.debug("signaling connection ended")
