@@ -131,28 +131,28 @@ public final class ParleyServer: Sendable {
         return router
     }
 
-    func webSocketRouter() -> Router<BasicWebSocketRequestContext> {
-        let router = Router(context: BasicWebSocketRequestContext.self)
+    func webSocketRouter() -> Router<SignalingRequestContext> {
+        let router = Router(context: SignalingRequestContext.self)
         router.middlewares.add(RequestMetricsMiddleware(metrics: metrics))
         let verifier = self.verifier
         let registry = self.registry
         let services = self.services
         let sessions = self.sessions
-        // The WebSocket library answers every refused upgrade with a bare 400, so the token is
-        // checked right after the upgrade instead: the client gets an `error` frame naming the
-        // code (which a browser could never read from a refused upgrade) and the socket closes.
-        router.ws("/v1/rtc") { inbound, outbound, context in
-            let claims: AccessClaims
+        // The token is checked before the upgrade: a refused client gets 401 or 403 with a JSON
+        // error. Browsers cannot read that status; the web client asks a plain GET for the reason.
+        router.ws("/v1/rtc", shouldUpgrade: { request, context in
             do {
-                claims = try await Self.signalingClaims(context.request, verifier: verifier)
-            } catch {
-                let refusal = (error as? APIError)?.error ?? ProtocolError(.unauthorized, "token refused")
-                services.metrics.recordError(refusal.code)
-                context.logger.notice("signaling refused", metadata: ["code": "\(refusal.code.rawValue)", "reason": "\(refusal.message)"])
-                try? await outbound.write(.text(SignalCodec().encode(ErrorReply(refusal))))
-                try? await outbound.close(.policyViolation, reason: refusal.code.rawValue)
-                return
+                let claims = try await Self.signalingClaims(request, verifier: verifier)
+                context.claims.withLockedValue { $0 = claims }
+                return .upgrade([:])
+            } catch let refusal as APIError {
+                services.metrics.recordError(refusal.error.code)
+                context.logger.notice("signaling refused", metadata: ["code": "\(refusal.error.code.rawValue)", "reason": "\(refusal.error.message)"])
+                try await UpgradeRefusal.arm(context.channel, with: refusal)
+                throw refusal
             }
+        }) { inbound, outbound, context in
+            guard let claims = context.requestContext.claims.withLockedValue({ $0 }) else { return }
             let resume = context.request.uri.queryParameters.get("resume")
             await SignalingSession(claims: claims, resume: resume, registry: registry, services: services, sessions: sessions)
                 .run(inbound: inbound, outbound: outbound, logger: context.logger)

@@ -265,10 +265,18 @@ import Testing
         let forged = try await issuer.mint(identity: "eve", grants: Grants(room: "standup", join: true))
         let expired = try await server.token("eve", ttl: -10)
         let foreign = try await TokenIssuer(apiKey: "stranger", secret: "secret").mint(identity: "eve", grants: Grants(room: "standup", join: true))
-        // Refusals on the WebSocket itself (an `error` frame, then close) are asserted by the Python
-        // contract test: hummingbird's WebSocket client can lose frames that arrive in the same
-        // segment as the 101 response, as an immediate refusal does (see docs/operations.md).
         let noJoin = try await server.token("eve", grants: Grants(room: "standup", chat: true))
+        // The upgrade itself is refused with the status and a JSON error naming the code.
+        for token in [forged, expired, foreign, "garbage"] {
+            let refused = try await server.upgrade(path: "/v1/rtc?token=\(token)")
+            #expect(refused.status == 401)
+            #expect(refused.body.contains(#""code":"unauthorized""#), "\(refused.body)")
+        }
+        let noJoinRefused = try await server.upgrade(path: "/v1/rtc?token=\(noJoin)")
+        #expect(noJoinRefused.status == 403 && noJoinRefused.body.contains(#""code":"forbidden""#))
+        #expect(try await server.upgrade(path: "/v1/rtc").status == 401)
+        // The WebSocket client sees the upgrade fail.
+        await #expect(throws: (any Error).self) { try await SignalingClient.connect(url: server.url, token: forged, resume: nil) }
         for token in [forged, expired, foreign] {
             #expect(try await server.http("GET", "/v1/rtc?token=\(token)", token: nil).status == 401)
         }

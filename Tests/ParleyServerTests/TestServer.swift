@@ -67,6 +67,42 @@ final class TestServer: Sendable {
         return (client, try first.decode(Joined.self))
     }
 
+    /// Sends a WebSocket upgrade request by hand and returns the status line's code and the body,
+    /// so a refused upgrade's own status is seen (WebSocket clients only report that they failed).
+    func upgrade(path: String) async throws -> (status: Int, body: String) {
+        let port = self.port
+        return try await Task.detached {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw POSIXError(.EIO) }
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+            let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            _ = request.withCString { send(fd, $0, strlen($0), 0) }
+            var received = [UInt8]()
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = recv(fd, &chunk, chunk.count, 0)
+                if n <= 0 { break }
+                received += chunk[0..<n]
+                if let text = String(bytes: received, encoding: .utf8), text.hasPrefix("HTTP/1.1 101") { break }
+            }
+            let text = String(decoding: received, as: UTF8.self)
+            let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
+            let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+            return (status, body)
+        }.value
+    }
+
     /// An admin HTTP call; returns the status and the decoded JSON body.
     func http(
         _ method: String, _ path: String, body: [String: Any]? = nil, token: String? = "admin"

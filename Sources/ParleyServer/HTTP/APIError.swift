@@ -12,8 +12,10 @@ struct APIError: HTTPResponseError {
     var status: HTTPResponse.Status { .init(code: error.code.httpStatus) }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSONResponse.make(ErrorBody(error: .init(code: error.code, message: error.message)), status: status)
+        JSONResponse.make(body, status: status)
     }
+
+    var body: some Encodable { ErrorBody(error: .init(code: error.code, message: error.message)) }
 }
 
 /// `{"error":{"code":"…","message":"…"}}`
@@ -26,12 +28,15 @@ private struct ErrorBody: Encodable {
 }
 
 enum JSONResponse {
+    static let contentType = "application/json; charset=utf-8"
+
     static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: encode(value))))
+    }
+
+    static func encode(_ value: some Encodable) -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
-        return Response(
-            status: status, headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return (try? encoder.encode(value)) ?? Data("{}".utf8)
     }
 }

@@ -22,9 +22,16 @@ function connect(token, resume) {
   ws = new WebSocket(url);
   $("status").textContent = "connecting…";
   ws.onmessage = (e) => handle(JSON.parse(e.data));
-  ws.onclose = () => {
-    $("status").textContent = "disconnected; reconnecting…";
-    if (me) setTimeout(() => connect(token, me.sid), 1000);
+  ws.onclose = async () => {
+    if (me) {
+      $("status").textContent = "disconnected; reconnecting…";
+      setTimeout(() => connect(token, me.sid), 1000);
+      return;
+    }
+    // A refused upgrade hides its status from the page; a plain GET returns the reason.
+    const res = await fetch(`/v1/rtc?token=${encodeURIComponent(token)}`).catch(() => null);
+    const body = res ? await res.json().catch(() => null) : null;
+    $("status").textContent = body && body.error && res.status !== 400 ? `refused: ${body.error.message}` : "could not connect";
   };
 }
 
