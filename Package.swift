@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ParleyProtocol", targets: ["ParleyProtocol"]),
         .library(name: "Auth", targets: ["Auth"]),
         .library(name: "Store", targets: ["Store"]),
+        .library(name: "WebRTC", targets: ["WebRTC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -36,6 +37,10 @@ let package = Package(
         .systemLibrary(name: "CParleyOpus", pkgConfig: "opus", providers: [.apt(["libopus-dev"])]),
 
         .target(name: "ParleyProtocol", swiftSettings: strictSettings),
+
+        // Pure codecs: no I/O, no clocks; tested with RFC vectors and fuzzed.
+        // ICE-lite, DTLS (OpenSSL), SRTP (libsrtp2) and the RFC 7983 demux for one transport.
+        .target(name: "WebRTC", dependencies: ["CParleyOpenSSL", "CParleySRTP"], swiftSettings: strictSettings),
         .target(
             name: "Auth",
             dependencies: [
@@ -87,6 +92,7 @@ let package = Package(
 
         .testTarget(name: "AuthTests", dependencies: ["Auth"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC"]),
         .testTarget(
             name: "ParleyServerTests",
             dependencies: ["ParleyServer", "ParleyClient", "Auth", "Store"],
