@@ -10,8 +10,8 @@ import Testing
         #expect(version.hasPrefix("OpenSSL 3."), "got \(version)")
     }
 
-    @Test func libsrtpInitialises() {
-        #expect(srtp_init() == srtp_err_status_ok)
+    // srtp_init is process-global and not thread-safe; WebRTC.SRTPSession owns that call.
+    @Test func libsrtpIsVersion2() {
         let version = String(cString: srtp_get_version_string())
         #expect(version.contains("2."), "got \(version)")
     }
