@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "Auth", targets: ["Auth"]),
         .library(name: "Store", targets: ["Store"]),
         .library(name: "WebRTC", targets: ["WebRTC"]),
+        .library(name: "STUN", targets: ["STUN"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -39,8 +40,9 @@ let package = Package(
         .target(name: "ParleyProtocol", swiftSettings: strictSettings),
 
         // Pure codecs: no I/O, no clocks; tested with RFC vectors and fuzzed.
+        .target(name: "STUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSettings),
         // ICE-lite, DTLS (OpenSSL), SRTP (libsrtp2) and the RFC 7983 demux for one transport.
-        .target(name: "WebRTC", dependencies: ["CParleyOpenSSL", "CParleySRTP"], swiftSettings: strictSettings),
+        .target(name: "WebRTC", dependencies: ["STUN", "CParleyOpenSSL", "CParleySRTP"], swiftSettings: strictSettings),
         .target(
             name: "Auth",
             dependencies: [
@@ -92,7 +94,8 @@ let package = Package(
 
         .testTarget(name: "AuthTests", dependencies: ["Auth"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
-        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC"]),
+        .testTarget(name: "STUNTests", dependencies: ["STUN"]),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN"]),
         .testTarget(
             name: "ParleyServerTests",
             dependencies: ["ParleyServer", "ParleyClient", "Auth", "Store"],
