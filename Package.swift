@@ -42,7 +42,11 @@ let package = Package(
         // Pure codecs: no I/O, no clocks; tested with RFC vectors and fuzzed.
         .target(name: "STUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSettings),
         // ICE-lite, DTLS (OpenSSL), SRTP (libsrtp2) and the RFC 7983 demux for one transport.
-        .target(name: "WebRTC", dependencies: ["STUN", "CParleyOpenSSL", "CParleySRTP"], swiftSettings: strictSettings),
+        .target(name: "WebRTC", dependencies: [
+                "STUN", "CParleyOpenSSL", "CParleySRTP",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings),
         .target(
             name: "Auth",
             dependencies: [

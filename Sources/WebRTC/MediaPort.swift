@@ -1,0 +1,270 @@
+import NIOCore
+import NIOPosix
+import STUN
+
+/// One media worker's UDP sockets (one per advertised IP, all on the worker's port) and the
+/// demultiplexer in front of its transports: STUN checks are routed by the ufrag in USERNAME,
+/// everything else by the sender's address once ICE has validated it. It lives on the worker's
+/// event loop, as do the rooms it serves, so a datagram reaches its transport with no hop or lock;
+/// `@unchecked Sendable` only so the worker can be handed around, every use asserts the loop.
+public final class MediaPort: @unchecked Sendable {
+    public let loop: any EventLoop
+    public let port: Int
+    public private(set) var localAddresses: [TransportAddress] = []
+    private var channels: [any Channel] = []
+    private var byUfrag: [String: WebRTCTransport] = [:]
+    private var byAddress: [TransportAddress: Route] = [:]
+    /// The NIO form of each peer address we have heard from, so sending needs no conversion.
+    private var socketAddresses: [TransportAddress: SocketAddress] = [:]
+    /// The socket the datagram being handled came in on; replies go out the same way (aioice
+    /// drops a response from another address).
+    private var currentSocket = 0
+    private var pendingFlush: Set<Int> = []
+    private var tickTask: RepeatedTask?
+    private var tickHandlers: [ObjectIdentifier: (UInt64) -> Void] = [:]
+    public let now: @Sendable () -> UInt64
+    public private(set) var counters = PortCounters()
+    /// Counters of transports that have been removed, so totals never go backwards.
+    private var retiredTransportCounters = TransportCounters()
+
+    struct Route {
+        let transport: WebRTCTransport
+        let socket: Int
+    }
+
+    public struct PortCounters: Sendable, Equatable {
+        public var datagramsIn: UInt64 = 0
+        public var datagramsOut: UInt64 = 0
+        public var droppedMalformed: UInt64 = 0
+        public var droppedUnknownUfrag: UInt64 = 0
+        public var droppedUnknownSource: UInt64 = 0
+        public var sendFailures: UInt64 = 0
+    }
+
+    public init(loop: any EventLoop, port: Int, now: @escaping @Sendable () -> UInt64 = { NIODeadline.now().uptimeNanoseconds }) {
+        self.loop = loop
+        self.port = port
+        self.now = now
+    }
+
+    /// Binds one socket per address on `port` (0 picks a free port, shared by the rest) and
+    /// starts the worker's tick.
+    public func start(addresses: [IPAddress], tickInterval: TimeAmount = .milliseconds(20)) async throws {
+        var boundPort = port
+        for (index, address) in addresses.enumerated() {
+            let handler = MediaPortHandler(port: self, socket: index)
+            let portToBind = boundPort
+            let channel = try await DatagramBootstrap(group: loop)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+                .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) } }
+                .bind(host: address.description, port: portToBind).get()
+            if boundPort == 0 { boundPort = channel.localAddress?.port ?? 0 }
+            let local = TransportAddress(ip: address, port: UInt16(boundPort))
+            try await loop.submit {
+                self.channels.append(channel)
+                self.localAddresses.append(local)
+            }.get()
+        }
+        try await loop.submit {
+            self.tickTask = self.loop.scheduleRepeatedTask(initialDelay: tickInterval, delay: tickInterval) { _ in self.tick() }
+        }.get()
+    }
+
+    public func stop() async {
+        let channels = try? await loop.submit { () -> [any Channel] in
+            self.tickTask?.cancel()
+            self.tickTask = nil
+            for transport in self.uniqueTransports { transport.close() }
+            return self.channels
+        }.get()
+        for channel in channels ?? [] { try? await channel.close() }
+    }
+
+    // MARK: Transports
+
+    /// Makes checks addressed to the transport's local ufrag reach it.
+    public func register(_ transport: WebRTCTransport) {
+        loop.preconditionInEventLoop()
+        transport.sink = self
+        byUfrag[transport.localICE.ufrag] = transport
+    }
+
+    /// After an ICE restart: the new ufrag routes to the transport, the old one no longer does.
+    public func reregister(_ transport: WebRTCTransport, previousUfrag: String) {
+        loop.preconditionInEventLoop()
+        if byUfrag[previousUfrag] === transport { byUfrag[previousUfrag] = nil }
+        byUfrag[transport.localICE.ufrag] = transport
+    }
+
+    public func unregister(_ transport: WebRTCTransport) {
+        loop.preconditionInEventLoop()
+        byUfrag = byUfrag.filter { $0.value !== transport }
+        for (address, route) in byAddress where route.transport === transport {
+            byAddress[address] = nil
+            socketAddresses[address] = nil
+        }
+        retiredTransportCounters.add(transport.counters)
+        transport.sink = nil
+    }
+
+    public var transportCount: Int {
+        loop.preconditionInEventLoop()
+        return uniqueTransports.count
+    }
+
+    /// Each transport once (after an ICE restart one may sit under two ufrags).
+    private var uniqueTransports: [WebRTCTransport] {
+        var seen = Set<ObjectIdentifier>()
+        return byUfrag.values.filter { seen.insert(ObjectIdentifier($0)).inserted }
+    }
+
+    /// Totals over live and removed transports, for metrics.
+    public func transportTotals() -> TransportCounters {
+        loop.preconditionInEventLoop()
+        var totals = retiredTransportCounters
+        for transport in uniqueTransports { totals.add(transport.counters) }
+        return totals
+    }
+
+    /// Runs `handler` on every tick with the current time, until `removeTickHandler(owner)`.
+    public func addTickHandler(owner: AnyObject, _ handler: @escaping (UInt64) -> Void) {
+        loop.preconditionInEventLoop()
+        tickHandlers[ObjectIdentifier(owner)] = handler
+    }
+
+    public func removeTickHandler(owner: AnyObject) {
+        loop.preconditionInEventLoop()
+        tickHandlers[ObjectIdentifier(owner)] = nil
+    }
+
+    // MARK: Datagrams
+
+    func receive(_ envelope: AddressedEnvelope<ByteBuffer>, socket: Int) {
+        counters.datagramsIn += 1
+        guard let source = TransportAddress(envelope.remoteAddress) else { return counters.droppedMalformed += 1 }
+        currentSocket = socket
+        var buffer = envelope.data
+        let now = now()
+        buffer.withUnsafeMutableReadableBytes { bytes in
+            switch PacketKind(UnsafeRawBufferPointer(bytes)) {
+            case .stun:
+                guard let message = try? STUNMessage(parsing: UnsafeRawBufferPointer(bytes)) else { return counters.droppedMalformed += 1 }
+                guard let ufrag = ICELiteAgent.localUfrag(of: message), let transport = byUfrag[String(ufrag)] else {
+                    return counters.droppedUnknownUfrag += 1
+                }
+                if socketAddresses[source] == nil, socketAddresses.count < 100_000 { socketAddresses[source] = envelope.remoteAddress }
+                transport.handleSTUN(message, from: source, now: now)
+                if transport.ice.accepts(source), byAddress[source] == nil { byAddress[source] = Route(transport: transport, socket: socket) }
+            case .dtls, .rtp, .rtcp:
+                guard let route = byAddress[source] else { return counters.droppedUnknownSource += 1 }
+                route.transport.receive(bytes, from: source, now: now)
+            case .turnChannelData, .unknown:
+                counters.droppedMalformed += 1
+            }
+        }
+    }
+
+    func readComplete() { flush() }
+
+    private func flush() {
+        for socket in pendingFlush where socket < channels.count { channels[socket].flush() }
+        pendingFlush.removeAll(keepingCapacity: true)
+    }
+
+    private func tick() {
+        let now = now()
+        for transport in uniqueTransports { transport.tick(now: now) }
+        for handler in Array(tickHandlers.values) { handler(now) }
+        flush()
+    }
+}
+
+extension MediaPort: DatagramSink {
+    public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+        let socket = byAddress[address]?.socket ?? currentSocket
+        guard socket < channels.count, let remote = socketAddresses[address] ?? (try? SocketAddress(address)) else {
+            return counters.sendFailures += 1
+        }
+        let channel = channels[socket]
+        var buffer = channel.allocator.buffer(capacity: datagram.count)
+        buffer.writeBytes(datagram)
+        counters.datagramsOut += 1
+        channel.write(AddressedEnvelope(remoteAddress: remote, data: buffer), promise: nil)
+        pendingFlush.insert(socket)
+    }
+
+    public func transport(_ transport: WebRTCTransport, didSelect address: TransportAddress, previous: TransportAddress?) {
+        byAddress[address] = Route(transport: transport, socket: currentSocket)
+    }
+}
+
+/// The channel handler: hands each datagram to the port and flushes replies after a read burst,
+/// so several writes go out in one sendmmsg.
+final class MediaPortHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    private let port: MediaPort
+    private let socket: Int
+
+    init(port: MediaPort, socket: Int) {
+        self.port = port
+        self.socket = socket
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        port.receive(unwrapInboundIn(data), socket: socket)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        port.readComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP port unreachable and the like surface here on UDP; a media socket stays open.
+    }
+}
+
+extension TransportAddress {
+    /// From a NIO socket address; nil for a Unix socket.
+    public init?(_ address: SocketAddress) {
+        switch address {
+        case .v4(let v4):
+            self.init(ip: .v4(UInt32(bigEndian: v4.address.sin_addr.s_addr)), port: UInt16(bigEndian: v4.address.sin_port))
+        case .v6(let v6):
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            self.init(ip: IPAddress(bytes: bytes), port: UInt16(bigEndian: v6.address.sin6_port))
+        case .unixDomainSocket:
+            return nil
+        }
+    }
+}
+
+extension SocketAddress {
+    public init(_ address: TransportAddress) throws {
+        try self.init(ipAddress: address.ip.description, port: Int(address.port))
+    }
+}
+
+extension TransportCounters {
+    mutating func add(_ other: TransportCounters) {
+        rtpPacketsIn += other.rtpPacketsIn
+        rtpBytesIn += other.rtpBytesIn
+        rtpPacketsOut += other.rtpPacketsOut
+        rtpBytesOut += other.rtpBytesOut
+        rtcpPacketsIn += other.rtcpPacketsIn
+        rtcpBytesIn += other.rtcpBytesIn
+        rtcpPacketsOut += other.rtcpPacketsOut
+        rtcpBytesOut += other.rtcpBytesOut
+        dtlsPacketsIn += other.dtlsPacketsIn
+        dtlsPacketsOut += other.dtlsPacketsOut
+        stunChecks += other.stunChecks
+        stunRejected += other.stunRejected
+        srtpFailures += other.srtpFailures
+        srtcpFailures += other.srtcpFailures
+        dtlsFailures += other.dtlsFailures
+        droppedUnknownSource += other.droppedUnknownSource
+        droppedBeforeKeys += other.droppedBeforeKeys
+        droppedMalformed += other.droppedMalformed
+    }
+}
