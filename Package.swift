@@ -45,6 +45,7 @@ let package = Package(
         .target(name: "WebRTC", dependencies: [
                 "STUN", "CParleyOpenSSL", "CParleySRTP",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings),
         .target(
@@ -63,7 +64,7 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyProtocol", "Auth", "Store",
+                "ParleyProtocol", "Auth", "Store", "STUN", "WebRTC",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),

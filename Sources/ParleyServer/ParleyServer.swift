@@ -8,7 +8,9 @@ import NIOCore
 import ParleyProtocol
 import ServiceLifecycle
 import UnixSignals
+import STUN
 import Store
+import WebRTC
 
 /// The Parley server: HTTP API and signaling on one port, rooms on media workers, chat in SQLite.
 /// Run it with `run()`; stop it with a signal or `shutdown()`, which closes every room
@@ -19,6 +21,8 @@ public final class ParleyServer: Sendable {
     public let registry: RoomRegistry
     public let metrics: ServerMetrics
     public let workers: MediaWorkers
+    /// The host candidate addresses every worker binds and advertises.
+    public let nodeAddresses: [IPAddress]
     public let services: RoomServices
     public let logger: Logger
     let verifier: TokenVerifier
@@ -36,19 +40,31 @@ public final class ParleyServer: Sendable {
         self.logger = logger
         self.database = try ParleyDatabase(path: config.storePath, durability: config.durability)
         self.metrics = ServerMetrics()
-        self.workers = MediaWorkers(count: config.mediaWorkers)
+        self.workers = MediaWorkers(count: config.mediaWorkers, firstPort: config.rtc.port)
+        self.nodeAddresses = config.rtc.nodeIPs.isEmpty
+            ? MediaWorkers.detectNodeAddresses(dev: config.dev) : config.rtc.nodeIPs.compactMap { IPAddress($0) }
         let leeway = config.tokenLeeway.components.seconds
         self.verifier = await TokenVerifier(secrets: config.apiKeys, leeway: leeway, now: {
             Date(timeIntervalSince1970: Double(clock.wallMilliseconds()) / 1000)
         })
         self.services = RoomServices(
             config: config, chat: ChatRepository(database: database), clock: clock, ids: ids, metrics: metrics,
-            logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName))
+            logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName), media: try MediaServices())
         self.registry = RoomRegistry(services: services, workers: workers)
     }
 
     /// Runs until shut down. `signals` lists the Unix signals that start a graceful shutdown.
     public func run(gracefulShutdownSignals signals: [UnixSignal] = []) async throws {
+        do {
+            try await workers.startMedia(addresses: nodeAddresses)
+        } catch {
+            try? await workers.shutdown()
+            throw error
+        }
+        logger.info("media ports open", metadata: [
+            "addresses": "\(nodeAddresses.map(\.description).joined(separator: ","))",
+            "ports": "\(workers.ports.map { port in port.boundPort.map(String.init) ?? "?" }.joined(separator: ","))",
+        ])
         let app = Application(
             router: httpRouter(),
             server: .http1WebSocketUpgrade(

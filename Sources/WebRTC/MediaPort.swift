@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import STUN
@@ -11,6 +12,9 @@ public final class MediaPort: @unchecked Sendable {
     public let loop: any EventLoop
     public let port: Int
     public private(set) var localAddresses: [TransportAddress] = []
+    /// The UDP port bound (the configured one, or the one the system picked for port 0).
+    public var boundPort: Int? { _boundPort.withLockedValue { $0 } }
+    private let _boundPort = NIOLockedValueBox<Int?>(nil)
     private var channels: [any Channel] = []
     private var byUfrag: [String: WebRTCTransport] = [:]
     private var byAddress: [TransportAddress: Route] = [:]
@@ -24,6 +28,8 @@ public final class MediaPort: @unchecked Sendable {
     private var tickHandlers: [ObjectIdentifier: (UInt64) -> Void] = [:]
     public let now: @Sendable () -> UInt64
     public private(set) var counters = PortCounters()
+    /// SFU-level counters of this worker (feedback, retransmissions, forwarding delay).
+    public var statistics = WorkerStatistics()
     /// Counters of transports that have been removed, so totals never go backwards.
     private var retiredTransportCounters = TransportCounters()
 
@@ -61,6 +67,7 @@ public final class MediaPort: @unchecked Sendable {
                 .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) } }
                 .bind(host: address.description, port: portToBind).get()
             if boundPort == 0 { boundPort = channel.localAddress?.port ?? 0 }
+            _boundPort.withLockedValue { $0 = boundPort }
             let local = TransportAddress(ip: address, port: UInt16(boundPort))
             try await loop.submit {
                 self.channels.append(channel)
@@ -126,6 +133,19 @@ public final class MediaPort: @unchecked Sendable {
         var totals = retiredTransportCounters
         for transport in uniqueTransports { totals.add(transport.counters) }
         return totals
+    }
+
+    /// The worker's figures for `/metrics`; call on the loop.
+    public func snapshot() -> MediaSnapshot {
+        loop.preconditionInEventLoop()
+        var snapshot = MediaSnapshot()
+        snapshot.port = counters
+        snapshot.transports = transportTotals()
+        let transports = uniqueTransports
+        snapshot.activeTransports = transports.count
+        snapshot.connectedTransports = transports.filter(\.isConnected).count
+        snapshot.worker = statistics
+        return snapshot
     }
 
     /// Runs `handler` on every tick with the current time, until `removeTickHandler(owner)`.
@@ -247,7 +267,7 @@ extension SocketAddress {
 }
 
 extension TransportCounters {
-    mutating func add(_ other: TransportCounters) {
+    public mutating func add(_ other: TransportCounters) {
         rtpPacketsIn += other.rtpPacketsIn
         rtpBytesIn += other.rtpBytesIn
         rtpPacketsOut += other.rtpPacketsOut

@@ -207,6 +207,11 @@ class ParleyServer:
             str(port),
             "--set",
             f"store.path={self.db_path}",
+            # Free media ports and loopback candidates, so servers run side by side on loopback.
+            "--set",
+            "rtc.port=0",
+            "--set",
+            "rtc.nodeIPs=127.0.0.1",
         ]
         for key, value in self.sets.items():
             args += ["--set", f"{key}={value}"]

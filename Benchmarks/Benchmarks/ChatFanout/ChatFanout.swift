@@ -30,7 +30,7 @@ struct FanoutRoom {
         logger.logLevel = .critical
         let services = RoomServices(
             config: config, chat: ChatRepository(database: database), clock: SystemClock(), ids: IDGenerator(),
-            metrics: ServerMetrics(), logger: logger, server: ServerInfo(version: "bench", node: "bench"))
+            metrics: ServerMetrics(), logger: logger, server: ServerInfo(version: "bench", node: "bench"), media: try MediaServices())
         let registry = RoomRegistry(services: services, workers: MediaWorkers(count: 1))
         let room = try await registry.roomForJoin("bench")
         let received = Counter()

@@ -66,6 +66,19 @@ public struct ParleyConfig: Sendable {
     public var metricsToken: String
     public var logLevel: Logger.Level
     public var mediaWorkers: Int
+    public var rtc: RTC
+
+    /// Media options (`rtc.*`).
+    public struct RTC: Sendable, Equatable {
+        public var port: Int
+        /// Configured host candidate addresses; empty means detect them at start.
+        public var nodeIPs: [String]
+        public var consentTimeout: Duration
+        public var maxBitrate: Int
+        public var pliInterval: Duration
+        public var packetHistory: Int
+        public var speakersInterval: Duration
+    }
 
     /// The values every option resolved to, for `parley serve --print-config` and logs.
     public private(set) var resolved: [String: ConfigValue]
@@ -157,7 +170,29 @@ public struct ParleyConfig: Sendable {
         logLevel = level
         let workers = int("rtc.workers")
         mediaWorkers = workers > 0 ? workers : ProcessInfo.processInfo.activeProcessorCount
+        let rtcPort = int("rtc.port")
+        guard rtcPort == 0 || (1...65535).contains(rtcPort + mediaWorkers - 1) else {
+            throw ConfigError("rtc.port: \(rtcPort) + \(mediaWorkers) workers runs past 65535")
+        }
+        var nodeIPs: [String] = []
+        if case .list(let list) = values["rtc.nodeIPs"] { nodeIPs = list }
+        for address in nodeIPs where !Self.isIPAddress(address) {
+            throw ConfigError("rtc.nodeIPs: \(address) is not an IPv4 or IPv6 address")
+        }
+        let history = int("rtc.packetHistory")
+        guard history >= 64, history <= 32768, history & (history - 1) == 0 else {
+            throw ConfigError("rtc.packetHistory: \(history) is not a power of two between 64 and 32768")
+        }
+        rtc = RTC(
+            port: rtcPort, nodeIPs: nodeIPs, consentTimeout: duration("rtc.consentTimeout"), maxBitrate: max(30_000, int("rtc.maxBitrate")),
+            pliInterval: duration("rtc.pliInterval"), packetHistory: history, speakersInterval: duration("rtc.speakersInterval"))
         resolved = values
+    }
+
+    static func isIPAddress(_ text: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, text, &v4) == 1 || inet_pton(AF_INET6, text, &v6) == 1
     }
 
     /// Flattens a YAML document into dotted keys, refusing unknown keys and values of the wrong shape.

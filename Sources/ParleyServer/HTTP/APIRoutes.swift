@@ -17,7 +17,7 @@ struct APIRoutes: Sendable {
     func register(on router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("/readyz") { _, _ in try await ready() }
-        router.get("/metrics") { request, _ in try metrics(request) }
+        router.get("/metrics") { request, _ in try await metrics(request) }
 
         let rooms = router.group("/v1/rooms")
         rooms.get { request, _ in
@@ -92,14 +92,14 @@ struct APIRoutes: Sendable {
         return JSONResponse.make(["status": "ready"])
     }
 
-    private func metrics(_ request: Request) throws -> Response {
+    private func metrics(_ request: Request) async throws -> Response {
         let token = services.config.metricsToken
         if !token.isEmpty, request.headers[.authorization] != "Bearer \(token)" {
             throw APIError(.unauthorized, "metrics need Authorization: Bearer <metrics.token>")
         }
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(string: services.metrics.render())))
+            body: .init(byteBuffer: ByteBuffer(string: services.metrics.render() + MediaMetrics.render(await registry.mediaSnapshot()))))
     }
 
     private func createRoom(_ request: Request, _ context: BasicRequestContext) async throws -> Response {

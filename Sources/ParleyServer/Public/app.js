@@ -1,4 +1,5 @@
-// Parley's built-in client: joins a room over /v1/rtc and shows chat, typing and presence.
+// Parley's built-in client: joins a room over /v1/rtc and shows chat, typing and presence;
+// media.js adds the call (camera, microphone, remote tiles).
 "use strict";
 const $ = (id) => document.getElementById(id);
 let ws, me, oldestSeq = null, newestSeq = 0, nextId = 1, typingTimer = null;
@@ -36,6 +37,7 @@ function connect(token, resume) {
 }
 
 function handle(msg) {
+  if (window.mediaHandle) window.mediaHandle(msg);
   switch (msg.type) {
     case "joined": {
       const resumed = me && msg.participant.sid === me.sid;

@@ -1,6 +1,8 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import STUN
+import WebRTC
 
 /// The media workers: one event loop each (by default one per core). A room is pinned to one
 /// worker for its life; its actor runs on that worker's loop, which will also own the room's UDP
@@ -9,11 +11,36 @@ public final class MediaWorkers: Sendable {
     public let group: MultiThreadedEventLoopGroup
     private let loops: [any EventLoop]
     private let assigned: NIOLockedValueBox<[Int]>
+    /// Each worker's UDP media port: worker N listens on `rtc.port + N`.
+    public let ports: [MediaPort]
 
-    public init(count: Int) {
+    public init(count: Int, firstPort: Int = 0, now: @escaping @Sendable () -> UInt64 = { NIODeadline.now().uptimeNanoseconds }) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, count))
         loops = Array(group.makeIterator())
         assigned = NIOLockedValueBox(Array(repeating: 0, count: loops.count))
+        ports = loops.enumerated().map { index, loop in MediaPort(loop: loop, port: firstPort == 0 ? 0 : firstPort + index, now: now) }
+    }
+
+    /// Binds every worker's sockets on `addresses` (the ICE host candidates).
+    public func startMedia(addresses: [IPAddress]) async throws {
+        for port in ports { try await port.start(addresses: addresses) }
+    }
+
+    public func stopMedia() async {
+        for port in ports { await port.stop() }
+    }
+
+    /// The addresses to advertise when `rtc.nodeIPs` is empty: every up, non-loopback IPv4
+    /// interface address; loopback when there is none, and in dev mode (browsers on this machine).
+    public static func detectNodeAddresses(dev: Bool) -> [IPAddress] {
+        var found: [IPAddress] = []
+        for device in (try? System.enumerateDevices()) ?? [] {
+            guard let address = device.address, case .v4 = address, let transport = TransportAddress(address) else { continue }
+            if case .v4(let value) = transport.ip, value >> 24 == 127 { continue }
+            if !found.contains(transport.ip) { found.append(transport.ip) }
+        }
+        if dev || found.isEmpty { found.insert(IPAddress("127.0.0.1")!, at: 0) }
+        return found
     }
 
     public var count: Int { loops.count }
@@ -34,6 +61,7 @@ public final class MediaWorkers: Sendable {
     public func roomsPerWorker() -> [Int] { assigned.withLockedValue { $0 } }
 
     public func shutdown() async throws {
+        await stopMedia()
         try await group.shutdownGracefully()
     }
 }

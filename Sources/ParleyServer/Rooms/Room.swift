@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import ParleyProtocol
 import Store
+import WebRTC
 
 /// A room: its participants, chat and presence. Every state change goes through this actor, so
 /// joins, leaves and messages are ordered. It runs on its media worker's event loop.
@@ -13,6 +14,8 @@ public actor Room {
     public nonisolated let createdAt: Int64
     public nonisolated let worker: Int
     nonisolated let loop: any EventLoop
+    /// The worker's media port: this room's transports are registered there.
+    nonisolated let port: MediaPort
 
     private let services: RoomServices
     private let codec = SignalCodec()
@@ -28,7 +31,7 @@ public actor Room {
     }
 
     init(
-        name: String, options: RoomOptions, worker: Int, loop: any EventLoop, services: RoomServices,
+        name: String, options: RoomOptions, worker: Int, loop: any EventLoop, port: MediaPort, services: RoomServices,
         onClose: @escaping @Sendable (Room) async -> Void
     ) {
         self.sid = services.ids.room()
@@ -36,6 +39,7 @@ public actor Room {
         self.options = options
         self.worker = worker
         self.loop = loop
+        self.port = port
         self.services = services
         self.createdAt = services.clock.wallMilliseconds()
         self.onClose = onClose

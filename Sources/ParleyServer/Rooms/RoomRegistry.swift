@@ -1,4 +1,5 @@
 import ParleyProtocol
+import WebRTC
 
 /// All open rooms by name. Rooms are created on first join (when `room.autoCreate`) or by the
 /// admin API, pinned to the least-loaded media worker, and dropped from here when they close.
@@ -20,6 +21,15 @@ public actor RoomRegistry {
 
     public func room(named name: String) -> Room? { rooms[name] }
 
+    /// Every worker's media figures, each read on its own loop.
+    public nonisolated func mediaSnapshot() async -> MediaSnapshot {
+        var total = MediaSnapshot()
+        for port in workers.ports {
+            if let snapshot = try? await port.loop.submit({ port.snapshot() }).get() { total.add(snapshot) }
+        }
+        return total
+    }
+
     /// The room a participant joins: the open one, or a new one when auto-create is on.
     public func roomForJoin(_ name: String) async throws(ProtocolError) -> Room {
         if let room = rooms[name], await !room.isClosed { return room }
@@ -40,7 +50,7 @@ public actor RoomRegistry {
         try Self.validate(roomName: name)
         let (index, loop) = workers.assign()
         let room = Room(
-            name: name, options: options, worker: index, loop: loop, services: services,
+            name: name, options: options, worker: index, loop: loop, port: workers.ports[index], services: services,
             onClose: { [weak self] room in await self?.closed(room) })
         rooms[name] = room
         // Until someone joins, the room is empty and its countdown runs.

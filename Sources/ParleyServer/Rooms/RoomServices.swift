@@ -2,6 +2,19 @@ import Auth
 import Logging
 import ParleyProtocol
 import Store
+import WebRTC
+
+/// What media needs at every room: the DTLS identity made at start (its fingerprint goes in
+/// every SDP) and the `rtc.*` options.
+public struct MediaServices: Sendable {
+    public let dtls: DTLSContext
+
+    public init() throws {
+        dtls = try DTLSContext(certificate: DTLSCertificate())
+    }
+
+    public var fingerprint: CertificateFingerprint { dtls.certificate.fingerprint }
+}
 
 /// What every room shares: settings, storage, time, identifiers, metrics and logging.
 public struct RoomServices: Sendable {
@@ -12,12 +25,13 @@ public struct RoomServices: Sendable {
     public var metrics: ServerMetrics
     public var logger: Logger
     public var server: ServerInfo
+    public var media: MediaServices
     /// ICE servers handed out in `joined` (TURN credentials come with the TURN server).
     public var iceServers: @Sendable (_ identity: String) -> [ICEServer]
 
     public init(
         config: ParleyConfig, chat: ChatRepository, clock: any ServerClock, ids: IDGenerator,
-        metrics: ServerMetrics, logger: Logger, server: ServerInfo,
+        metrics: ServerMetrics, logger: Logger, server: ServerInfo, media: MediaServices,
         iceServers: @escaping @Sendable (String) -> [ICEServer] = { _ in [] }
     ) {
         self.config = config
@@ -27,6 +41,7 @@ public struct RoomServices: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.server = server
+        self.media = media
         self.iceServers = iceServers
     }
 }

@@ -1,0 +1,78 @@
+/// Media counters of one worker that are not per transport: RTCP feedback handled by the SFU and
+/// the forwarding delay. Plain integers on the worker's thread; `/metrics` reads a snapshot taken
+/// on the loop.
+public struct WorkerStatistics: Sendable, Equatable {
+    /// Upper bounds of the forwarding delay buckets, in microseconds.
+    public static let delayBucketsMicroseconds: [UInt64] = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000]
+
+    public var nacksReceived: UInt64 = 0
+    public var nacksSent: UInt64 = 0
+    public var plisReceived: UInt64 = 0
+    public var plisSent: UInt64 = 0
+    public var firsSent: UInt64 = 0
+    public var retransmissions: UInt64 = 0
+    public var retransmissionMisses: UInt64 = 0
+    public var rembSent: UInt64 = 0
+    public var forwardedPackets: UInt64 = 0
+    public var droppedMalformedRTP: UInt64 = 0
+    public var droppedMalformedRTCP: UInt64 = 0
+    public var droppedUnknownSSRC: UInt64 = 0
+    /// Counts per bucket of `delayBucketsMicroseconds`, then one for larger delays.
+    public var delayBuckets = [UInt64](repeating: 0, count: delayBucketsMicroseconds.count + 1)
+    public var delaySumNanoseconds: UInt64 = 0
+    public var delayCount: UInt64 = 0
+
+    public init() {}
+
+    /// Records how long one packet took from its arrival to its last copy being sent.
+    public mutating func recordForwardingDelay(nanoseconds: UInt64) {
+        let micros = nanoseconds / 1000
+        var index = 0
+        while index < Self.delayBucketsMicroseconds.count, micros > Self.delayBucketsMicroseconds[index] { index += 1 }
+        delayBuckets[index] += 1
+        delaySumNanoseconds &+= nanoseconds
+        delayCount += 1
+    }
+
+    public mutating func add(_ other: WorkerStatistics) {
+        nacksReceived += other.nacksReceived
+        nacksSent += other.nacksSent
+        plisReceived += other.plisReceived
+        plisSent += other.plisSent
+        firsSent += other.firsSent
+        retransmissions += other.retransmissions
+        retransmissionMisses += other.retransmissionMisses
+        rembSent += other.rembSent
+        forwardedPackets += other.forwardedPackets
+        droppedMalformedRTP += other.droppedMalformedRTP
+        droppedMalformedRTCP += other.droppedMalformedRTCP
+        droppedUnknownSSRC += other.droppedUnknownSSRC
+        for index in delayBuckets.indices { delayBuckets[index] += other.delayBuckets[index] }
+        delaySumNanoseconds &+= other.delaySumNanoseconds
+        delayCount += other.delayCount
+    }
+}
+
+/// Everything `/metrics` shows about one worker's media, read on its loop.
+public struct MediaSnapshot: Sendable, Equatable {
+    public var port = MediaPort.PortCounters()
+    public var transports = TransportCounters()
+    public var activeTransports = 0
+    public var connectedTransports = 0
+    public var worker = WorkerStatistics()
+
+    public init() {}
+
+    public mutating func add(_ other: MediaSnapshot) {
+        port.datagramsIn += other.port.datagramsIn
+        port.datagramsOut += other.port.datagramsOut
+        port.droppedMalformed += other.port.droppedMalformed
+        port.droppedUnknownUfrag += other.port.droppedUnknownUfrag
+        port.droppedUnknownSource += other.port.droppedUnknownSource
+        port.sendFailures += other.port.sendFailures
+        transports.add(other.transports)
+        activeTransports += other.activeTransports
+        connectedTransports += other.connectedTransports
+        worker.add(other.worker)
+    }
+}
