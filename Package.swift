@@ -17,6 +17,9 @@ let package = Package(
         .library(name: "Store", targets: ["Store"]),
         .library(name: "WebRTC", targets: ["WebRTC"]),
         .library(name: "STUN", targets: ["STUN"]),
+        .library(name: "RTP", targets: ["RTP"]),
+        .library(name: "SDP", targets: ["SDP"]),
+        .library(name: "SFU", targets: ["SFU"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -41,6 +44,8 @@ let package = Package(
 
         // Pure codecs: no I/O, no clocks; tested with RFC vectors and fuzzed.
         .target(name: "STUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSettings),
+        .target(name: "RTP", swiftSettings: strictSettings),
+        .target(name: "SDP", swiftSettings: strictSettings),
         // ICE-lite, DTLS (OpenSSL), SRTP (libsrtp2) and the RFC 7983 demux for one transport.
         .target(name: "WebRTC", dependencies: [
                 "STUN", "CParleyOpenSSL", "CParleySRTP",
@@ -48,6 +53,12 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings),
+        // The forwarding core: publications, down-tracks, RTCP feedback, speakers.
+        .target(
+            name: "SFU",
+            dependencies: ["RTP", "STUN", "WebRTC", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "Auth",
             dependencies: [
@@ -64,7 +75,7 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyProtocol", "Auth", "Store", "STUN", "WebRTC",
+                "ParleyProtocol", "Auth", "Store", "STUN", "WebRTC", "SFU", "RTP", "SDP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -100,6 +111,8 @@ let package = Package(
         .testTarget(name: "AuthTests", dependencies: ["Auth"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "STUNTests", dependencies: ["STUN"]),
+        .testTarget(name: "RTPTests", dependencies: ["RTP"]),
+        .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN"]),
         .testTarget(
             name: "ParleyServerTests",

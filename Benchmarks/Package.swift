@@ -26,5 +26,17 @@ let package = Package(
             path: "Benchmarks/ChatFanout",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        .executableTarget(
+            name: "MediaPath",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "WebRTC", package: root),
+                .product(name: "RTP", package: root),
+                .product(name: "SFU", package: root),
+                .product(name: "STUN", package: root),
+            ],
+            path: "Benchmarks/MediaPath",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

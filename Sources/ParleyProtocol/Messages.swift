@@ -217,6 +217,8 @@ public struct SessionDescription: SignalMessage, Equatable {
     public static let type = "offer"
     public var target: TransportTarget
     public var sdp: String
+    /// On an answer: the id of the offer it answers.
+    public var re: String?
 }
 
 public struct SubscribeRequest: SignalMessage, Equatable {
@@ -241,6 +243,118 @@ public struct RecordingStopRequest: SignalMessage, Equatable {
     public var recording: String
 }
 
+/// The server's answer to a publisher offer: the SDP and the tracks each sending m-line became.
+public struct AnswerMessage: SignalMessage, Equatable {
+    public static let type = "answer"
+    public var target: TransportTarget
+    public var sdp: String
+    public var tracks: [TrackInfo]?
+
+    public init(target: TransportTarget, sdp: String, tracks: [TrackInfo]? = nil) {
+        self.target = target
+        self.sdp = sdp
+        self.tracks = tracks
+    }
+}
+
+/// The server's offer on a subscriber transport (sent with an `id` the answer must `re`).
+public struct OfferMessage: SignalMessage, Equatable {
+    public static let type = "offer"
+    public var target: TransportTarget
+    public var sdp: String
+
+    public init(target: TransportTarget, sdp: String) {
+        self.target = target
+        self.sdp = sdp
+    }
+}
+
+/// An ICE candidate as RTCIceCandidateInit carries it.
+public struct CandidateInit: Codable, Sendable, Equatable {
+    public var candidate: String
+    public var sdpMid: String?
+    public var sdpMLineIndex: Int?
+
+    public init(candidate: String, sdpMid: String?, sdpMLineIndex: Int?) {
+        self.candidate = candidate
+        self.sdpMid = sdpMid
+        self.sdpMLineIndex = sdpMLineIndex
+    }
+}
+
+/// Trickle ICE, both ways; a null candidate ends gathering.
+public struct CandidateMessage: SignalMessage, Equatable {
+    public static let type = "candidate"
+    public var target: TransportTarget
+    public var candidate: CandidateInit?
+
+    public init(target: TransportTarget, candidate: CandidateInit?) {
+        self.target = target
+        self.candidate = candidate
+    }
+
+    enum CodingKeys: String, CodingKey { case target, candidate }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(target, forKey: .target)
+        try container.encode(candidate, forKey: .candidate)  // null, not absent, ends gathering
+    }
+}
+
+public struct TrackPublished: SignalMessage, Equatable {
+    public static let type = "track.published"
+    public var participant: String
+    public var track: TrackInfo
+
+    public init(participant: String, track: TrackInfo) {
+        self.participant = participant
+        self.track = track
+    }
+}
+
+public struct TrackUnpublished: SignalMessage, Equatable {
+    public static let type = "track.unpublished"
+    public var participant: String
+    public var track: String
+
+    public init(participant: String, track: String) {
+        self.participant = participant
+        self.track = track
+    }
+}
+
+public struct TrackMuted: SignalMessage, Equatable {
+    public static let type = "track.muted"
+    public var participant: String
+    public var track: String
+    public var muted: Bool
+
+    public init(participant: String, track: String, muted: Bool) {
+        self.participant = participant
+        self.track = track
+        self.muted = muted
+    }
+}
+
+public struct SpeakerLevel: Codable, Sendable, Equatable {
+    public var participant: String
+    public var level: Double
+
+    public init(participant: String, level: Double) {
+        self.participant = participant
+        self.level = level
+    }
+}
+
+/// The loudest participants, at most every `rtc.speakersInterval`; an empty list when all are quiet.
+public struct SpeakersEvent: SignalMessage, Equatable {
+    public static let type = "speakers"
+    public var speakers: [SpeakerLevel]
+
+    public init(speakers: [SpeakerLevel]) { self.speakers = speakers }
+}
+
 /// Every request a client may send, decoded from one text frame.
 public enum ClientRequest: Sendable, Equatable {
     case ping
@@ -251,7 +365,7 @@ public enum ClientRequest: Sendable, Equatable {
     case presenceSet(PresenceSet)
     case offer(SessionDescription)
     case answer(SessionDescription)
-    case candidate(TransportTarget)
+    case candidate(CandidateMessage)
     case subscribe(SubscribeRequest)
     case mute(MuteRequest)
     case recordingStart(RecordingStartRequest)

@@ -91,7 +91,7 @@ public struct SignalCodec: Sendable {
         case PresenceSet.type: return .presenceSet(try decoder.decode(PresenceSet.self, from: data))
         case "offer": return .offer(try decoder.decode(SessionDescription.self, from: data))
         case "answer": return .answer(try decoder.decode(SessionDescription.self, from: data))
-        case "candidate": return .candidate(try decoder.decode(CandidateTarget.self, from: data).target)
+        case CandidateMessage.type: return .candidate(try decoder.decode(CandidateMessage.self, from: data))
         case SubscribeRequest.type: return .subscribe(try decoder.decode(SubscribeRequest.self, from: data))
         case MuteRequest.type: return .mute(try decoder.decode(MuteRequest.self, from: data))
         case RecordingStartRequest.type: return .recordingStart(try decoder.decode(RecordingStartRequest.self, from: data))
@@ -99,8 +99,6 @@ public struct SignalCodec: Sendable {
         default: throw ProtocolError(.badRequest, "unknown message type \"\(type)\"")
         }
     }
-
-    private struct CandidateTarget: Decodable { var target: TransportTarget }
 
     /// Turns a decoding failure into a message that names the offending field.
     public static func describe(_ error: any Error) -> ProtocolError {

@@ -74,6 +74,8 @@ public final class WebRTCTransport {
     }
 
     public var localICE: ICECredentials { ice.local }
+    /// Our certificate's fingerprint, as our SDP announces it.
+    public var localFingerprint: CertificateFingerprint { dtlsContext.certificate.fingerprint }
     public var selectedAddress: TransportAddress? { ice.selectedAddress }
     public var isConnected: Bool { state == .connected }
 

@@ -195,7 +195,7 @@ final class LockedFlags: @unchecked Sendable {
 }
 
 /// Polls `condition` until it holds, for at most `timeout`.
-func waitUntil(timeout: Duration = .seconds(5), _ condition: @Sendable () async throws -> Bool) async throws {
+func waitUntil(timeout: Duration = .seconds(20), _ condition: @Sendable () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFU
 import ParleyProtocol
 import Store
 import Yams
@@ -78,6 +79,14 @@ public struct ParleyConfig: Sendable {
         public var pliInterval: Duration
         public var packetHistory: Int
         public var speakersInterval: Duration
+
+        /// The forwarding core's settings.
+        public var sfuConfiguration: SFUConfiguration {
+            SFUConfiguration(
+                maxBitrate: UInt64(maxBitrate), pliIntervalNanoseconds: UInt64(pliInterval.nanoseconds),
+                packetHistory: packetHistory, speakersIntervalNanoseconds: UInt64(speakersInterval.nanoseconds),
+                consentTimeoutNanoseconds: UInt64(consentTimeout.nanoseconds))
+        }
     }
 
     /// The values every option resolved to, for `parley serve --print-config` and logs.

@@ -17,6 +17,8 @@ final class Participant {
     var chatBucket: TokenBucket
     /// Bumped whenever the resume timer is armed or disarmed, so a stale timer does nothing.
     var resumeGeneration = 0
+    /// Tracks, subscriber m-lines and the offer in flight.
+    var media = ParticipantMedia()
 
     init(sid: String, claims: AccessClaims, joinedAt: Int64, chatBucket: TokenBucket) {
         self.sid = sid
@@ -33,7 +35,7 @@ final class Participant {
 
     var info: ParticipantInfo {
         ParticipantInfo(
-            sid: sid, identity: identity, name: name, metadata: metadata, presence: presence, tracks: [],
+            sid: sid, identity: identity, name: name, metadata: metadata, presence: presence, tracks: media.tracks,
             joinedAt: joinedAt, reconnecting: connection == nil ? true : nil)
     }
 

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import ParleyProtocol
 import Store
+import SFU
 import WebRTC
 
 /// A room: its participants, chat and presence. Every state change goes through this actor, so
@@ -17,14 +18,26 @@ public actor Room {
     /// The worker's media port: this room's transports are registered there.
     nonisolated let port: MediaPort
 
-    private let services: RoomServices
-    private let codec = SignalCodec()
-    private var logger: Logger
+    let services: RoomServices
+    let codec = SignalCodec()
+    var logger: Logger
     /// Participants in join order.
-    private var participants: [Participant] = []
+    var participants: [Participant] = []
     private var closed = false
     private var emptyGeneration = 0
     private let onClose: @Sendable (Room) async -> Void
+    /// The forwarding core, made on first use (on this room's loop, which it needs).
+    private var sfuStorage: SFURoom?
+    private let sfuEvents = SFUEventRelay()
+
+    var sfu: SFURoom {
+        if let sfuStorage { return sfuStorage }
+        let made = SFURoom(port: port, dtls: services.media.dtls, configuration: services.config.rtc.sfuConfiguration)
+        sfuEvents.room = self
+        made.delegate = sfuEvents
+        sfuStorage = made
+        return made
+    }
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
         loop.executor.asUnownedSerialExecutor()
@@ -65,11 +78,11 @@ public actor Room {
     /// Everyone in the room, hidden participants included (the admin view).
     public func participantInfos() -> [ParticipantInfo] { participants.map(\.info) }
 
-    private var visibleParticipants: [Participant] { participants.filter { !$0.hidden } }
+    var visibleParticipants: [Participant] { participants.filter { !$0.hidden } }
 
-    private func findParticipant(sid: String) -> Participant? { participants.first { $0.sid == sid } }
+    func findParticipant(sid: String) -> Participant? { participants.first { $0.sid == sid } }
 
-    private func findParticipant(identity: String) -> Participant? { participants.first { $0.identity == identity } }
+    func findParticipant(identity: String) -> Participant? { participants.first { $0.identity == identity } }
 
     // MARK: Joining and leaving
 
@@ -108,6 +121,8 @@ public actor Room {
                 broadcast(codec.encode(ParticipantJoined(participant: participant.info)))
             }
             participants.append(participant)
+            // Existing tracks go to the newcomer in its first subscriber offer (held until `joined`).
+            updateSubscriptions(of: participant)
             services.metrics.participants.increment()
             emptyGeneration += 1
             logger.info(
@@ -185,6 +200,7 @@ public actor Room {
     private func remove(_ participant: Participant, reason: LeaveReason, notifySelf: Bool) {
         guard let index = participants.firstIndex(where: { $0 === participant }) else { return }
         participants.remove(at: index)
+        removeMedia(of: participant)
         participant.resumeGeneration += 1
         services.metrics.participants.decrement()
         let left = codec.encode(ParticipantLeft(participant: participant.sid, identity: participant.identity, reason: reason))
@@ -229,6 +245,8 @@ public actor Room {
             services.metrics.participants.decrement()
         }
         participants.removeAll()
+        sfuStorage?.close()
+        sfuStorage = nil
         services.metrics.rooms.decrement()
         logger.info("room closed", metadata: ["reason": "\(reason)"])
         await onClose(self)
@@ -237,20 +255,20 @@ public actor Room {
     // MARK: Messages
 
     /// Sends a frame to every connected participant except `except`.
-    private func broadcast(_ text: String, except: Participant? = nil, chatSeq: Int64? = nil) {
+    func broadcast(_ text: String, except: Participant? = nil, chatSeq: Int64? = nil) {
         for participant in participants where participant !== except {
             deliver(text, to: participant, chatSeq: chatSeq)
         }
     }
 
-    private func deliver(_ text: String, to participant: Participant, chatSeq: Int64? = nil) {
+    func deliver(_ text: String, to participant: Participant, chatSeq: Int64? = nil) {
         if !participant.deliver(text, chatSeq: chatSeq) {
             services.metrics.slowConsumerDisconnects.increment()
             logger.warning("outbox overflowed; disconnecting slow client", metadata: ["participant": "\(participant.sid)"])
         }
     }
 
-    private func reply<M: SignalMessage>(_ message: M, re: String?, to participant: Participant) {
+    func reply<M: SignalMessage>(_ message: M, re: String?, to participant: Participant) {
         deliver(codec.encode(message, re: re), to: participant)
     }
 
@@ -282,12 +300,9 @@ public actor Room {
             guard participant.grants.publish || participant.grants.subscribe else {
                 return ProtocolError(.forbidden, "token lacks the publish and subscribe grants")
             }
-            return ProtocolError(.badRequest, "media transports are not available on this server version")
-        case .subscribe(let request):
-            guard participant.grants.subscribe else { return ProtocolError(.forbidden, "token lacks the subscribe grant") }
-            return ProtocolError(.notFound, "no such track: \(request.tracks.joined(separator: ", "))")
-        case .mute(let request):
-            return ProtocolError(.notFound, "no such track: \(request.track)")
+            return handleMedia(request, id: id, from: participant)
+        case .subscribe, .mute:
+            return handleMedia(request, id: id, from: participant)
         case .recordingStart, .recordingStop:
             guard participant.grants.record else { return ProtocolError(.forbidden, "token lacks the record grant") }
             return ProtocolError(.badRequest, "recording is not available on this server version")

@@ -22,6 +22,7 @@ public final class IDGenerator: Sendable {
 
     public func room() -> String { make("RM") }
     public func participant() -> String { make("PA") }
+    public func track() -> String { make("TR") }
     public func message() -> String { make("MS") }
 }
 

@@ -1,0 +1,202 @@
+import Benchmark
+import NIOCore
+import NIOPosix
+import RTP
+import SFU
+import STUN
+import WebRTC
+
+/// Collects what transports send instead of writing to a socket, so a benchmark measures the
+/// SFU's own work (rewrite, SRTP, bookkeeping) and not the kernel's.
+final class CountingSink: DatagramSink {
+    var datagrams = 0
+    var bytes = 0
+    var captured: [[UInt8]] = []
+    var capturing = false
+
+    func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+        datagrams += 1
+        bytes += datagram.count
+        if capturing { captured.append(Array(datagram)) }
+    }
+
+    func transport(_ transport: WebRTCTransport, didSelect address: TransportAddress, previous: TransportAddress?) {}
+}
+
+/// A real peer for one server transport: a valid ICE check, then a DTLS handshake run to the end
+/// through the sink, so the transport holds real SRTP keys.
+func connect(_ transport: WebRTCTransport, sink: CountingSink, port: UInt16, now: UInt64) throws {
+    let clientCertificate = try DTLSCertificate()
+    let clientICE = ICECredentials.random()
+    try transport.configure(
+        remote: .init(ice: clientICE, fingerprint: clientCertificate.fingerprint, dtlsRole: .server), now: now)
+    let peer = TransportAddress(ip: IPAddress("127.0.0.1")!, port: port)
+    var check = STUNMessageBuilder(type: .bindingRequest, transactionID: .random())
+    check.append(.username, string: "\(transport.localICE.ufrag):\(clientICE.ufrag)")
+    check.appendFlag(.useCandidate)
+    check.appendMessageIntegrity(key: STUNIntegrity.shortTermKey(password: transport.localICE.password))
+    check.appendFingerprint()
+    transport.handleSTUN(try STUNMessage(parsing: check.bytes), from: peer, now: now)
+    let client = try DTLSEndpoint(
+        context: try DTLSContext(certificate: clientCertificate), role: .client, remoteFingerprint: transport.localFingerprint)
+    sink.capturing = true
+    var toServer = client.start()
+    while case .handshaking = client.state, !toServer.isEmpty {
+        sink.captured.removeAll()
+        for var datagram in toServer { datagram.withUnsafeMutableBytes { transport.receive($0, from: peer, now: now) } }
+        toServer = sink.captured.flatMap { reply in reply.withUnsafeBytes { client.receive($0) } }
+    }
+    sink.capturing = false
+    sink.captured.removeAll()
+    precondition(transport.isConnected, "the benchmark transport did not connect")
+}
+
+/// A room with one video publisher and `subscribers` negotiated, connected down-tracks.
+final class FanoutFixture {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let loop: any EventLoop
+    let port: MediaPort
+    let room: SFURoom
+    let sink = CountingSink()
+    var publisher: SFUParticipant!
+    var publisherTransport: WebRTCTransport!
+    var packet: [UInt8]
+
+    init(subscribers: Int) throws {
+        loop = group.next()
+        port = MediaPort(loop: loop, port: 0)
+        let dtls = try DTLSContext(certificate: DTLSCertificate())
+        room = try loop.submit { SFURoom(port: self.port, dtls: dtls, configuration: SFUConfiguration()) }.wait()
+        // A 1,000-byte VP8 packet with mid and abs-send-time extensions, as Chromium sends them.
+        packet = [0x90, 96, 0x10, 0x00, 0, 0, 0x10, 0, 0xCA, 0xFE, 0xBA, 0xBE, 0xBE, 0xDE, 0, 2, 0x10, 0x30, 0x32, 1, 2, 3, 0, 0]
+        packet += [UInt8](repeating: 0x5A, count: 1000 - packet.count)
+        try loop.submit {
+            let now = self.port.now()
+            let transport = self.room.transport(for: "publisher", role: .publisher)
+            transport.sink = self.sink
+            try connect(transport, sink: self.sink, port: 40_000, now: now)
+            self.publisherTransport = transport
+            self.publisher = self.room.participants["publisher"]
+            let vp8 = RTPCodec(payloadType: 96, name: "VP8", clockRate: 90_000)
+            let extensions = RTPExtensionIDs(mid: 1, absSendTime: 3)
+            let publication = self.room.publish(
+                participant: "publisher", trackSid: "TR_video", kind: .video, mid: "0", ssrc: 0xCAFE_BABE, codecs: [vp8],
+                extensions: extensions, feedback: .init(nack: true, pli: true, fir: true, remb: true))
+            for index in 0..<subscribers {
+                let sid = "subscriber\(index)"
+                let transport = self.room.transport(for: sid, role: .subscriber)
+                transport.sink = self.sink
+                try connect(transport, sink: self.sink, port: UInt16(41_000 + index), now: now)
+                let downTrack = self.room.subscribe(sid, to: publication, mid: "0")
+                self.room.negotiate(downTrack, codecs: [RTPCodec(payloadType: 100, name: "VP8", clockRate: 90_000)], extensions: RTPExtensionIDs(mid: 2, absSendTime: 4))
+            }
+        }.wait()
+    }
+
+    /// Forwards `count` packets (consecutive sequence numbers) on the loop.
+    func forward(count: Int) throws {
+        try loop.submit {
+            for _ in 0..<count {
+                let sequence = (UInt16(self.packet[2]) << 8 | UInt16(self.packet[3])) &+ 1
+                self.packet[2] = UInt8(sequence >> 8)
+                self.packet[3] = UInt8(sequence & 0xFF)
+                self.packet.withUnsafeMutableBytes { buffer in
+                    self.publisher.transport(self.publisherTransport, didReceiveRTP: buffer)
+                }
+            }
+        }.wait()
+    }
+
+    func shutdown() {
+        try? loop.submit { self.room.close() }.wait()
+        try? group.syncShutdownGracefully()
+    }
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal, .cpuTotal],
+        warmupIterations: 100,
+        maxDuration: .seconds(5),
+        maxIterations: 100_000)
+
+    let keys = SRTPKeyMaterial(profile: .aeadAES128GCM, key: Array(0..<16), salt: Array(0..<12))
+    var rtp: [UInt8] = [0x80, 111, 0, 1, 0, 0, 0x03, 0xC0, 0x12, 0x34, 0x56, 0x78] + [UInt8](repeating: 7, count: 160)
+    rtp += [UInt8](repeating: 0, count: SRTPSession.maxTrailer)
+
+    // Protect one 160-byte Opus packet (what every forwarded copy costs in crypto).
+    Benchmark("SRTP protect (AES-GCM, 172-byte RTP)") { benchmark in
+        let session = try SRTPSession(keys, direction: .outbound)
+        var buffer = rtp
+        benchmark.startMeasurement()
+        for index in benchmark.scaledIterations {
+            buffer[3] = UInt8(truncatingIfNeeded: index)
+            buffer[2] = UInt8(truncatingIfNeeded: index >> 8)
+            _ = try buffer.withUnsafeMutableBytes { try session.protectRTP($0, length: 172) }
+        }
+    }
+
+    Benchmark("SRTP unprotect (AES-GCM, 172-byte RTP)") { benchmark in
+        let sender = try SRTPSession(keys, direction: .outbound)
+        let receiver = try SRTPSession(keys, direction: .inbound)
+        let count = benchmark.scaledIterations.count
+        var protected: [[UInt8]] = []
+        protected.reserveCapacity(count)
+        for index in 0..<count {
+            var buffer = rtp
+            buffer[2] = UInt8(truncatingIfNeeded: index >> 8)
+            buffer[3] = UInt8(truncatingIfNeeded: index)
+            buffer[4] = UInt8(truncatingIfNeeded: index >> 16)  // distinct timestamps, the index wraps sequence numbers
+            let length = try buffer.withUnsafeMutableBytes { try sender.protectRTP($0, length: 172) }
+            protected.append(Array(buffer[..<length]))
+        }
+        benchmark.startMeasurement()
+        for index in 0..<count {
+            let length = protected[index].count
+            _ = try? protected[index].withUnsafeMutableBytes { try receiver.unprotectRTP($0, length: length) }
+        }
+    }
+
+    // Parse and rewrite one packet for a subscriber: SSRC, sequence, timestamp, PT, extension ids.
+    Benchmark("RTP rewrite for one down-track") { benchmark in
+        var rewriter = SequenceRewriter(clockRate: 90_000, outgoingSSRC: 0x1111_2222)
+        var map = ExtensionIDMap()
+        map[1] = 2
+        map[3] = 4
+        var packet: [UInt8] = [0x90, 96, 0, 0, 0, 0, 0x10, 0, 0xCA, 0xFE, 0xBA, 0xBE, 0xBE, 0xDE, 0, 2, 0x10, 0x30, 0x32, 1, 2, 3, 0, 0]
+        packet += [UInt8](repeating: 0x5A, count: 976)
+        benchmark.startMeasurement()
+        for index in benchmark.scaledIterations {
+            packet[2] = UInt8(truncatingIfNeeded: index >> 8)
+            packet[3] = UInt8(truncatingIfNeeded: index)
+            packet.withUnsafeMutableBytes { buffer in
+                guard var writer = RTPPacketRewriter(buffer) else { return }
+                let header = writer.header
+                guard let output = rewriter.rewrite(
+                    ssrc: header.ssrc, sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, arrivalNanoseconds: Int64(index))
+                else { return }
+                writer.setSSRC(0x1111_2222)
+                writer.setSequenceNumber(output.sequenceNumber)
+                writer.setTimestamp(output.timestamp)
+                writer.setPayloadType(100)
+                _ = writer.remapExtensionIDs(map)
+                blackHole(writer)
+            }
+        }
+    }
+
+    // One received packet to 100 subscribers: per copy, rewrite + SRTP protect + hand to the socket layer.
+    Benchmark(
+        "one packet fanned out to 100 down-tracks",
+        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal, .cpuTotal], maxIterations: 20_000)
+    ) { benchmark in
+        let fixture = try FanoutFixture(subscribers: 100)
+        defer { fixture.shutdown() }
+        try fixture.forward(count: 100)
+        let before = fixture.sink.datagrams
+        benchmark.startMeasurement()
+        try fixture.forward(count: benchmark.scaledIterations.count)
+        benchmark.stopMeasurement()
+        precondition(fixture.sink.datagrams - before == 100 * benchmark.scaledIterations.count, "every copy was sent")
+    }
+}

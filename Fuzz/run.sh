@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets for the STUN, RTP/RTCP and SDP parsers and runs each for
+# FUZZ_SECONDS (default 60), with AddressSanitizer. Seeds come from Fuzz/corpus/<target>.
+# Usage: Fuzz/run.sh [stun|rtp|sdp ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH="${FUZZ_SECONDS:-60}"
+TARGETS=("${@:-stun rtp sdp}")
+OUT=.build/fuzz
+mkdir -p "$OUT"
+
+# The parsers are compiled from source with the fuzzer's instrumentation; STUN also links the
+# swift-crypto objects of a normal build (HMAC, SHA, MD5).
+swift build --target STUN >/dev/null
+CRYPTO_OBJECTS=$(find .build/debug/Crypto.build .build/debug/CCryptoBoringSSL.build .build/debug/CCryptoBoringSSLShims.build .build/debug/CryptoBoringWrapper.build -name '*.o')
+
+build() {
+    local name=$1 module=$2
+    local flags=(-sanitize=fuzzer,address -parse-as-library -O -g -swift-version 6)
+    mkdir -p "$OUT/$name.modules"
+    case $module in
+    STUN)
+        swiftc "${flags[@]}" -emit-module -emit-library -static -module-name STUN -I .build/debug/Modules \
+            -emit-module-path "$OUT/$name.modules/STUN.swiftmodule" -o "$OUT/libSTUNfuzz.a" Sources/STUN/*.swift
+        ;;
+    *)
+        swiftc "${flags[@]}" -emit-module -emit-library -static -module-name "$module" \
+            -emit-module-path "$OUT/$name.modules/$module.swiftmodule" -o "$OUT/lib${module}fuzz.a" Sources/"$module"/*.swift
+        ;;
+    esac
+    # shellcheck disable=SC2086
+    swiftc "${flags[@]}" -I "$OUT/$name.modules" -I .build/debug/Modules "Fuzz/${module}FuzzTarget.swift" \
+        "$OUT/lib${module}fuzz.a" $([ "$module" = STUN ] && echo $CRYPTO_OBJECTS) -o "$OUT/fuzz-$name"
+}
+
+for target in ${TARGETS[*]}; do
+    case $target in
+    stun) module=STUN ;;
+    rtp) module=RTP ;;
+    sdp) module=SDP ;;
+    *) echo "unknown target $target (stun, rtp, sdp)"; exit 2 ;;
+    esac
+    echo "== building fuzz-$target"
+    if ! build "$target" "$module" >"$OUT/build-$target.log" 2>&1; then
+        grep -E "error" "$OUT/build-$target.log" | head -20
+        exit 1
+    fi
+    corpus="$OUT/corpus-$target"
+    mkdir -p "$corpus"
+    [ -d "Fuzz/corpus/$target" ] && cp -n Fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true
+    echo "== running fuzz-$target for ${SECONDS_EACH}s"
+    "$OUT/fuzz-$target" -max_total_time="$SECONDS_EACH" -max_len=4096 -print_final_stats=1 "$corpus" 2>&1 \
+        | grep -E "^(#[0-9]+.*(DONE|INITED)|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)" || true
+    # libFuzzer exits non-zero and leaves crash-* files on a finding.
+    if ls crash-* leak-* oom-* timeout-* >/dev/null 2>&1; then echo "fuzz-$target found a crash"; exit 1; fi
+done

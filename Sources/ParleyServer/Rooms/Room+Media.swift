@@ -1,0 +1,287 @@
+import Logging
+import ParleyProtocol
+import SFU
+import STUN
+import WebRTC
+
+/// A participant's media negotiation state, owned by the room actor.
+struct ParticipantMedia {
+    /// Tracks this participant publishes, in m-line order.
+    var tracks: [TrackInfo] = []
+    /// The subscriber transport's m-lines, in order; a slot whose track is gone stays (inactive)
+    /// to be reused, so m-line order and count never shrink.
+    var slots: [SubscriberSlot] = []
+    /// Tracks the participant asked not to receive (selective subscription); everything else
+    /// is received by default.
+    var excluded: Set<String> = []
+    var nextMid = 0
+    var offersSent = 0
+    /// The id of the subscriber offer awaiting its answer: one at a time, so no glare.
+    var outstandingOffer: String?
+    var lastOffer: MediaNegotiation.SubscriberOfferState?
+    /// The set changed while an offer was outstanding: offer again after the answer.
+    var needsOffer = false
+}
+
+struct SubscriberSlot {
+    var mid: String
+    var kind: MediaKind
+    var trackSid: String?
+    var publisherSid: String?
+    var downTrack: DownTrack?
+}
+
+/// Relays the SFU's loop-side events into the actor, which runs on the same loop.
+final class SFUEventRelay: SFURoomDelegate, @unchecked Sendable {
+    weak var room: Room?
+
+    func sfuRoom(_ sfu: SFURoom, speakersChanged speakers: [ActiveSpeaker]) {
+        room?.assumeIsolated { $0.broadcastSpeakers(speakers) }
+    }
+
+    func sfuRoom(_ sfu: SFURoom, participant sid: String, transport role: TransportRole, closed reason: WebRTCTransport.CloseReason) {
+        room?.assumeIsolated { $0.mediaTransportClosed(sid: sid, role: role, reason: reason) }
+    }
+}
+
+extension Room {
+    // MARK: Requests
+
+    func handleMedia(_ request: ClientRequest, id: String?, from participant: Participant) -> ProtocolError? {
+        switch request {
+        case .offer(let offer):
+            guard offer.target == .publisher else {
+                return ProtocolError(.badRequest, "the server makes the offers on the subscriber transport; answer them")
+            }
+            guard participant.grants.publish else { return ProtocolError(.forbidden, "token lacks the publish grant") }
+            return answerPublisher(offer.sdp, id: id, from: participant)
+        case .answer(let answer):
+            guard answer.target == .subscriber else {
+                return ProtocolError(.badRequest, "the server answers on the publisher transport; send an offer there")
+            }
+            return applySubscriberAnswer(answer.sdp, re: answer.re ?? id, from: participant)
+        case .candidate(let candidate):
+            // ICE-lite learns the peer's addresses from its checks; a candidate is only checked.
+            if let text = candidate.candidate?.candidate, !text.isEmpty, MediaNegotiation.parseCandidate(text) == nil {
+                return ProtocolError(.badRequest, "candidate is not a valid ICE candidate: \(text.prefix(200))")
+            }
+            return nil
+        case .subscribe(let request):
+            guard participant.grants.subscribe else { return ProtocolError(.forbidden, "token lacks the subscribe grant") }
+            let known = Set(participants.flatMap { $0.media.tracks.map(\.sid) })
+            let unknown = request.tracks.filter { !known.contains($0) }
+            guard unknown.isEmpty else { return ProtocolError(.notFound, "no such track: \(unknown.joined(separator: ", "))") }
+            if request.subscribe {
+                participant.media.excluded.subtract(request.tracks)
+            } else {
+                participant.media.excluded.formUnion(request.tracks)
+            }
+            updateSubscriptions(of: participant)
+            return nil
+        case .mute(let request):
+            guard let index = participant.media.tracks.firstIndex(where: { $0.sid == request.track }) else {
+                return ProtocolError(.notFound, "no such track of yours: \(request.track)")
+            }
+            setMuted(participant: participant, trackIndex: index, muted: request.muted, re: id)
+            return nil
+        default:
+            return nil
+        }
+    }
+
+    /// Mutes or unmutes a participant's track (their request, or the admin API). The requester
+    /// gets `track.muted` as the reply (with `re`), the others as an event.
+    func setMuted(participant: Participant, trackIndex index: Int, muted: Bool, re: String? = nil) {
+        let track = participant.media.tracks[index]
+        let changed = track.muted != muted
+        if changed {
+            participant.media.tracks[index].muted = muted
+            if let publication = sfu.publication(trackSid: track.sid) { sfu.setMuted(publication, muted) }
+        }
+        let event = TrackMuted(participant: participant.sid, track: track.sid, muted: muted)
+        reply(event, re: re, to: participant)
+        if changed, !participant.hidden { broadcast(codec.encode(event), except: participant) }
+    }
+
+    // MARK: Publisher
+
+    private func answerPublisher(_ sdp: String, id: String?, from participant: Participant) -> ProtocolError? {
+        let transport = sfu.transport(for: participant.sid, role: .publisher)
+        let offer: MediaNegotiation.PublisherOffer
+        do {
+            offer = try MediaNegotiation.readPublisherOffer(sdp)
+        } catch {
+            return ProtocolError(.badRequest, "invalid SDP offer: \(error)")
+        }
+        // A re-offer with new ICE credentials is an ICE restart: ours change too.
+        if let remote = transport.remote, remote.ice != offer.remote.ice {
+            _ = sfu.restartICE(for: participant.sid, role: .publisher)
+        }
+        let answer: MediaNegotiation.PublisherAnswer
+        do {
+            answer = try MediaNegotiation.answer(offer, local: localParameters(transport))
+            try transport.configure(remote: offer.remote, now: sfu.port.now())
+        } catch {
+            return ProtocolError(.badRequest, "cannot answer the offer: \(error)")
+        }
+
+        var published: [TrackInfo] = []
+        var kept: [TrackInfo] = []
+        for media in answer.accepted {
+            if let existing = participant.media.tracks.first(where: { $0.mid == media.mid }) {
+                kept.append(existing)
+                continue
+            }
+            let track = TrackInfo(
+                sid: services.ids.track(), kind: media.kind.rawValue, source: media.kind == .audio ? "microphone" : "camera",
+                muted: false, mid: media.mid)
+            _ = sfu.publish(
+                participant: participant.sid, trackSid: track.sid, kind: media.kind, mid: media.mid, ssrc: media.ssrc,
+                codecs: media.codecs, extensions: media.extensions, feedback: media.feedback)
+            published.append(track)
+        }
+        // m-lines no longer sending: their tracks end.
+        let gone = participant.media.tracks.filter { track in !answer.accepted.contains { $0.mid == track.mid } }
+        for track in gone {
+            if let publication = sfu.publication(trackSid: track.sid) { sfu.unpublish(publication) }
+            if !participant.hidden { broadcast(codec.encode(TrackUnpublished(participant: participant.sid, track: track.sid))) }
+        }
+        participant.media.tracks = kept + published
+        reply(AnswerMessage(target: .publisher, sdp: answer.sdp, tracks: participant.media.tracks), re: id, to: participant)
+        trickleLocalCandidates(.publisher, to: participant)
+        logger.info(
+            "publisher negotiated",
+            metadata: ["participant": "\(participant.sid)", "tracks": "\(participant.media.tracks.map { "\($0.kind):\($0.sid)" })"])
+        if !participant.hidden {
+            for track in published { broadcast(codec.encode(TrackPublished(participant: participant.sid, track: track)), except: participant) }
+        }
+        if !published.isEmpty || !gone.isEmpty {
+            for other in participants where other !== participant { updateSubscriptions(of: other) }
+        }
+        return nil
+    }
+
+    // MARK: Subscriber
+
+    /// Brings a participant's subscriber m-lines in line with what it should receive, and
+    /// offers when that changed.
+    func updateSubscriptions(of participant: Participant) {
+        guard participant.grants.subscribe, participant.connection != nil || participant.heldFrames != nil else { return }
+        var wanted: [(publisher: Participant, track: TrackInfo)] = []
+        for publisher in participants where publisher !== participant {
+            for track in publisher.media.tracks where !participant.media.excluded.contains(track.sid) {
+                wanted.append((publisher, track))
+            }
+        }
+        let wantedSids = Set(wanted.map(\.track.sid))
+        var changed = false
+        for index in participant.media.slots.indices {
+            guard let trackSid = participant.media.slots[index].trackSid, !wantedSids.contains(trackSid) else { continue }
+            if let downTrack = participant.media.slots[index].downTrack { sfu.unsubscribe(downTrack) }
+            participant.media.slots[index].trackSid = nil
+            participant.media.slots[index].publisherSid = nil
+            participant.media.slots[index].downTrack = nil
+            changed = true
+        }
+        let present = Set(participant.media.slots.compactMap(\.trackSid))
+        for (publisher, track) in wanted where !present.contains(track.sid) {
+            guard let kind = MediaKind(rawValue: track.kind), let publication = sfu.publication(trackSid: track.sid) else { continue }
+            let index: Int
+            if let free = participant.media.slots.firstIndex(where: { $0.trackSid == nil && $0.kind == kind }) {
+                index = free
+            } else {
+                participant.media.slots.append(SubscriberSlot(mid: String(participant.media.nextMid), kind: kind))
+                participant.media.nextMid += 1
+                index = participant.media.slots.count - 1
+            }
+            participant.media.slots[index].trackSid = track.sid
+            participant.media.slots[index].publisherSid = publisher.sid
+            participant.media.slots[index].downTrack = sfu.subscribe(participant.sid, to: publication, mid: participant.media.slots[index].mid)
+            changed = true
+        }
+        if changed {
+            participant.media.needsOffer = true
+            offerToSubscriber(participant)
+        }
+    }
+
+    private func offerToSubscriber(_ participant: Participant) {
+        guard participant.media.needsOffer, participant.media.outstandingOffer == nil else { return }
+        participant.media.needsOffer = false
+        let transport = sfu.transport(for: participant.sid, role: .subscriber)
+        let offer = MediaNegotiation.subscriberOffer(
+            slots: participant.media.slots, publications: { [sfu] sid in sfu.publication(trackSid: sid) },
+            local: localParameters(transport), previous: participant.media.lastOffer)
+        participant.media.lastOffer = offer
+        participant.media.offersSent += 1
+        let id = "s\(participant.media.offersSent)"
+        participant.media.outstandingOffer = id
+        deliver(codec.encodeRequest(OfferMessage(target: .subscriber, sdp: offer.sdp), id: id), to: participant)
+        if participant.media.offersSent == 1 { trickleLocalCandidates(.subscriber, to: participant) }
+    }
+
+    private func applySubscriberAnswer(_ sdp: String, re: String?, from participant: Participant) -> ProtocolError? {
+        guard let outstanding = participant.media.outstandingOffer, let offer = participant.media.lastOffer else {
+            return ProtocolError(.conflict, "no subscriber offer is waiting for an answer")
+        }
+        guard re == outstanding else {
+            return ProtocolError(.conflict, "answer is for offer \(re ?? "(none)"); the outstanding offer is \(outstanding)")
+        }
+        let summary: MediaNegotiation.SubscriberAnswer
+        do {
+            summary = try MediaNegotiation.readSubscriberAnswer(sdp, for: offer)
+        } catch {
+            return ProtocolError(.badRequest, "invalid SDP answer: \(error)")
+        }
+        participant.media.outstandingOffer = nil
+        let transport = sfu.transport(for: participant.sid, role: .subscriber)
+        do {
+            try transport.configure(remote: summary.remote, now: sfu.port.now())
+        } catch {
+            return ProtocolError(.badRequest, "cannot use the answer: \(error)")
+        }
+        for slot in participant.media.slots {
+            guard let downTrack = slot.downTrack, let accepted = summary.media[slot.mid] else { continue }
+            sfu.negotiate(downTrack, codecs: accepted.codecs, extensions: accepted.extensions)
+        }
+        offerToSubscriber(participant)
+        return nil
+    }
+
+    // MARK: Helpers
+
+    private func localParameters(_ transport: WebRTCTransport) -> MediaNegotiation.LocalParameters {
+        MediaNegotiation.LocalParameters(
+            ice: transport.localICE, fingerprint: services.media.fingerprint, addresses: sfu.port.localAddresses)
+    }
+
+    /// Our candidates are in the SDP already; they are trickled too (PROTOCOL.md), then null.
+    private func trickleLocalCandidates(_ target: TransportTarget, to participant: Participant) {
+        for (index, address) in sfu.port.localAddresses.enumerated() {
+            let candidate = CandidateInit(candidate: MediaNegotiation.candidateLine(address, index: index), sdpMid: nil, sdpMLineIndex: 0)
+            deliver(codec.encode(CandidateMessage(target: target, candidate: candidate)), to: participant)
+        }
+        deliver(codec.encode(CandidateMessage(target: target, candidate: nil)), to: participant)
+    }
+
+    func broadcastSpeakers(_ speakers: [ActiveSpeaker]) {
+        let visible = speakers.filter { speaker in findParticipant(sid: speaker.participantSid).map { !$0.hidden } ?? false }
+        broadcast(codec.encode(SpeakersEvent(speakers: visible.map { SpeakerLevel(participant: $0.participantSid, level: $0.level) })))
+    }
+
+    func mediaTransportClosed(sid: String, role: TransportRole, reason: WebRTCTransport.CloseReason) {
+        logger.notice("media transport closed", metadata: ["participant": "\(sid)", "transport": "\(role.rawValue)", "reason": "\(reason.rawValue)"])
+    }
+
+    /// A participant left: its tracks end for everyone, its transports close.
+    func removeMedia(of participant: Participant) {
+        let tracks = participant.media.tracks
+        sfu.removeParticipant(participant.sid)
+        participant.media = ParticipantMedia()
+        guard !tracks.isEmpty else { return }
+        if !participant.hidden {
+            for track in tracks { broadcast(codec.encode(TrackUnpublished(participant: participant.sid, track: track.sid))) }
+        }
+        for other in participants where other !== participant { updateSubscriptions(of: other) }
+    }
+}

@@ -1,0 +1,125 @@
+"""Media through Parley's SFU with aiortc peers: a tone and a video forwarded to subscribers, decoded
+and checked (ISSUE 3). Each test runs its own server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from rtc_peer import Participant, wait_for
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def join(server, identity: str, room: str = "media") -> Participant:
+    participant = Participant(server.rtc_url(server.token(identity, room)), identity)
+    await participant.connect()
+    return participant
+
+
+def metric(server, name: str, **labels) -> float:
+    """Sums the samples of `name` whose labels include `labels`."""
+    text = server.http("GET", "/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = re.match(r"^([a-z_]+)(\{[^}]*\})?\s+([0-9.eE+-]+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
+def test_a_tone_and_a_video_reach_a_subscriber(server):
+    async def scenario():
+        alice = await join(server, "alice")
+        bob = await join(server, "bob")
+        try:
+            answer = await alice.publish(tone=440.0, video=True)
+            kinds = sorted(t["kind"] for t in answer["tracks"])
+            assert kinds == ["audio", "video"], answer
+            assert all(t["sid"].startswith("TR_") for t in answer["tracks"])
+            await wait_for(lambda: len(bob.tracks_from(alice.sid, "audio")) == 1 and len(bob.tracks_from(alice.sid, "video")) == 1,
+                           15, what="bob's subscriber tracks")
+            audio = bob.tracks_from(alice.sid, "audio")[0]
+            video = bob.tracks_from(alice.sid, "video")[0]
+            await wait_for(lambda: len(audio.audio()) >= 3 * 48_000 and video.frames >= 30, 20, what="3 s of audio and 30 frames")
+            frequency = audio.dominant_frequency(2.0)
+            assert abs(frequency - 440) <= 10, frequency
+            assert video.frames >= 30
+            published = [e for e in bob.events if e["type"] == "track.published"]
+            assert {e["track"]["kind"] for e in published} == {"audio", "video"}
+        finally:
+            await alice.close()
+            await bob.close()
+        assert metric(server, "parley_media_packets_total", direction="out", kind="rtp") > 100
+        assert metric(server, "parley_media_srtp_failures_total") == 0
+
+    run(scenario())
+
+
+def test_three_participants_each_receive_the_other_two(server):
+    tones = {"ann": 330.0, "ben": 550.0, "cat": 770.0}
+
+    async def scenario():
+        people = {name: await join(server, name) for name in tones}
+        try:
+            for name, tone in tones.items():
+                await people[name].publish(tone=tone, video=True)
+
+            def everyone_hears_everyone():
+                return all(
+                    len(people[me].tracks_from(people[other].sid, "audio")) == 1
+                    and len(people[me].tracks_from(people[other].sid, "audio")[0].audio()) >= 2 * 48_000
+                    and len(people[me].tracks_from(people[other].sid, "video")) == 1
+                    and people[me].tracks_from(people[other].sid, "video")[0].frames >= 15
+                    for me in tones for other in tones if other != me
+                )
+
+            await wait_for(everyone_hears_everyone, 30, what="every participant receiving the other two")
+            for me in tones:
+                assert not people[me].tracks_from(people[me].sid, "audio"), "nobody receives themselves"
+                for other, tone in tones.items():
+                    if other == me:
+                        continue
+                    heard = people[me].tracks_from(people[other].sid, "audio")[0].dominant_frequency(1.5)
+                    assert abs(heard - tone) <= 10, (me, other, heard)
+        finally:
+            for person in people.values():
+                await person.close()
+
+    run(scenario(), timeout=90)
+
+
+def test_mute_then_unmute_resumes_audio(server):
+    async def scenario():
+        alice = await join(server, "alice")
+        bob = await join(server, "bob")
+        try:
+            await alice.publish(tone=440.0, video=False)
+            await wait_for(lambda: bob.tracks_from(alice.sid, "audio") and len(bob.tracks_from(alice.sid, "audio")[0].audio()) >= 48_000,
+                           15, what="first second of audio")
+            audio = bob.tracks_from(alice.sid, "audio")[0]
+            await alice.mute("audio", True)
+            await wait_for(lambda: any(e["type"] == "track.muted" and e["muted"] for e in bob.events), 5, what="track.muted")
+            await asyncio.sleep(1.5)
+            before_unmute = len(audio.audio())
+            await alice.mute("audio", False)
+            await wait_for(lambda: any(e["type"] == "track.muted" and not e["muted"] for e in bob.events), 5, what="track.muted false")
+            await wait_for(lambda: len(audio.audio()) >= before_unmute + 2 * 48_000, 10, what="2 s of audio after unmute")
+            await asyncio.sleep(0.5)
+            frequency = audio.dominant_frequency(1.5)
+            assert abs(frequency - 440) <= 10, frequency
+            assert audio.rms(1.0) > 1000, "audio resumed with the tone, not silence"
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
