@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 PARLEY := .build/debug/parley
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps apt venv build serve test test-swift test-interop bench bench-chat clean
+.PHONY: all deps apt venv build serve test test-swift test-interop bench bench-chat fuzz clean
 
 all: build
 
@@ -56,6 +56,10 @@ bench: apt
 bench-chat: venv
 	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
 	$(PYTHON) Benchmarks/chat_load.py --parley .build/release/parley
+
+# libFuzzer targets for the STUN, RTP/RTCP and SDP parsers, FUZZ_SECONDS (60) each.
+fuzz: apt
+	Fuzz/run.sh $(FUZZ_TARGETS)
 
 clean:
 	rm -rf .build $(VENV) Benchmarks/.build

@@ -1,0 +1,73 @@
+"""Two headless Chromium browsers in one room through the built-in web client (ISSUE 3): each shows
+the other's video and audio (from getStats) and a chat line typed in one appears in the other."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def browser() -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [
+        "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--autoplay-policy=no-user-gesture-required", "--window-size=1200,900",
+    ]:
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def stats(driver) -> dict:
+    return driver.execute_async_script("const done = arguments[0]; window.parley.stats().then(done, () => done(null));") or {}
+
+
+def test_two_browsers_see_and_hear_each_other_and_chat(server):
+    drivers = []
+    try:
+        for name in ["Ada", "Bo"]:
+            driver = browser()
+            drivers.append(driver)
+            driver.get(server.url + "/")
+            driver.find_element(By.ID, "room").clear()
+            driver.find_element(By.ID, "room").send_keys("browsers")
+            driver.find_element(By.ID, "name").send_keys(name)
+            driver.find_element(By.CSS_SELECTOR, "#join button").click()
+        for driver in drivers:
+            wait_until(lambda d=driver: d.find_element(By.ID, "status").text.startswith("in browsers"), 15, "joined")
+
+        for driver in drivers:
+            wait_until(
+                lambda d=driver: (lambda s: s.get("framesDecoded", 0) > 10 and s.get("audioBytesReceived", 0) > 1000)(stats(d)),
+                30, "remote video frames and audio bytes")
+            remote_tiles = driver.find_elements(By.CSS_SELECTOR, ".tile:not([data-sid='local'])")
+            assert len(remote_tiles) == 1
+
+        drivers[0].find_element(By.ID, "text").send_keys("hello from Ada")
+        drivers[0].find_element(By.CSS_SELECTOR, "#send button").click()
+        wait_until(lambda: "hello from Ada" in drivers[1].find_element(By.ID, "messages").text, 10, "the chat line in the other browser")
+    finally:
+        for driver in drivers:
+            driver.quit()
