@@ -115,6 +115,9 @@ let package = Package(
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN"]),
         .testTarget(
+            name: "SFUTests",
+            dependencies: ["SFU", "WebRTC", "RTP", "STUN", .product(name: "NIOPosix", package: "swift-nio")]),
+        .testTarget(
             name: "ParleyServerTests",
             dependencies: ["ParleyServer", "ParleyClient", "Auth", "Store"],
             resources: [.copy("Fixtures")]

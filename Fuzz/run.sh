@@ -12,7 +12,8 @@ mkdir -p "$OUT"
 # The parsers are compiled from source with the fuzzer's instrumentation; STUN also links the
 # swift-crypto objects of a normal build (HMAC, SHA, MD5).
 swift build --target STUN >/dev/null
-CRYPTO_OBJECTS=$(find .build/debug/Crypto.build .build/debug/CCryptoBoringSSL.build .build/debug/CCryptoBoringSSLShims.build .build/debug/CryptoBoringWrapper.build -name '*.o')
+CRYPTO_OBJECTS=$(find .build/debug/Crypto.build .build/debug/CCryptoBoringSSL.build .build/debug/CCryptoBoringSSLShims.build \
+    .build/debug/CryptoBoringWrapper.build .build/debug/CXKCP.build .build/debug/CXKCPShims.build -name '*.o')
 
 build() {
     local name=$1 module=$2

@@ -104,7 +104,7 @@ public final class SFURoom: @unchecked Sendable {
     public func removeParticipant(_ sid: String) {
         port.loop.preconditionInEventLoop()
         guard let participant = participants.removeValue(forKey: sid) else { return }
-        for publication in participant.publications { unpublish(publication) }
+        for publication in participant.publications { unpublish(publication, from: participant) }
         for downTrack in participant.downTracks { unsubscribe(downTrack) }
         for transport in [participant.publisher, participant.subscriber].compactMap({ $0 }) {
             transport.delegate = nil
@@ -133,6 +133,10 @@ public final class SFURoom: @unchecked Sendable {
 
     public func unpublish(_ publication: Publication) {
         guard let participant = participants[publication.participantSid] else { return }
+        unpublish(publication, from: participant)
+    }
+
+    private func unpublish(_ publication: Publication, from participant: SFUParticipant) {
         for downTrack in publication.downTracks { unsubscribe(downTrack) }
         participant.publications.removeAll { $0 === publication }
         participant.publicationsBySSRC = participant.publicationsBySSRC.filter { $0.value !== publication }

@@ -65,6 +65,15 @@ def test_two_browsers_see_and_hear_each_other_and_chat(server):
             remote_tiles = driver.find_elements(By.CSS_SELECTOR, ".tile:not([data-sid='local'])")
             assert len(remote_tiles) == 1
 
+        # ICE restart on Ada's sending side: new credentials in both descriptions, media goes on.
+        ufrag = "return (window.parley.publisher.remoteDescription.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1]"
+        before = drivers[0].execute_script(ufrag)
+        drivers[0].execute_script("window.parley.restartIce()")
+        wait_until(lambda: drivers[0].execute_script(ufrag) not in (None, before), 10, "a new server ufrag after the restart")
+        frames = stats(drivers[1])["framesDecoded"]
+        wait_until(lambda: stats(drivers[1])["framesDecoded"] > frames + 30, 15, "video still arriving after the ICE restart")
+        assert drivers[0].execute_script("return window.parley.publisher.iceConnectionState") in ("connected", "completed")
+
         drivers[0].find_element(By.ID, "text").send_keys("hello from Ada")
         drivers[0].find_element(By.CSS_SELECTOR, "#send button").click()
         wait_until(lambda: "hello from Ada" in drivers[1].find_element(By.ID, "messages").text, 10, "the chat line in the other browser")

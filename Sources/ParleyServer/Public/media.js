@@ -126,6 +126,14 @@ media.stats = async () => {
   return totals;
 };
 
+// ICE restart of the sending side (network change): new credentials both ways, same tracks.
+media.restartIce = async () => {
+  if (!media.publisher) return;
+  media.publisher.restartIce();
+  await media.publisher.setLocalDescription(await media.publisher.createOffer({ iceRestart: true }));
+  media.publishRequest = request({ type: "offer", target: "publisher", sdp: media.publisher.localDescription.sdp });
+};
+
 let micMuted = false, camMuted = false;
 $("micButton").onclick = () => { micMuted = !micMuted; setMuted("audio", micMuted); $("micButton").textContent = micMuted ? "Unmute mic" : "Mute mic"; };
 $("camButton").onclick = () => { camMuted = !camMuted; setMuted("video", camMuted); $("camButton").textContent = camMuted ? "Start camera" : "Stop camera"; };
