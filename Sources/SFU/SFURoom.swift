@@ -288,7 +288,7 @@ public final class SFURoom: @unchecked Sendable {
 
     // MARK: Timers
 
-    private func tick(now: UInt64) {
+    func tick(now: UInt64) {
         guard !closed else { return }
         for participant in participants.values {
             sendNacks(for: participant, now: now)

@@ -20,6 +20,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
@@ -158,12 +159,15 @@ class Participant:
             raise RuntimeError(f"{message['type']} refused: {reply}")
         return reply
 
-    async def publish(self, tone: float | None = 440.0, video: bool = True) -> dict:
+    async def publish(self, tone: float | None = 440.0, video: bool = True, video_codec: str | None = None) -> dict:
         self.tone = ToneTrack(tone) if tone else None
         if self.tone:
             self.publisher.addTransceiver(self.tone, direction="sendonly")
         if video:
-            self.publisher.addTransceiver(PatternTrack(), direction="sendonly")
+            transceiver = self.publisher.addTransceiver(PatternTrack(), direction="sendonly")
+            if video_codec:
+                codecs = RTCRtpSender.getCapabilities("video").codecs
+                transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == f"video/{video_codec.lower()}"])
         await self.publisher.setLocalDescription(await self.publisher.createOffer())
         reply = await self.request({"type": "offer", "target": "publisher", "sdp": self.publisher.localDescription.sdp})
         assert reply["type"] == "answer", reply

@@ -56,11 +56,36 @@ def test_a_tone_and_a_video_reach_a_subscriber(server):
             assert video.frames >= 30
             published = [e for e in bob.events if e["type"] == "track.published"]
             assert {e["track"]["kind"] for e in published} == {"audio", "video"}
+            # The tone's audio-level extension makes alice an active speaker.
+            speakers = [e for e in bob.events if e["type"] == "speakers"]
+            assert any(s["participant"] == alice.sid and 0 < s["level"] <= 1 for e in speakers for s in e["speakers"]), speakers
         finally:
             await alice.close()
             await bob.close()
         assert metric(server, "parley_media_packets_total", direction="out", kind="rtp") > 100
+        assert metric(server, "parley_media_forwarded_packets_total") > 100
+        assert metric(server, "parley_media_forwarding_delay_seconds_count") > 100
+        assert metric(server, "parley_media_remb_total") >= 1
         assert metric(server, "parley_media_srtp_failures_total") == 0
+
+    run(scenario())
+
+
+def test_h264_video_is_forwarded(server):
+    async def scenario():
+        alice = await join(server, "alice")
+        bob = await join(server, "bob")
+        try:
+            answer = await alice.publish(tone=None, video=True, video_codec="H264")
+            video_mline = answer["sdp"][answer["sdp"].index("m=video"):]
+            assert "H264/90000" in video_mline and "VP8" not in video_mline, video_mline
+            await wait_for(lambda: bob.tracks_from(alice.sid, "video") and bob.tracks_from(alice.sid, "video")[0].frames >= 30, 20,
+                           what="30 decoded H.264 frames")
+            offer = [e for e in bob.events if e["type"] == "offer"][-1]["sdp"]
+            assert "H264/90000" in offer and "packetization-mode=1" in offer
+        finally:
+            await alice.close()
+            await bob.close()
 
     run(scenario())
 

@@ -236,6 +236,45 @@ func videoPacket(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: UIn
         try await fixture.shutdown()
     }
 
+    @Test func gapsAreNackedUpstreamAndReportsGoOutEachSecond() async throws {
+        let fixture = try RoomFixture()
+        let (publisher, subscriber, outgoingSSRC) = try await Self.setUp(fixture)
+        let (nacked, receiverReports, senderReports, rembs) = try await fixture.onLoop { () -> ([UInt16], Int, Int, [UInt64]) in
+            let now = fixture.port.now()
+            for sequence: UInt16 in [1, 2, 5] {
+                try publisher.sendRTP(videoPacket(ssrc: 0xAAAA_0001, sequence: sequence, timestamp: 3000), now: now)
+            }
+            fixture.room.tick(now: now + 2_000_000_000)
+            var nacked: [UInt16] = [], receiverReports = 0, senderReports = 0, rembs: [UInt64] = []
+            for compound in publisher.received(from: fixture.sink).rtcp {
+                compound.withUnsafeBytes { bytes in
+                    var iterator = RTCPCompoundIterator(bytes)
+                    while let packet = iterator.next() {
+                        if let nack = RTCPGenericNack(packet), nack.mediaSSRC == 0xAAAA_0001 { nack.forEachLostSequenceNumber { nacked.append($0) } }
+                        if let report = RTCPReceiverReport(packet), report.reportBlocks.contains(where: { $0.ssrc == 0xAAAA_0001 && $0.cumulativeLost == 2 }) {
+                            receiverReports += 1
+                        }
+                        if let remb = RTCPREMB(packet) { rembs.append(remb.bitrate) }
+                    }
+                }
+            }
+            for compound in subscriber.received(from: fixture.sink).rtcp {
+                compound.withUnsafeBytes { bytes in
+                    var iterator = RTCPCompoundIterator(bytes)
+                    while let packet = iterator.next() {
+                        if let report = RTCPSenderReport(packet), report.ssrc == outgoingSSRC, report.packetCount == 3 { senderReports += 1 }
+                    }
+                }
+            }
+            return (nacked, receiverReports, senderReports, rembs)
+        }
+        #expect(nacked == [3, 4])
+        #expect(receiverReports == 1, "the receiver report counts the two lost packets")
+        #expect(senderReports == 1, "the subscriber gets a sender report for its down-track")
+        #expect(rembs.count == 1 && rembs[0] <= 2_500_000 && rembs[0] > 2_000_000, "REMB capped by rtc.maxBitrate: \(rembs)")
+        try await fixture.shutdown()
+    }
+
     @Test func aParticipantLeavingTakesItsTransportsAndDownTracks() async throws {
         let fixture = try RoomFixture()
         _ = try await Self.setUp(fixture)
