@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "RTP", targets: ["RTP"]),
         .library(name: "SDP", targets: ["SDP"]),
         .library(name: "SFU", targets: ["SFU"]),
+        .library(name: "TURN", targets: ["TURN"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -46,9 +47,13 @@ let package = Package(
         .target(name: "STUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSettings),
         .target(name: "RTP", swiftSettings: strictSettings),
         .target(name: "SDP", swiftSettings: strictSettings),
+        // Conversions between STUN's address types and NIO's socket addresses.
+        .target(
+            name: "NetworkAddress", dependencies: ["STUN", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSettings),
         // ICE-lite, DTLS (OpenSSL), SRTP (libsrtp2) and the RFC 7983 demux for one transport.
         .target(name: "WebRTC", dependencies: [
-                "STUN", "CParleyOpenSSL", "CParleySRTP",
+                "STUN", "NetworkAddress", "CParleyOpenSSL", "CParleySRTP",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -59,6 +64,15 @@ let package = Package(
             dependencies: ["RTP", "STUN", "WebRTC", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
+        // The STUN/TURN server: allocations, permissions, channels, UDP relays, credentials.
+        .target(
+            name: "TURN",
+            dependencies: [
+                "STUN", "NetworkAddress", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings),
         .target(
             name: "Auth",
             dependencies: [
@@ -75,7 +89,7 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyProtocol", "Auth", "Store", "STUN", "WebRTC", "SFU", "RTP", "SDP",
+                "ParleyProtocol", "Auth", "Store", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -114,6 +128,9 @@ let package = Package(
         .testTarget(name: "RTPTests", dependencies: ["RTP"]),
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN"]),
+        .testTarget(
+            name: "TURNTests",
+            dependencies: ["TURN", "STUN", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "SFUTests",
             dependencies: ["SFU", "WebRTC", "RTP", "STUN", .product(name: "NIOPosix", package: "swift-nio")]),

@@ -10,6 +10,7 @@ import ServiceLifecycle
 import UnixSignals
 import STUN
 import Store
+import TURN
 import WebRTC
 
 /// The Parley server: HTTP API and signaling on one port, rooms on media workers, chat in SQLite.
@@ -24,6 +25,8 @@ public final class ParleyServer: Sendable {
     /// The host candidate addresses every worker binds and advertises.
     public let nodeAddresses: [IPAddress]
     public let services: RoomServices
+    /// The built-in STUN/TURN server, unless `turn.enabled` is false.
+    public let turn: TURNServer?
     public let logger: Logger
     let verifier: TokenVerifier
     let readiness = Readiness()
@@ -47,9 +50,24 @@ public final class ParleyServer: Sendable {
         self.verifier = await TokenVerifier(secrets: config.apiKeys, leeway: leeway, now: {
             Date(timeIntervalSince1970: Double(clock.wallMilliseconds()) / 1000)
         })
+        var turnCredentials: TURNCredentials?
+        if config.turn.enabled {
+            let secret = config.turn.secret.isEmpty ? Self.randomSecret() : Array(config.turn.secret.utf8)
+            let configuration = config.turn.configuration(secret: secret)
+            turnCredentials = configuration.credentials
+            self.turn = TURNServer(configuration: configuration, group: workers.group, unixTime: {
+                UInt64(max(0, clock.wallMilliseconds() / 1000))
+            })
+        } else {
+            self.turn = nil
+        }
+        let iceServers = Self.iceServers(
+            turn: turn, credentials: turnCredentials, host: config.turn.publicHost.isEmpty ? nodeAddresses.first?.description ?? "127.0.0.1" : config.turn.publicHost,
+            ttlSeconds: Int64(config.turn.credentialTTL.components.seconds), clock: clock)
         self.services = RoomServices(
             config: config, chat: ChatRepository(database: database), clock: clock, ids: ids, metrics: metrics,
-            logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName), media: try MediaServices())
+            logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName), media: try MediaServices(),
+            iceServers: iceServers)
         self.registry = RoomRegistry(services: services, workers: workers)
     }
 
@@ -65,6 +83,21 @@ public final class ParleyServer: Sendable {
             "addresses": "\(nodeAddresses.map(\.description).joined(separator: ","))",
             "ports": "\(workers.ports.map { port in port.boundPort.map(String.init) ?? "?" }.joined(separator: ","))",
         ])
+        if let turn {
+            let mediaAddresses = Set(nodeAddresses.flatMap { ip in
+                workers.ports.compactMap { port in port.boundPort.map { TransportAddress(ip: ip, port: UInt16($0)) } }
+            })
+            do {
+                try await turn.start(addresses: nodeAddresses, port: config.turn.port, mediaAddresses: mediaAddresses)
+            } catch {
+                try? await workers.shutdown()
+                throw error
+            }
+            logger.info("STUN/TURN listening", metadata: [
+                "addresses": "\(nodeAddresses.map(\.description).joined(separator: ","))", "port": "\(turn.boundPort ?? 0)",
+                "transports": "udp,tcp",
+            ])
+        }
         let app = Application(
             router: httpRouter(),
             server: .http1WebSocketUpgrade(
@@ -103,10 +136,37 @@ public final class ParleyServer: Sendable {
         do {
             try await group.run()
         } catch {
+            await turn?.stop()
             try? await workers.shutdown()
             throw error
         }
+        await turn?.stop()
         try await workers.shutdown()
+    }
+
+    /// `joined`'s ICE servers: Parley's STUN/TURN over UDP and TCP, with REST credentials minted
+    /// for the participant's identity (read at join time, so a port picked at start is right).
+    static func iceServers(
+        turn: TURNServer?, credentials: TURNCredentials?, host: String, ttlSeconds: Int64, clock: any ServerClock
+    ) -> @Sendable (String) -> [ICEServer] {
+        guard let turn, let credentials else { return { _ in [] } }
+        let hostPart = host.contains(":") ? "[\(host)]" : host
+        return { identity in
+            guard let port = turn.boundPort else { return [] }
+            let expiry = UInt64(max(0, clock.wallMilliseconds() / 1000 + ttlSeconds))
+            let credential = credentials.restCredential(identity: identity, expiry: expiry)
+            return [
+                ICEServer(urls: ["stun:\(hostPart):\(port)"]),
+                ICEServer(
+                    urls: ["turn:\(hostPart):\(port)?transport=udp", "turn:\(hostPart):\(port)?transport=tcp"],
+                    username: credential.username, credential: credential.password),
+            ]
+        }
+    }
+
+    static func randomSecret() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<24).map { _ in UInt8.random(in: 0x61...0x7A, using: &generator) }
     }
 
     /// The port the server listens on, once it does (useful with `server.port: 0`).
@@ -136,7 +196,7 @@ public final class ParleyServer: Sendable {
         router.middlewares.add(WebClientMiddleware())
         APIRoutes(
             registry: registry, services: services, auth: AdminAuth(verifier: verifier), database: database,
-            readiness: readiness
+            readiness: readiness, turn: turn
         ).register(on: router)
         // A plain GET (no upgrade) learns why its token is refused (401, 403), as JSON.
         let verifier = self.verifier

@@ -1,7 +1,9 @@
 /// A TURN ChannelData message (RFC 8656 §12.4): a 4-byte header, then application data. Parsed
 /// without copying because relayed media rides in it.
 public struct ChannelData: Sendable, Equatable {
-    public static let channelRange: ClosedRange<UInt16> = 0x4000...0x4FFF
+    /// RFC 8656 narrowed channels to 0x4000–0x4FFF; RFC 5766 allowed up to 0x7FFF and clients
+    /// still pick from there (coturn's among them), so both are accepted.
+    public static let channelRange: ClosedRange<UInt16> = 0x4000...0x7FFF
     public static let headerLength = 4
 
     public let channel: UInt16
@@ -52,7 +54,7 @@ public enum STUNFraming {
             guard length % 4 == 0 else { return .invalid }
             return .complete(length: STUNMessage.headerLength + length)
         }
-        if (0x40...0x4F).contains(first) {
+        if (0x40...0x7F).contains(first) {
             return .complete(length: ChannelData.headerLength + (length + 3) & ~3)
         }
         return .invalid

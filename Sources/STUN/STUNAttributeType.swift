@@ -36,6 +36,8 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable, CustomStr
     public static let dontFragment = STUNAttributeType(rawValue: 0x001A)
     public static let reservationToken = STUNAttributeType(rawValue: 0x0022)
     public static let connectionID = STUNAttributeType(rawValue: 0x002A)
+    /// BANDWIDTH from the TURN drafts, still sent by some clients (coturn's among them); ignored.
+    public static let bandwidth = STUNAttributeType(rawValue: 0x0010)
     public static let additionalAddressFamily = STUNAttributeType(rawValue: 0x8000)
     public static let addressErrorCode = STUNAttributeType(rawValue: 0x8001)
     public static let icmp = STUNAttributeType(rawValue: 0x8004)

@@ -141,6 +141,17 @@ public struct STUNMessage: Sendable {
         return STUNAddressCodec.decode(Array(value), xorWith: transactionID)
     }
 
+    /// Every attribute of an XOR address type, in order (CreatePermission may carry several
+    /// XOR-PEER-ADDRESS); nil when one of them does not decode.
+    public func xorAddresses(_ type: STUNAttributeType) -> [TransportAddress]? {
+        var addresses: [TransportAddress] = []
+        for attribute in attributes where attribute.type == type {
+            guard let address = STUNAddressCodec.decode(Array(bytes[attribute.valueRange]), xorWith: transactionID) else { return nil }
+            addresses.append(address)
+        }
+        return addresses
+    }
+
     /// A plain (MAPPED-ADDRESS style) address attribute.
     public func plainAddress(_ type: STUNAttributeType) -> TransportAddress? {
         guard let value = value(type) else { return nil }

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+@_exported import NetworkAddress
 import STUN
 
 /// One media worker's UDP sockets (one per advertised IP, all on the worker's port) and the
@@ -204,9 +205,8 @@ public final class MediaPort: @unchecked Sendable {
 extension MediaPort: DatagramSink {
     public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
         let socket = byAddress[address]?.socket ?? currentSocket
-        guard socket < channels.count, let remote = socketAddresses[address] ?? (try? SocketAddress(address)) else {
-            return counters.sendFailures += 1
-        }
+        guard socket < channels.count else { return counters.sendFailures += 1 }
+        let remote = socketAddresses[address] ?? SocketAddress(address)
         let channel = channels[socket]
         var buffer = channel.allocator.buffer(capacity: datagram.count)
         buffer.writeBytes(datagram)
@@ -242,27 +242,6 @@ final class MediaPortHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // ICMP port unreachable and the like surface here on UDP; a media socket stays open.
-    }
-}
-
-extension TransportAddress {
-    /// From a NIO socket address; nil for a Unix socket.
-    public init?(_ address: SocketAddress) {
-        switch address {
-        case .v4(let v4):
-            self.init(ip: .v4(UInt32(bigEndian: v4.address.sin_addr.s_addr)), port: UInt16(bigEndian: v4.address.sin_port))
-        case .v6(let v6):
-            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            self.init(ip: IPAddress(bytes: bytes), port: UInt16(bigEndian: v6.address.sin6_port))
-        case .unixDomainSocket:
-            return nil
-        }
-    }
-}
-
-extension SocketAddress {
-    public init(_ address: TransportAddress) throws {
-        try self.init(ipAddress: address.ip.description, port: Int(address.port))
     }
 }
 

@@ -239,7 +239,7 @@ func hex(_ text: String) -> [UInt8] {
         RFC5769Vectors.request.withUnsafeBytes { #expect(STUNFraming.nextFrame($0) == .complete(length: 108)) }
         ([0x40, 0x00] as [UInt8]).withUnsafeBytes { #expect(STUNFraming.nextFrame($0) == .needMore) }
         ([0x80, 0, 0, 0] as [UInt8]).withUnsafeBytes { #expect(STUNFraming.nextFrame($0) == .invalid) }
-        ([0x3F, 0xFF, 0, 0] as [UInt8]).withUnsafeBytes { #expect(ChannelData($0) == nil) }  // outside 0x4000–0x4FFF
+        ([0x3F, 0xFF, 0, 0] as [UInt8]).withUnsafeBytes { #expect(ChannelData($0) == nil) }  // below 0x4000
         ([0x40, 0x00, 0, 9, 1] as [UInt8]).withUnsafeBytes { #expect(ChannelData($0) == nil) }  // length beyond the data
     }
 }

@@ -30,7 +30,7 @@ final class LoopbackPeer: @unchecked Sendable {
     func send(_ bytes: [UInt8], to address: TransportAddress) async throws {
         var buffer = channel.allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
-        try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: try SocketAddress(address), data: buffer))
+        try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: SocketAddress(address), data: buffer))
     }
 
     /// The next datagram, or nil after `timeout`.

@@ -3,6 +3,7 @@ import Logging
 import SFU
 import ParleyProtocol
 import Store
+import TURN
 import Yams
 
 public struct ConfigError: Error, CustomStringConvertible, Equatable {
@@ -68,6 +69,40 @@ public struct ParleyConfig: Sendable {
     public var logLevel: Logger.Level
     public var mediaWorkers: Int
     public var rtc: RTC
+    public var turn: TURNOptions
+
+    /// STUN/TURN options (`turn.*`).
+    public struct TURNOptions: Sendable, Equatable {
+        public var enabled: Bool
+        public var port: Int
+        public var publicHost: String
+        public var realm: String
+        /// Empty means one is made at start.
+        public var secret: String
+        public var users: [String: String]
+        public var credentialTTL: Duration
+        public var relayPorts: ClosedRange<Int>
+        public var allowedPeers: [IPRange]
+        public var deniedPeers: [IPRange]
+        public var defaultLifetime: Duration
+        public var maxLifetime: Duration
+        public var nonceLifetime: Duration
+        public var maxAllocations: Int
+        public var userQuota: Int
+        public var maxBitrate: Int
+        public var rateLimit: RateLimit
+
+        /// The server's settings, with `secret` (this one, or the one made at start).
+        public func configuration(secret: [UInt8]) -> TURNConfiguration {
+            TURNConfiguration(
+                credentials: TURNCredentials(realm: realm, sharedSecret: secret, staticUsers: users),
+                nonceLifetimeSeconds: UInt64(nonceLifetime.components.seconds),
+                defaultLifetimeSeconds: UInt32(defaultLifetime.components.seconds),
+                maxLifetimeSeconds: UInt32(maxLifetime.components.seconds), relayPorts: relayPorts, maxAllocations: maxAllocations,
+                maxAllocationsPerUser: userQuota, maxBitratePerAllocation: maxBitrate, unauthenticatedPerSecond: rateLimit.perSecond,
+                unauthenticatedBurst: rateLimit.burst, policy: PeerPolicy(allowed: allowedPeers, extraDenied: deniedPeers))
+        }
+    }
 
     /// Media options (`rtc.*`).
     public struct RTC: Sendable, Equatable {
@@ -195,6 +230,28 @@ public struct ParleyConfig: Sendable {
         rtc = RTC(
             port: rtcPort, nodeIPs: nodeIPs, consentTimeout: duration("rtc.consentTimeout"), maxBitrate: max(30_000, int("rtc.maxBitrate")),
             pliInterval: duration("rtc.pliInterval"), packetHistory: history, speakersInterval: duration("rtc.speakersInterval"))
+        let relayMin = int("turn.relayPortMin"), relayMax = int("turn.relayPortMax")
+        guard (1024...65535).contains(relayMin), (relayMin...65535).contains(relayMax) else {
+            throw ConfigError("turn.relayPortMin/relayPortMax: \(relayMin)-\(relayMax) is not a range of ports from 1024 to 65535")
+        }
+        func ranges(_ key: String) throws -> [IPRange] {
+            guard case .list(let list) = values[key] else { return [] }
+            return try list.map { text in
+                guard let range = IPRange(text) else { throw ConfigError("\(key): \(text) is not an address or CIDR range") }
+                return range
+            }
+        }
+        let turnPort = int("turn.port")
+        guard (0...65535).contains(turnPort) else { throw ConfigError("turn.port: \(turnPort) is not a port number") }
+        let defaultLifetime = max(duration("turn.defaultLifetime"), .seconds(60))
+        turn = TURNOptions(
+            enabled: bool("turn.enabled"), port: turnPort, publicHost: string("turn.publicHost"), realm: string("turn.realm"),
+            secret: string("turn.secret"), users: map("turn.users"), credentialTTL: duration("turn.credentialTTL"),
+            relayPorts: relayMin...relayMax, allowedPeers: try ranges("turn.allowedPeers"), deniedPeers: try ranges("turn.deniedPeers"),
+            defaultLifetime: defaultLifetime, maxLifetime: max(duration("turn.maxLifetime"), defaultLifetime),
+            nonceLifetime: max(duration("turn.nonceLifetime"), .seconds(10)), maxAllocations: max(1, int("turn.maxAllocations")),
+            userQuota: max(0, int("turn.userQuota")), maxBitrate: max(0, int("turn.maxBitrate")),
+            rateLimit: RateLimit(perSecond: double("turn.rateLimit.perSecond"), burst: int("turn.rateLimit.burst")))
         resolved = values
     }
 

@@ -4,6 +4,7 @@ import Hummingbird
 import NIOConcurrencyHelpers
 import ParleyProtocol
 import Store
+import TURN
 
 /// The HTTP API of PROTOCOL.md: health, metrics, rooms, participants, messages and dev tokens.
 struct APIRoutes: Sendable {
@@ -12,6 +13,7 @@ struct APIRoutes: Sendable {
     let auth: AdminAuth
     let database: ParleyDatabase
     let readiness: Readiness
+    let turn: TURNServer?
     static let maxBodyBytes = 64 * 1024
 
     func register(on router: Router<BasicRequestContext>) {
@@ -99,7 +101,8 @@ struct APIRoutes: Sendable {
         }
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(string: services.metrics.render() + MediaMetrics.render(await registry.mediaSnapshot()))))
+            body: .init(byteBuffer: ByteBuffer(string: services.metrics.render() + MediaMetrics.render(await registry.mediaSnapshot())
+                + (turn == nil ? "" : TURNMetrics.render(await turn!.statistics())))))
     }
 
     private func createRoom(_ request: Request, _ context: BasicRequestContext) async throws -> Response {

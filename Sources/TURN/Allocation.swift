@@ -1,0 +1,177 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import STUN
+
+/// The 5-tuple that names an allocation (RFC 8656 §2.2): client and server address and the
+/// transport between them. A TCP connection is its own 5-tuple.
+struct ClientKey: Hashable, Sendable {
+    enum Transport: UInt8, Sendable { case udp, tcp }
+    let transport: Transport
+    let client: TransportAddress
+    let server: TransportAddress
+}
+
+/// How to reach a client: the listening UDP socket and its address, or its TCP connection.
+enum ClientLink {
+    case udp(any Channel, SocketAddress)
+    case tcp(any Channel)
+
+    var isStream: Bool { if case .tcp = self { true } else { false } }
+}
+
+/// One client's relay: its socket on the relayed address, permissions, channels, lifetime and
+/// bandwidth allowance. Lives on its worker's loop.
+final class Allocation {
+    struct Permission {
+        var expiresAt: UInt64
+        var decision: PeerPolicy.Decision
+    }
+
+    struct ChannelBinding {
+        let peer: TransportAddress
+        let socketAddress: SocketAddress
+        var expiresAt: UInt64
+    }
+
+    let key: ClientKey
+    let link: ClientLink
+    let username: String
+    let identity: String
+    let integrityKey: [UInt8]
+    let relayed: TransportAddress
+    let relayChannel: any Channel
+    var expiresAt: UInt64
+    var permissions: [IPAddress: Permission] = [:]
+    var channels: [UInt16: ChannelBinding] = [:]
+    var channelByPeer: [TransportAddress: UInt16] = [:]
+    var allowance: ByteAllowance?
+    /// The Allocate that made it and our answer, to answer a retransmission alike.
+    let allocateTransaction: STUNTransactionID
+    var allocateResponse: [UInt8] = []
+
+    init(
+        key: ClientKey, link: ClientLink, username: String, identity: String, integrityKey: [UInt8], relayed: TransportAddress,
+        relayChannel: any Channel, expiresAt: UInt64, allocateTransaction: STUNTransactionID, allowance: ByteAllowance?
+    ) {
+        self.key = key
+        self.link = link
+        self.username = username
+        self.identity = identity
+        self.integrityKey = integrityKey
+        self.relayed = relayed
+        self.relayChannel = relayChannel
+        self.expiresAt = expiresAt
+        self.allocateTransaction = allocateTransaction
+        self.allowance = allowance
+    }
+
+    /// Whether `peer` has a live permission that the policy lets through.
+    func permits(_ peer: TransportAddress, policy: PeerPolicy, now: UInt64) -> Bool {
+        guard let permission = permissions[peer.ip], permission.expiresAt > now else { return false }
+        return permission.decision == .allowed || policy.permits(peer, under: permission.decision)
+    }
+
+    /// Drops expired permissions and channel bindings (RFC 8656 §9, §12).
+    func expire(now: UInt64) {
+        permissions = permissions.filter { $0.value.expiresAt > now }
+        for (number, binding) in channels where binding.expiresAt <= now {
+            channels[number] = nil
+            channelByPeer[binding.peer] = nil
+        }
+    }
+}
+
+/// A byte budget refilled at a fixed rate, for the per-allocation bandwidth cap.
+struct ByteAllowance {
+    let bytesPerNanosecond: Double
+    let burst: Double
+    var available: Double
+    var updatedAt: UInt64
+
+    init(bitsPerSecond: Int, now: UInt64) {
+        bytesPerNanosecond = Double(bitsPerSecond) / 8 / 1e9
+        burst = max(64 * 1024, Double(bitsPerSecond) / 8 / 4)  // a quarter second, at least 64 KiB
+        available = burst
+        updatedAt = now
+    }
+
+    mutating func take(_ bytes: Int, now: UInt64) -> Bool {
+        if now > updatedAt {
+            available = min(burst, available + Double(now - updatedAt) * bytesPerNanosecond)
+            updatedAt = now
+        }
+        guard available >= Double(bytes) else { return false }
+        available -= Double(bytes)
+        return true
+    }
+}
+
+/// Allocation counts across workers, for the total and per-user quotas. Touched only when an
+/// allocation is made or removed.
+final class AllocationQuota: Sendable {
+    private let counts = NIOLockedValueBox((total: 0, perUser: [String: Int]()))
+    let maxTotal: Int
+    let maxPerUser: Int
+
+    init(maxTotal: Int, maxPerUser: Int) {
+        self.maxTotal = maxTotal
+        self.maxPerUser = maxPerUser
+    }
+
+    func acquire(_ identity: String) -> Bool {
+        counts.withLockedValue { counts in
+            let mine = counts.perUser[identity, default: 0]
+            guard counts.total < maxTotal, maxPerUser <= 0 || mine < maxPerUser else { return false }
+            counts.total += 1
+            counts.perUser[identity] = mine + 1
+            return true
+        }
+    }
+
+    func release(_ identity: String) {
+        counts.withLockedValue { counts in
+            counts.total = max(0, counts.total - 1)
+            let left = counts.perUser[identity, default: 1] - 1
+            counts.perUser[identity] = left > 0 ? left : nil
+        }
+    }
+}
+
+/// Ports held for a later Allocate with RESERVATION-TOKEN (EVEN-PORT with the R bit, RFC 8656
+/// §7.2): the odd port after an even relay, for RTCP. Shared because the second Allocate may
+/// come from another source port and so land on another worker.
+final class PortReservations: Sendable {
+    struct Reservation {
+        let address: TransportAddress
+        let holder: any Channel
+        let expiresAt: UInt64
+    }
+
+    private let reservations = NIOLockedValueBox([UInt64: Reservation]())
+    static let lifetimeNanoseconds: UInt64 = 30_000_000_000
+
+    func add(token: UInt64, _ reservation: Reservation) {
+        reservations.withLockedValue { $0[token] = reservation }
+    }
+
+    func take(token: UInt64) -> Reservation? {
+        reservations.withLockedValue { $0.removeValue(forKey: token) }
+    }
+
+    func expire(now: UInt64) {
+        let expired = reservations.withLockedValue { reservations -> [Reservation] in
+            let gone = reservations.values.filter { $0.expiresAt <= now }
+            reservations = reservations.filter { $0.value.expiresAt > now }
+            return gone
+        }
+        for reservation in expired { reservation.holder.close(promise: nil) }
+    }
+
+    func closeAll() {
+        let all = reservations.withLockedValue { reservations in
+            defer { reservations.removeAll() }
+            return Array(reservations.values)
+        }
+        for reservation in all { reservation.holder.close(promise: nil) }
+    }
+}

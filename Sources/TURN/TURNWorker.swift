@@ -1,0 +1,570 @@
+import NIOCore
+import NIOPosix
+import NetworkAddress
+import STUN
+
+/// The TURN server's work on one event loop: the allocations of the clients whose datagrams or
+/// connections land on this loop, their relay sockets, and the requests that manage them. Every
+/// method runs on `loop`, so the relay path takes no lock and hops no thread; `@unchecked
+/// Sendable` only so listeners on this loop can hold it.
+final class TURNWorker: @unchecked Sendable {
+    let loop: any EventLoop
+    let configuration: TURNConfiguration
+    let nonces: NonceIssuer
+    let quota: AllocationQuota
+    let reservations: PortReservations
+    /// Monotonic nanoseconds, and wall-clock seconds for nonces and REST expiries; both injected.
+    let now: @Sendable () -> UInt64
+    let unixTime: @Sendable () -> UInt64
+    var statistics = TURNStatistics()
+    private var allocations: [ClientKey: Allocation] = [:]
+    /// Allocations whose relay socket is still being bound; a retransmitted Allocate waits.
+    private var binding: Set<ClientKey> = []
+    private var unauthenticated: [IPAddress: RequestAllowance] = [:]
+    private var pendingFlush: [ObjectIdentifier: any Channel] = [:]
+    private var random = SystemRandomNumberGenerator()
+    private var tickTask: RepeatedTask?
+
+    static let knownAttributes: Set<STUNAttributeType> = [
+        .username, .messageIntegrity, .messageIntegritySHA256, .realm, .nonce, .fingerprint, .lifetime, .xorPeerAddress,
+        .data, .requestedTransport, .requestedAddressFamily, .evenPort, .dontFragment, .reservationToken, .channelNumber,
+        .bandwidth,
+    ]
+    static let udpProtocolNumber: UInt8 = 17
+
+    init(
+        loop: any EventLoop, configuration: TURNConfiguration, nonces: NonceIssuer, quota: AllocationQuota,
+        reservations: PortReservations, now: @escaping @Sendable () -> UInt64, unixTime: @escaping @Sendable () -> UInt64
+    ) {
+        self.loop = loop
+        self.configuration = configuration
+        self.nonces = nonces
+        self.quota = quota
+        self.reservations = reservations
+        self.now = now
+        self.unixTime = unixTime
+    }
+
+    func startTicking() {
+        loop.preconditionInEventLoop()
+        tickTask = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in tick(now: now()) }
+    }
+
+    func stop() {
+        loop.preconditionInEventLoop()
+        tickTask?.cancel()
+        tickTask = nil
+        for allocation in Array(allocations.values) { remove(allocation) }
+    }
+
+    func snapshot() -> TURNStatistics {
+        loop.preconditionInEventLoop()
+        var snapshot = statistics
+        snapshot.allocationsActive = allocations.count
+        return snapshot
+    }
+
+    /// Expires allocations, permissions, channels and reservations; trims rate-limit state.
+    func tick(now: UInt64) {
+        for allocation in Array(allocations.values) {
+            if allocation.expiresAt <= now {
+                remove(allocation)
+            } else {
+                allocation.expire(now: now)
+            }
+        }
+        reservations.expire(now: now)
+        if unauthenticated.count > 10_000 { unauthenticated.removeAll(keepingCapacity: true) }
+    }
+
+    // MARK: From clients
+
+    /// One datagram from a UDP client, or one frame from a TCP client: STUN or ChannelData.
+    func handleClient(_ buffer: ByteBuffer, key: ClientKey, link: ClientLink) {
+        guard buffer.readableBytes >= 4, let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else {
+            return statistics.droppedMalformed += 1
+        }
+        if first & 0xC0 == 0x40 {
+            relayChannelData(buffer, key: key)
+        } else if first & 0xC0 == 0 {
+            handleSTUN(buffer, key: key, link: link)
+        } else {
+            statistics.droppedMalformed += 1
+        }
+    }
+
+    /// A TCP client went away: its allocation goes with it (RFC 6062 §4.2... and RFC 8656 §5).
+    func connectionClosed(_ key: ClientKey) {
+        if let allocation = allocations[key] { remove(allocation) }
+    }
+
+    private func relayChannelData(_ buffer: ByteBuffer, key: ClientKey) {
+        let start = buffer.readerIndex
+        guard let number = buffer.getInteger(at: start, as: UInt16.self),
+            let length = buffer.getInteger(at: start + 2, as: UInt16.self),
+            Int(length) + 4 <= buffer.readableBytes
+        else { return statistics.droppedMalformed += 1 }
+        guard let allocation = allocations[key], let binding = allocation.channels[number] else {
+            return statistics.droppedNoPermission += 1
+        }
+        let now = now()
+        guard binding.expiresAt > now, allocation.permits(binding.peer, policy: configuration.policy, now: now) else {
+            return statistics.droppedNoPermission += 1
+        }
+        guard allocation.allowance?.take(Int(length), now: now) ?? true else { return statistics.bandwidthDrops += 1 }
+        // A slice of the received buffer: the payload is not copied on its way to the peer.
+        let payload = buffer.getSlice(at: start + 4, length: Int(length))!
+        sendToPeer(payload, address: binding.socketAddress, from: allocation)
+    }
+
+    private func sendToPeer(_ payload: ByteBuffer, address: SocketAddress, from allocation: Allocation) {
+        statistics.packetsToPeers += 1
+        statistics.bytesToPeers += UInt64(payload.readableBytes)
+        allocation.relayChannel.write(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
+        markForFlush(allocation.relayChannel)
+    }
+
+    private func handleSTUN(_ buffer: ByteBuffer, key: ClientKey, link: ClientLink) {
+        let parsed = buffer.withUnsafeReadableBytes { bytes in try? STUNMessage(parsing: bytes) }
+        guard let message = parsed else { return statistics.droppedMalformed += 1 }
+        if message.fingerprintAttribute != nil, !message.hasValidFingerprint { return statistics.droppedMalformed += 1 }
+        switch (message.type.method, message.type.messageClass) {
+        case (.binding, .request):
+            statistics.bindingRequests += 1
+            var response = STUNMessageBuilder(responding: message, class: .successResponse)
+            response.append(.xorMappedAddress, xorAddress: key.client)
+            response.append(.software, string: configuration.software)
+            respond(&response, to: message, link: link, key: nil)
+        case (.send, .indication):
+            relaySendIndication(message, key: key)
+        case (_, .request):
+            handleRequest(message, key: key, link: link)
+        default:
+            break  // other indications and stray responses are ignored (RFC 8489 §6.3)
+        }
+    }
+
+    private func relaySendIndication(_ message: STUNMessage, key: ClientKey) {
+        guard let allocation = allocations[key] else { return statistics.droppedNoPermission += 1 }
+        guard let peer = message.xorAddress(.xorPeerAddress), let data = message.attribute(.data) else {
+            return statistics.droppedMalformed += 1
+        }
+        let now = now()
+        guard allocation.permits(peer, policy: configuration.policy, now: now) else { return statistics.droppedNoPermission += 1 }
+        guard allocation.allowance?.take(data.length, now: now) ?? true else { return statistics.bandwidthDrops += 1 }
+        var payload = allocation.relayChannel.allocator.buffer(capacity: data.length)
+        payload.writeBytes(message.bytes[data.valueRange])
+        sendToPeer(payload, address: SocketAddress(peer), from: allocation)
+    }
+
+    // MARK: Requests
+
+    private func handleRequest(_ message: STUNMessage, key: ClientKey, link: ClientLink) {
+        let method = message.type.method
+        guard [.allocate, .refresh, .createPermission, .channelBind].contains(method) else {
+            return reject(message, 400, "\(method) is not supported", link: link, key: nil)
+        }
+        // Long-term credentials, in RFC 8489 §9.2.4's order.
+        let realm = configuration.credentials.realm
+        let unixTime = unixTime()
+        guard message.integrityAttribute != nil else {
+            return challenge(message, 401, "Unauthorized", key: key, link: link, unixTime: unixTime)
+        }
+        guard let username = message.string(.username), let requestRealm = message.string(.realm),
+            let nonce = message.string(.nonce)
+        else { return reject(message, 400, "USERNAME, REALM and NONCE are required with MESSAGE-INTEGRITY", link: link, key: nil) }
+        guard nonces.isValid(nonce, for: key.client.ip, unixTime: unixTime) else {
+            return challenge(message, 438, "Stale Nonce", key: key, link: link, unixTime: unixTime)
+        }
+        guard requestRealm == realm,
+            case .key(let integrityKey, let identity) = configuration.credentials.lookup(username: username, unixTime: unixTime),
+            message.hasValidIntegrity(key: integrityKey)
+        else {
+            statistics.authFailures += 1
+            return challenge(message, 401, "Unauthorized", key: key, link: link, unixTime: unixTime)
+        }
+        let unknown = message.unknownComprehensionRequired(known: Self.knownAttributes)
+        guard unknown.isEmpty else {
+            var response = STUNMessageBuilder(responding: message, class: .errorResponse)
+            response.appendErrorCode(420, reason: "Unknown Attribute")
+            response.appendUnknownAttributes(unknown)
+            statistics.errorResponses += 1
+            return respond(&response, to: message, link: link, key: integrityKey)
+        }
+        let request = AuthenticatedRequest(
+            message: message, key: key, link: link, username: username, identity: identity, integrityKey: integrityKey)
+        if method == .allocate { return allocate(request) }
+        guard let allocation = allocations[key] else {
+            return reject(message, 437, "Allocation Mismatch", link: link, key: integrityKey)
+        }
+        guard allocation.username == username else {
+            return reject(message, 441, "Wrong Credentials", link: link, key: integrityKey)
+        }
+        switch method {
+        case .refresh: refresh(request, allocation)
+        case .createPermission: createPermission(request, allocation)
+        default: channelBind(request, allocation)
+        }
+    }
+
+    struct AuthenticatedRequest {
+        let message: STUNMessage
+        let key: ClientKey
+        let link: ClientLink
+        let username: String
+        let identity: String
+        let integrityKey: [UInt8]
+    }
+
+    private func allocate(_ request: AuthenticatedRequest) {
+        let message = request.message
+        if let existing = allocations[request.key] {
+            guard existing.allocateTransaction == message.transactionID else {
+                return reject(message, 437, "Allocation Mismatch", link: request.link, key: request.integrityKey)
+            }
+            return sendToClient(existing.allocateResponse, link: request.link)  // a retransmission
+        }
+        guard !binding.contains(request.key) else { return }
+        guard let transport = message.value(.requestedTransport), transport.count == 4 else {
+            return reject(message, 400, "REQUESTED-TRANSPORT is required", link: request.link, key: request.integrityKey)
+        }
+        guard transport.first == Self.udpProtocolNumber else {
+            return reject(message, 442, "Unsupported Transport Protocol", link: request.link, key: request.integrityKey)
+        }
+        if let family = message.value(.requestedAddressFamily) {
+            let wantsIPv4 = family.first == 0x01
+            guard family.count == 4, family.first == 0x01 || family.first == 0x02 else {
+                return reject(message, 400, "REQUESTED-ADDRESS-FAMILY is invalid", link: request.link, key: request.integrityKey)
+            }
+            guard wantsIPv4 == request.key.server.ip.isIPv4 else {
+                return reject(message, 440, "Address Family not Supported", link: request.link, key: request.integrityKey)
+            }
+        }
+        let evenPort = message.value(.evenPort)
+        let token = message.uint64(.reservationToken)
+        if token != nil, evenPort != nil || message.contains(.requestedAddressFamily) {
+            return reject(message, 400, "RESERVATION-TOKEN excludes EVEN-PORT", link: request.link, key: request.integrityKey)
+        }
+        var reserved: PortReservations.Reservation?
+        if let token {
+            guard let reservation = reservations.take(token: token), reservation.address.ip == request.key.server.ip else {
+                return reject(message, 508, "Insufficient Capacity", link: request.link, key: request.integrityKey)
+            }
+            reserved = reservation
+        }
+        guard quota.acquire(request.identity) else {
+            statistics.quotaRefusals += 1
+            return reject(message, 486, "Allocation Quota Reached", link: request.link, key: request.integrityKey)
+        }
+        binding.insert(request.key)
+        let reserveNext = (evenPort?.first ?? 0) & 0x80 != 0
+        let opened: EventLoopFuture<(any Channel, UInt64?)>
+        if let reserved {
+            // The held socket is closed and its port bound again on this loop.
+            opened = reserved.holder.close().hop(to: loop).recover { _ in }.flatMap { [self] in
+                bindRelay(ip: request.key.server.ip, port: Int(reserved.address.port))
+            }.map { ($0, nil) }
+        } else {
+            opened = openRelay(ip: request.key.server.ip, even: evenPort != nil, reserveNext: reserveNext)
+        }
+        opened.whenComplete { [self] result in
+            binding.remove(request.key)
+            switch result {
+            case .failure:
+                quota.release(request.identity)
+                reject(message, 508, "Insufficient Capacity", link: request.link, key: request.integrityKey)
+            case .success(let (channel, reservationToken)):
+                completeAllocation(request, relayChannel: channel, reservationToken: reservationToken)
+            }
+        }
+    }
+
+    private func completeAllocation(_ request: AuthenticatedRequest, relayChannel: any Channel, reservationToken: UInt64?) {
+        guard let local = relayChannel.localAddress, let relayed = TransportAddress(local) else {
+            relayChannel.close(promise: nil)
+            quota.release(request.identity)
+            return reject(request.message, 508, "Insufficient Capacity", link: request.link, key: request.integrityKey)
+        }
+        let now = now()
+        let lifetime = configuration.lifetime(requested: request.message.uint32(.lifetime))
+        let bitrate = configuration.maxBitratePerAllocation
+        let allocation = Allocation(
+            key: request.key, link: request.link, username: request.username, identity: request.identity,
+            integrityKey: request.integrityKey, relayed: relayed, relayChannel: relayChannel,
+            expiresAt: now + UInt64(lifetime) * 1_000_000_000, allocateTransaction: request.message.transactionID,
+            allowance: bitrate > 0 ? ByteAllowance(bitsPerSecond: bitrate, now: now) : nil)
+        try? relayChannel.pipeline.syncOperations.addHandler(RelayHandler(worker: self, allocation: allocation))
+        var response = STUNMessageBuilder(responding: request.message, class: .successResponse)
+        response.append(.xorRelayedAddress, xorAddress: relayed)
+        response.append(.lifetime, uint32: lifetime)
+        if let reservationToken { response.append(.reservationToken, uint64: reservationToken) }
+        response.append(.xorMappedAddress, xorAddress: request.key.client)
+        response.append(.software, string: configuration.software)
+        response.appendMessageIntegrity(key: request.integrityKey)
+        if request.message.fingerprintAttribute != nil { response.appendFingerprint() }
+        allocation.allocateResponse = response.bytes
+        allocations[request.key] = allocation
+        statistics.allocationsCreated += 1
+        sendToClient(response.bytes, link: request.link)
+    }
+
+    private func refresh(_ request: AuthenticatedRequest, _ allocation: Allocation) {
+        let requested = request.message.uint32(.lifetime)
+        var response = STUNMessageBuilder(responding: request.message, class: .successResponse)
+        if requested == 0 {
+            remove(allocation)
+            response.append(.lifetime, uint32: 0)
+        } else {
+            let lifetime = configuration.lifetime(requested: requested)
+            allocation.expiresAt = now() + UInt64(lifetime) * 1_000_000_000
+            response.append(.lifetime, uint32: lifetime)
+        }
+        respond(&response, to: request.message, link: request.link, key: request.integrityKey)
+    }
+
+    private func createPermission(_ request: AuthenticatedRequest, _ allocation: Allocation) {
+        guard let peers = request.message.xorAddresses(.xorPeerAddress), !peers.isEmpty else {
+            return reject(request.message, 400, "XOR-PEER-ADDRESS is required", link: request.link, key: request.integrityKey)
+        }
+        var decisions: [(IPAddress, PeerPolicy.Decision)] = []
+        for peer in peers {
+            guard peer.ip.isIPv4 == allocation.relayed.ip.isIPv4 else {
+                return reject(request.message, 443, "Peer Address Family Mismatch", link: request.link, key: request.integrityKey)
+            }
+            let decision = configuration.policy.decision(for: peer.ip)
+            guard decision != .denied else {
+                statistics.deniedPeers += 1
+                return reject(request.message, 403, "Forbidden: \(peer.ip) is not a permitted peer", link: request.link, key: request.integrityKey)
+            }
+            decisions.append((peer.ip, decision))
+        }
+        let expiresAt = now() + TURNConfiguration.permissionLifetimeSeconds * 1_000_000_000
+        for (ip, decision) in decisions { allocation.permissions[ip] = .init(expiresAt: expiresAt, decision: decision) }
+        var response = STUNMessageBuilder(responding: request.message, class: .successResponse)
+        respond(&response, to: request.message, link: request.link, key: request.integrityKey)
+    }
+
+    private func channelBind(_ request: AuthenticatedRequest, _ allocation: Allocation) {
+        let message = request.message
+        guard let value = message.value(.channelNumber), value.count == 4,
+            case let number = UInt16(value[value.startIndex]) << 8 | UInt16(value[value.startIndex + 1]),
+            ChannelData.channelRange.contains(number)
+        else { return reject(message, 400, "CHANNEL-NUMBER must be 0x4000 to 0x7FFF", link: request.link, key: request.integrityKey) }
+        guard let peer = message.xorAddress(.xorPeerAddress) else {
+            return reject(message, 400, "XOR-PEER-ADDRESS is required", link: request.link, key: request.integrityKey)
+        }
+        guard peer.ip.isIPv4 == allocation.relayed.ip.isIPv4 else {
+            return reject(message, 443, "Peer Address Family Mismatch", link: request.link, key: request.integrityKey)
+        }
+        let decision = configuration.policy.decision(for: peer.ip)
+        guard configuration.policy.permits(peer, under: decision) else {
+            statistics.deniedPeers += 1
+            return reject(message, 403, "Forbidden: \(peer) is not a permitted peer", link: request.link, key: request.integrityKey)
+        }
+        if let existing = allocation.channels[number], existing.peer != peer {
+            return reject(message, 400, "channel \(number) is bound to another peer", link: request.link, key: request.integrityKey)
+        }
+        if let other = allocation.channelByPeer[peer], other != number {
+            return reject(message, 400, "\(peer) is bound to another channel", link: request.link, key: request.integrityKey)
+        }
+        let now = now()
+        allocation.channels[number] = .init(
+            peer: peer, socketAddress: SocketAddress(peer), expiresAt: now + TURNConfiguration.channelLifetimeSeconds * 1_000_000_000)
+        allocation.channelByPeer[peer] = number
+        allocation.permissions[peer.ip] = .init(
+            expiresAt: now + TURNConfiguration.permissionLifetimeSeconds * 1_000_000_000, decision: decision)
+        var response = STUNMessageBuilder(responding: message, class: .successResponse)
+        respond(&response, to: message, link: request.link, key: request.integrityKey)
+    }
+
+    private func remove(_ allocation: Allocation) {
+        guard allocations[allocation.key] === allocation else { return }
+        allocations[allocation.key] = nil
+        allocation.relayChannel.close(promise: nil)
+        quota.release(allocation.identity)
+    }
+
+    // MARK: From peers
+
+    /// A datagram on a relay: to the client as ChannelData when the peer has a channel, else as a
+    /// Data indication; dropped without a permission.
+    func relayRead(_ envelope: AddressedEnvelope<ByteBuffer>, allocation: Allocation) {
+        guard let peer = TransportAddress(envelope.remoteAddress) else { return }
+        let now = now()
+        guard allocation.permits(peer, policy: configuration.policy, now: now) else { return statistics.droppedNoPermission += 1 }
+        var data = envelope.data
+        let length = data.readableBytes
+        guard allocation.allowance?.take(length, now: now) ?? true else { return statistics.bandwidthDrops += 1 }
+        let output: ByteBuffer
+        if let number = allocation.channelByPeer[peer], let binding = allocation.channels[number], binding.expiresAt > now {
+            let padding = allocation.link.isStream ? (4 - length % 4) % 4 : 0
+            var buffer = allocation.relayChannel.allocator.buffer(capacity: 4 + length + padding)
+            buffer.writeInteger(number)
+            buffer.writeInteger(UInt16(length))
+            buffer.writeBuffer(&data)
+            if padding > 0 { buffer.writeRepeatingByte(0, count: padding) }
+            output = buffer
+        } else {
+            var indication = STUNMessageBuilder(
+                type: STUNMessageType(method: .data, class: .indication), transactionID: .random(using: &random))
+            indication.append(.xorPeerAddress, xorAddress: peer)
+            indication.append(.data, data.readableBytesView)
+            output = allocation.relayChannel.allocator.buffer(bytes: indication.bytes)
+        }
+        statistics.packetsToClients += 1
+        statistics.bytesToClients += UInt64(length)
+        write(output, link: allocation.link)
+    }
+
+    // MARK: Writing
+
+    private func challenge(_ message: STUNMessage, _ code: Int, _ reason: String, key: ClientKey, link: ClientLink, unixTime: UInt64) {
+        guard takeUnauthenticated(key.client.ip) else { return statistics.rateLimited += 1 }
+        var response = STUNMessageBuilder(responding: message, class: .errorResponse)
+        response.appendErrorCode(code, reason: reason)
+        response.append(.realm, string: configuration.credentials.realm)
+        response.append(.nonce, string: nonces.issue(for: key.client.ip, unixTime: unixTime))
+        statistics.errorResponses += 1
+        respond(&response, to: message, link: link, key: nil)
+    }
+
+    private func reject(_ message: STUNMessage, _ code: Int, _ reason: String, link: ClientLink, key: [UInt8]?) {
+        var response = STUNMessageBuilder(responding: message, class: .errorResponse)
+        response.appendErrorCode(code, reason: reason)
+        statistics.errorResponses += 1
+        respond(&response, to: message, link: link, key: key)
+    }
+
+    private func respond(_ response: inout STUNMessageBuilder, to request: STUNMessage, link: ClientLink, key: [UInt8]?) {
+        if let key { response.appendMessageIntegrity(key: key) }
+        if request.fingerprintAttribute != nil { response.appendFingerprint() }
+        sendToClient(response.bytes, link: link)
+    }
+
+    private func sendToClient(_ bytes: [UInt8], link: ClientLink) {
+        let channel: any Channel
+        switch link {
+        case .udp(let listener, _): channel = listener
+        case .tcp(let connection): channel = connection
+        }
+        write(channel.allocator.buffer(bytes: bytes), link: link)
+    }
+
+    private func write(_ buffer: ByteBuffer, link: ClientLink) {
+        switch link {
+        case .udp(let listener, let address):
+            listener.write(AddressedEnvelope(remoteAddress: address, data: buffer), promise: nil)
+            markForFlush(listener)
+        case .tcp(let connection):
+            // A client that does not read is not buffered for without bound.
+            guard connection.isWritable else { return statistics.bandwidthDrops += 1 }
+            connection.write(buffer, promise: nil)
+            markForFlush(connection)
+        }
+    }
+
+    private func markForFlush(_ channel: any Channel) {
+        pendingFlush[ObjectIdentifier(channel)] = channel
+    }
+
+    /// Sends what a burst of reads produced, so writes leave in batches (sendmmsg on UDP).
+    func flush() {
+        guard !pendingFlush.isEmpty else { return }
+        for channel in pendingFlush.values { channel.flush() }
+        pendingFlush.removeAll(keepingCapacity: true)
+    }
+
+    private func takeUnauthenticated(_ ip: IPAddress) -> Bool {
+        let now = now()
+        var allowance = unauthenticated[ip] ?? RequestAllowance(
+            perSecond: configuration.unauthenticatedPerSecond, burst: Double(configuration.unauthenticatedBurst), now: now)
+        let taken = allowance.take(now: now)
+        unauthenticated[ip] = allowance
+        return taken
+    }
+
+    // MARK: Relay sockets
+
+    /// Binds a relay on `ip` at a random port of the range (an even one when asked), trying a
+    /// few before giving up; with `reserveNext`, also holds the next port and returns its token.
+    private func openRelay(ip: IPAddress, even: Bool, reserveNext: Bool, attempts: Int = 16) -> EventLoopFuture<(any Channel, UInt64?)> {
+        let range = configuration.relayPorts
+        var candidate = Int.random(in: range, using: &random)
+        if even || reserveNext { candidate &= ~1 }
+        if candidate < range.lowerBound || (reserveNext && candidate + 1 > range.upperBound) {
+            candidate = range.lowerBound + (range.lowerBound & 1)
+        }
+        let port = candidate
+        return bindRelay(ip: ip, port: port).flatMap { [self] channel -> EventLoopFuture<(any Channel, UInt64?)> in
+            guard reserveNext else { return loop.makeSucceededFuture((channel, nil)) }
+            return bindRelay(ip: ip, port: port + 1).map { [self] holder in
+                let token = UInt64.random(in: 1...UInt64.max, using: &random)
+                reservations.add(token: token, .init(
+                    address: TransportAddress(ip: ip, port: UInt16(port + 1)), holder: holder,
+                    expiresAt: now() + PortReservations.lifetimeNanoseconds))
+                return (channel, token)
+            }.flatMapError { [self] error in
+                channel.close(promise: nil)
+                return loop.makeFailedFuture(error)
+            }
+        }.flatMapError { [self] error in
+            attempts > 1 ? openRelay(ip: ip, even: even, reserveNext: reserveNext, attempts: attempts - 1) : loop.makeFailedFuture(error)
+        }
+    }
+
+    private func bindRelay(ip: IPAddress, port: Int) -> EventLoopFuture<any Channel> {
+        DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_rcvbuf), value: 1 << 20)
+            .channelOption(.datagramVectorReadMessageCount, value: 8)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 8 * 2048))
+            .bind(to: SocketAddress(TransportAddress(ip: ip, port: UInt16(port))))
+    }
+}
+
+/// A request budget per client address for unauthenticated requests.
+struct RequestAllowance {
+    let perNanosecond: Double
+    let burst: Double
+    var available: Double
+    var updatedAt: UInt64
+
+    init(perSecond: Double, burst: Double, now: UInt64) {
+        perNanosecond = perSecond / 1e9
+        self.burst = max(1, burst)
+        available = self.burst
+        updatedAt = now
+    }
+
+    mutating func take(now: UInt64) -> Bool {
+        guard perNanosecond > 0 else { return true }
+        if now > updatedAt {
+            available = min(burst, available + Double(now - updatedAt) * perNanosecond)
+            updatedAt = now
+        }
+        guard available >= 1 else { return false }
+        available -= 1
+        return true
+    }
+}
+
+/// Datagrams arriving on an allocation's relayed address.
+final class RelayHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    private let worker: TURNWorker
+    private let allocation: Allocation
+
+    init(worker: TURNWorker, allocation: Allocation) {
+        self.worker = worker
+        self.allocation = allocation
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        worker.relayRead(unwrapInboundIn(data), allocation: allocation)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { worker.flush() }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP unreachable from a peer surfaces here; the relay stays open.
+    }
+}
