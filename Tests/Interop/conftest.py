@@ -212,6 +212,9 @@ class ParleyServer:
             "rtc.port=0",
             "--set",
             "rtc.nodeIPs=127.0.0.1",
+            # A free STUN/TURN port too (servers side by side must not share one through SO_REUSEPORT).
+            "--set",
+            "turn.port=0",
         ]
         for key, value in self.sets.items():
             args += ["--set", f"{key}={value}"]
@@ -235,6 +238,19 @@ class ParleyServer:
             time.sleep(0.03)
         self.kill()
         raise RuntimeError(f"parley not ready within {START_TIMEOUT}s; log tail:\n{self.log_tail()}")
+
+    def turn_port(self) -> int:
+        """The STUN/TURN port, from the TURN URLs a participant gets in `joined`."""
+        import re
+
+        from websockets.sync.client import connect
+
+        with connect(self.rtc_url(self.token("turn-probe", "turn-probe"))) as ws:
+            joined = json.loads(ws.recv(timeout=5))
+        urls = [url for entry in joined.get("iceServers", []) for url in entry["urls"]]
+        match = next((re.search(r":(\d+)\?transport=udp$", url) for url in urls if url.startswith("turn:")), None)
+        assert match, f"joined names no TURN server: {joined.get('iceServers')}"
+        return int(match.group(1))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
         """Signal the server and wait for it to exit. Returns the exit code."""

@@ -19,6 +19,8 @@ import websockets
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -121,9 +123,12 @@ class ReceivedTrack:
 class Participant:
     """One participant: a signaling WebSocket, a publisher and a subscriber PeerConnection."""
 
-    def __init__(self, ws_url: str, name: str):
+    def __init__(self, ws_url: str, name: str, relay_transport: str | None = None):
+        """With `relay_transport` ("udp" or "tcp") both PeerConnections use only relay candidates
+        through the TURN server that `joined` names, over that transport."""
         self.ws_url = ws_url
         self.name = name
+        self.relay_transport = relay_transport
         self.ws = None
         self.joined: dict | None = None
         self.events: list[dict] = []
@@ -141,8 +146,24 @@ class Participant:
         first = json.loads(await self.ws.recv())
         assert first["type"] == "joined", first
         self.joined = first
+        if self.relay_transport:
+            self.publisher, self.subscriber = self._relay_only_connections(first.get("iceServers", []))
         self._tasks.append(asyncio.ensure_future(self._read()))
         return first
+
+    def _relay_only_connections(self, ice_servers: list[dict]):
+        suffix = f"?transport={self.relay_transport}"
+        servers = [
+            RTCIceServer(urls=url, username=server.get("username"), credential=server.get("credential"))
+            for server in ice_servers
+            for url in server["urls"]
+            if url.startswith("turn:") and url.endswith(suffix)
+        ]
+        assert servers, f"joined offers no TURN server over {self.relay_transport}: {ice_servers}"
+        config = RTCConfiguration(iceServers=servers[:1], iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+        publisher, subscriber = RTCPeerConnection(config), RTCPeerConnection(config)
+        subscriber.on("track", self._on_track)
+        return publisher, subscriber
 
     @property
     def sid(self) -> str:

@@ -80,3 +80,28 @@ def test_two_browsers_see_and_hear_each_other_and_chat(server):
     finally:
         for driver in drivers:
             driver.quit()
+
+
+def test_two_relay_only_browsers_see_and_hear_each_other_through_turn(server):
+    """`?relay=1` sets iceTransportPolicy "relay": all media goes through Parley's TURN."""
+    drivers = []
+    try:
+        for name in ["Cy", "Di"]:
+            driver = browser()
+            drivers.append(driver)
+            driver.get(server.url + "/?relay=1")
+            driver.find_element(By.ID, "room").clear()
+            driver.find_element(By.ID, "room").send_keys("relayed")
+            driver.find_element(By.ID, "name").send_keys(name)
+            driver.find_element(By.CSS_SELECTOR, "#join button").click()
+        for driver in drivers:
+            wait_until(
+                lambda d=driver: (lambda s: s.get("framesDecoded", 0) > 10 and s.get("audioBytesReceived", 0) > 1000)(stats(d)),
+                40, "remote video frames and audio bytes through TURN")
+            assert stats(driver)["candidateTypes"] == ["relay"], stats(driver)
+    finally:
+        for driver in drivers:
+            driver.quit()
+    metrics = server.http("GET", "/metrics").text
+    relayed = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("parley_turn_relayed_packets_total"))
+    assert relayed > 500, relayed

@@ -21,7 +21,7 @@ final class TestServer: Sendable {
         let path = storePath ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("parley-it-\(UUID().uuidString)/parley.sqlite").path
         let config = try ParleyConfig.load(ConfigSources(
-            overrides: ["server.host=127.0.0.1", "server.port=0", "store.path=\(path)", "rtc.workers=2", "rtc.port=0", "rtc.nodeIPs=127.0.0.1"] + settings, dev: true))
+            overrides: ["server.host=127.0.0.1", "server.port=0", "store.path=\(path)", "rtc.workers=2", "rtc.port=0", "rtc.nodeIPs=127.0.0.1", "turn.port=0"] + settings, dev: true))
         var logger = Logger(label: "parley-test")
         logger.logLevel = ProcessInfo.processInfo.environment["PARLEY_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         let server = try await ParleyServer(config: config, logger: logger, clock: clock)

@@ -115,8 +115,18 @@ window.mediaHandle = (msg) => {
 
 // What arrived, for people and for tests: frames decoded and audio bytes over inbound streams.
 media.stats = async () => {
-  const totals = { framesDecoded: 0, audioBytesReceived: 0, videoBytesReceived: 0, packetsLost: 0 };
+  const totals = { framesDecoded: 0, audioBytesReceived: 0, videoBytesReceived: 0, packetsLost: 0, candidateTypes: [] };
   if (!media.subscriber) return totals;
+  // The local candidate types of the pairs in use, on both connections ("relay" through TURN).
+  for (const pc of [media.publisher, media.subscriber]) {
+    if (!pc) continue;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type !== "candidate-pair" || !s.nominated || s.state !== "succeeded") return;
+      const local = report.get(s.localCandidateId);
+      if (local && !totals.candidateTypes.includes(local.candidateType)) totals.candidateTypes.push(local.candidateType);
+    });
+  }
   (await media.subscriber.getStats()).forEach((s) => {
     if (s.type !== "inbound-rtp") return;
     if (s.kind === "video") { totals.framesDecoded += s.framesDecoded || 0; totals.videoBytesReceived += s.bytesReceived || 0; }
