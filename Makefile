@@ -2,13 +2,13 @@
 # Both first install what is missing on a fresh Debian machine.
 
 SHELL := /bin/bash
-APT_PACKAGES := libssl-dev libsrtp2-dev libopus-dev libsqlite3-dev pkg-config python3-venv curl chromium chromium-driver
+APT_PACKAGES := libssl-dev libsrtp2-dev libopus-dev libsqlite3-dev pkg-config python3-venv curl chromium chromium-driver coturn
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PARLEY := .build/debug/parley
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps apt venv build serve test test-swift test-interop bench bench-chat fuzz clean
+.PHONY: all deps apt venv build serve test test-swift test-interop bench bench-chat bench-turn fuzz clean
 
 all: build
 
@@ -56,6 +56,11 @@ bench: apt
 bench-chat: venv
 	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
 	$(PYTHON) Benchmarks/chat_load.py --parley .build/release/parley
+
+# Parley's TURN against Debian's coturn under the same turnutils_uclient load.
+bench-turn: apt
+	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
+	python3 Benchmarks/compare-turn --parley .build/release/parley $(BENCH_TURN_ARGS)
 
 # libFuzzer targets for the STUN, RTP/RTCP and SDP parsers, FUZZ_SECONDS (60) each.
 fuzz: apt
