@@ -10,6 +10,9 @@ public enum STUNFuzz {
         _ = message.hasValidIntegritySHA256(key: Array("fuzz".utf8))
         for type in [STUNAttributeType.username, .realm, .nonce, .software] { _ = message.string(type) }
         for type in [STUNAttributeType.xorMappedAddress, .xorPeerAddress, .xorRelayedAddress] { _ = message.xorAddress(type) }
+        _ = message.xorAddresses(.xorPeerAddress)
+        _ = message.value(.requestedTransport)
+        _ = message.uint32(.lifetime)
         _ = message.plainAddress(.mappedAddress)
         _ = message.uint32(.priority)
         _ = message.uint64(.iceControlling)

@@ -65,6 +65,7 @@ public final class TURNServer: Sendable {
         var channels: [any Channel] = []
         do {
             for address in addresses {
+                if boundPort != 0 { try await probeUDP(TransportAddress(ip: address, port: UInt16(boundPort))) }
                 for worker in workers {
                     let channel = try await udpListener(worker: worker, address: TransportAddress(ip: address, port: UInt16(boundPort)))
                     if boundPort == 0 { boundPort = channel.localAddress?.port ?? 0 }
@@ -105,6 +106,21 @@ public final class TURNServer: Sendable {
         return total
     }
 
+    /// Runs every worker's expiry pass now, as the one-second timer does (tests drive time).
+    func tickAll() async {
+        for worker in state.withLockedValue({ $0.workers }) {
+            try? await worker.loop.submit { worker.tick(now: worker.now()) }.get()
+        }
+    }
+
+    /// Binds the port once without SO_REUSEPORT and lets it go: if another process (a coturn,
+    /// another Parley) holds it, even with SO_REUSEPORT, this fails instead of silently sharing
+    /// the port's traffic with it.
+    private func probeUDP(_ address: TransportAddress) async throws {
+        let probe = try await DatagramBootstrap(group: loops[0]).bind(to: SocketAddress(address)).get()
+        try await probe.close()
+    }
+
     private func udpListener(worker: TURNWorker, address: TransportAddress) async throws -> any Channel {
         try await DatagramBootstrap(group: worker.loop)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -112,6 +128,9 @@ public final class TURNServer: Sendable {
             .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
             .channelOption(.datagramVectorReadMessageCount, value: 16)
+            // One vectored read per wakeup: epoll is level-triggered, so NIO's default of reading
+            // again until EAGAIN costs an empty recvmmsg per datagram at moderate rates.
+            .channelOption(.maxMessagesPerRead, value: 1)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 2048))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

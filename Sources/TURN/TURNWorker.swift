@@ -516,6 +516,7 @@ final class TURNWorker: @unchecked Sendable {
         DatagramBootstrap(group: loop)
             .channelOption(.socketOption(.so_rcvbuf), value: 1 << 20)
             .channelOption(.datagramVectorReadMessageCount, value: 8)
+            .channelOption(.maxMessagesPerRead, value: 1)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 8 * 2048))
             .bind(to: SocketAddress(TransportAddress(ip: ip, port: UInt16(port))))
     }

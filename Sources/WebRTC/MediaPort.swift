@@ -26,6 +26,7 @@ public final class MediaPort: @unchecked Sendable {
     private var currentSocket = 0
     private var pendingFlush: Set<Int> = []
     private var tickTask: RepeatedTask?
+    private var tickInterval: TimeAmount = .milliseconds(20)
     private var tickHandlers: [ObjectIdentifier: (UInt64) -> Void] = [:]
     public let now: @Sendable () -> UInt64
     public private(set) var counters = PortCounters()
@@ -75,9 +76,14 @@ public final class MediaPort: @unchecked Sendable {
                 self.localAddresses.append(local)
             }.get()
         }
-        try await loop.submit {
-            self.tickTask = self.loop.scheduleRepeatedTask(initialDelay: tickInterval, delay: tickInterval) { _ in self.tick() }
-        }.get()
+        try await loop.submit { self.tickInterval = tickInterval }.get()
+    }
+
+    /// The tick runs only while there is something to tick (transports, rooms): an idle worker
+    /// does not wake 50 times a second.
+    private func ensureTicking() {
+        guard tickTask == nil, !channels.isEmpty else { return }
+        tickTask = loop.scheduleRepeatedTask(initialDelay: tickInterval, delay: tickInterval) { _ in self.tick() }
     }
 
     public func stop() async {
@@ -85,6 +91,7 @@ public final class MediaPort: @unchecked Sendable {
             self.tickTask?.cancel()
             self.tickTask = nil
             for transport in self.uniqueTransports { transport.close() }
+            defer { self.channels = [] }
             return self.channels
         }.get()
         for channel in channels ?? [] { try? await channel.close() }
@@ -97,6 +104,7 @@ public final class MediaPort: @unchecked Sendable {
         loop.preconditionInEventLoop()
         transport.sink = self
         byUfrag[transport.localICE.ufrag] = transport
+        ensureTicking()
     }
 
     /// After an ICE restart: the new ufrag routes to the transport, the old one no longer does.
@@ -153,6 +161,7 @@ public final class MediaPort: @unchecked Sendable {
     public func addTickHandler(owner: AnyObject, _ handler: @escaping (UInt64) -> Void) {
         loop.preconditionInEventLoop()
         tickHandlers[ObjectIdentifier(owner)] = handler
+        ensureTicking()
     }
 
     public func removeTickHandler(owner: AnyObject) {
@@ -196,9 +205,14 @@ public final class MediaPort: @unchecked Sendable {
 
     private func tick() {
         let now = now()
-        for transport in uniqueTransports { transport.tick(now: now) }
+        let transports = uniqueTransports
+        for transport in transports { transport.tick(now: now) }
         for handler in Array(tickHandlers.values) { handler(now) }
         flush()
+        if transports.isEmpty, tickHandlers.isEmpty, byUfrag.isEmpty {
+            tickTask?.cancel()
+            tickTask = nil
+        }
     }
 }
 

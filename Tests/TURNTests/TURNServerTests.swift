@@ -1,0 +1,123 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOPosix
+import STUN
+import Testing
+@testable import TURN
+
+/// A blocking UDP client for the server under test, on loopback.
+final class UDPTestClient {
+    let descriptor: Int32
+    let server: TransportAddress
+
+    init(server: TransportAddress) {
+        self.server = server
+        descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        var timeout = timeval(tv_sec: 3, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(descriptor) }
+
+    func exchange(_ request: [UInt8]) throws -> STUNMessage {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = server.port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sockaddrPointer in
+                request.withUnsafeBytes { sendto(descriptor, $0.baseAddress, $0.count, 0, sockaddrPointer, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+        guard count > 0 else { throw CancellationError() }
+        return try STUNMessage(parsing: Array(buffer[..<count]))
+    }
+}
+
+/// The server with both clocks in the test's hands: allocations and nonces expire without sleeping.
+@Suite(.serialized) struct TURNServerClockTests {
+    static let user = "ninefingers", password = "youhavetoberealistic"
+    let monotonic = NIOLockedValueBox<UInt64>(1_000_000_000)
+    let wall = NIOLockedValueBox<UInt64>(1_700_000_000)
+
+    func withServer(_ body: (TURNServer, UDPTestClient) async throws -> Void) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let configuration = TURNConfiguration(
+            credentials: TURNCredentials(realm: "parley", sharedSecret: [], staticUsers: [Self.user: Self.password]))
+        let monotonic = self.monotonic, wall = self.wall
+        let server = TURNServer(
+            configuration: configuration, group: group, now: { monotonic.withLockedValue { $0 } },
+            unixTime: { wall.withLockedValue { $0 } })
+        try await server.start(addresses: [IPAddress("127.0.0.1")!], port: 0, mediaAddresses: [])
+        let client = UDPTestClient(server: TransportAddress(ip: IPAddress("127.0.0.1")!, port: UInt16(try #require(server.boundPort))))
+        do {
+            try await body(server, client)
+        } catch {
+            await server.stop()
+            try await group.shutdownGracefully()
+            throw error
+        }
+        await server.stop()
+        try await group.shutdownGracefully()
+    }
+
+    func request(_ method: STUNMethod, nonce: String, lifetime: UInt32? = nil, transport: Bool = false) -> [UInt8] {
+        var builder = STUNMessageBuilder(type: STUNMessageType(method: method, class: .request), transactionID: .random())
+        if transport { builder.append(.requestedTransport, [17, 0, 0, 0]) }
+        if let lifetime { builder.append(.lifetime, uint32: lifetime) }
+        builder.append(.username, string: Self.user)
+        builder.append(.realm, string: "parley")
+        builder.append(.nonce, string: nonce)
+        builder.appendMessageIntegrity(key: STUNIntegrity.longTermKey(username: Self.user, realm: "parley", password: Self.password))
+        builder.appendFingerprint()
+        return builder.bytes
+    }
+
+    func nonce(from client: UDPTestClient) throws -> String {
+        var builder = STUNMessageBuilder(type: STUNMessageType(method: .allocate, class: .request), transactionID: .random())
+        builder.append(.requestedTransport, [17, 0, 0, 0])
+        let challenge = try client.exchange(builder.bytes)
+        #expect(challenge.errorCode?.code == 401)
+        #expect(challenge.string(.realm) == "parley")
+        return try #require(challenge.string(.nonce))
+    }
+
+    @Test func anAllocationExpiresWhenItsLifetimeRunsOut() async throws {
+        try await withServer { server, client in
+            let nonce = try nonce(from: client)
+            let allocated = try client.exchange(request(.allocate, nonce: nonce, transport: true))
+            #expect(allocated.type.messageClass == .successResponse)
+            #expect(allocated.uint32(.lifetime) == 600)
+            #expect(allocated.xorAddress(.xorRelayedAddress)?.ip == IPAddress("127.0.0.1"))
+            #expect(allocated.hasValidIntegrity(key: STUNIntegrity.longTermKey(username: Self.user, realm: "parley", password: Self.password)))
+
+            monotonic.withLockedValue { $0 += 599 * 1_000_000_000 }
+            await server.tickAll()
+            #expect(await server.statistics().allocationsActive == 1)
+            let refreshed = try client.exchange(request(.refresh, nonce: nonce, lifetime: 60))
+            #expect(refreshed.uint32(.lifetime) == 600)  // never below the default
+
+            monotonic.withLockedValue { $0 += 601 * 1_000_000_000 }
+            await server.tickAll()
+            #expect(await server.statistics().allocationsActive == 0)
+            let gone = try client.exchange(request(.refresh, nonce: nonce, lifetime: 600))
+            #expect(gone.errorCode?.code == 437)
+        }
+    }
+
+    @Test func aNonceGoesStaleAfterItsLifetime() async throws {
+        try await withServer { _, client in
+            let nonce = try nonce(from: client)
+            wall.withLockedValue { $0 += 599 }
+            #expect(try client.exchange(request(.allocate, nonce: nonce, transport: true)).type.messageClass == .successResponse)
+            wall.withLockedValue { $0 += 2 }
+            let stale = try client.exchange(request(.refresh, nonce: nonce, lifetime: 600))
+            #expect(stale.errorCode?.code == 438)
+            let fresh = try #require(stale.string(.nonce))
+            #expect(fresh != nonce)
+            #expect(try client.exchange(request(.refresh, nonce: fresh, lifetime: 600)).type.messageClass == .successResponse)
+        }
+    }
+}
