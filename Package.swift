@@ -41,6 +41,9 @@ let package = Package(
         .systemLibrary(name: "CParleySRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
         .systemLibrary(name: "CParleyOpus", pkgConfig: "opus", providers: [.apt(["libopus-dev"])]),
 
+        // Linux calls Glibc's module leaves out (epoll, eventfd, recvmmsg/sendmmsg).
+        .target(name: "CParleyLinux"),
+
         .target(name: "ParleyProtocol", swiftSettings: strictSettings),
 
         // Pure codecs: no I/O, no clocks; tested with RFC vectors and fuzzed.
@@ -68,7 +71,7 @@ let package = Package(
         .target(
             name: "TURN",
             dependencies: [
-                "STUN", "NetworkAddress", .product(name: "Crypto", package: "swift-crypto"),
+                "STUN", "NetworkAddress", "CParleyLinux", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],

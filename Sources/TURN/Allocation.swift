@@ -2,6 +2,10 @@ import NIOConcurrencyHelpers
 import NIOCore
 import STUN
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The 5-tuple that names an allocation (RFC 8656 §2.2): client and server address and the
 /// transport between them. A TCP connection is its own 5-tuple.
 struct ClientKey: Hashable, Sendable {
@@ -13,10 +17,8 @@ struct ClientKey: Hashable, Sendable {
 
 /// How to reach a client: the listening UDP socket and its address, or its TCP connection.
 enum ClientLink {
-    case udp(any Channel, SocketAddress)
+    case udp(Int32, RawSocketAddress)
     case tcp(any Channel)
-
-    var isStream: Bool { if case .tcp = self { true } else { false } }
 }
 
 /// One client's relay: its socket on the relayed address, permissions, channels, lifetime and
@@ -29,7 +31,7 @@ final class Allocation {
 
     struct ChannelBinding {
         let peer: TransportAddress
-        let socketAddress: SocketAddress
+        let socketAddress: RawSocketAddress
         var expiresAt: UInt64
     }
 
@@ -39,7 +41,8 @@ final class Allocation {
     let identity: String
     let integrityKey: [UInt8]
     let relayed: TransportAddress
-    let relayChannel: any Channel
+    /// The relay's UDP socket, in the worker's engine.
+    let relaySocket: Int32
     var expiresAt: UInt64
     var permissions: [IPAddress: Permission] = [:]
     var channels: [UInt16: ChannelBinding] = [:]
@@ -51,7 +54,7 @@ final class Allocation {
 
     init(
         key: ClientKey, link: ClientLink, username: String, identity: String, integrityKey: [UInt8], relayed: TransportAddress,
-        relayChannel: any Channel, expiresAt: UInt64, allocateTransaction: STUNTransactionID, allowance: ByteAllowance?
+        relaySocket: Int32, expiresAt: UInt64, allocateTransaction: STUNTransactionID, allowance: ByteAllowance?
     ) {
         self.key = key
         self.link = link
@@ -59,7 +62,7 @@ final class Allocation {
         self.identity = identity
         self.integrityKey = integrityKey
         self.relayed = relayed
-        self.relayChannel = relayChannel
+        self.relaySocket = relaySocket
         self.expiresAt = expiresAt
         self.allocateTransaction = allocateTransaction
         self.allowance = allowance
@@ -143,7 +146,8 @@ final class AllocationQuota: Sendable {
 final class PortReservations: Sendable {
     struct Reservation {
         let address: TransportAddress
-        let holder: any Channel
+        /// The bound socket holding the port; the worker that redeems the token adopts it.
+        let socket: Int32
         let expiresAt: UInt64
     }
 
@@ -164,7 +168,7 @@ final class PortReservations: Sendable {
             reservations = reservations.filter { $0.value.expiresAt > now }
             return gone
         }
-        for reservation in expired { reservation.holder.close(promise: nil) }
+        for reservation in expired { close(reservation.socket) }
     }
 
     func closeAll() {
@@ -172,6 +176,6 @@ final class PortReservations: Sendable {
             defer { reservations.removeAll() }
             return Array(reservations.values)
         }
-        for reservation in all { reservation.holder.close(promise: nil) }
+        for reservation in all { close(reservation.socket) }
     }
 }

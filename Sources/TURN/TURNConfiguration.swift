@@ -67,6 +67,8 @@ public struct TURNStatistics: Sendable, Equatable {
     public var droppedMalformed: UInt64 = 0
     public var rateLimited: UInt64 = 0
     public var errorResponses: UInt64 = 0
+    /// Datagrams the kernel refused to send (a full socket buffer, an unreachable peer).
+    public var sendFailures: UInt64 = 0
 
     public init() {}
 
@@ -86,5 +88,6 @@ public struct TURNStatistics: Sendable, Equatable {
         droppedMalformed += other.droppedMalformed
         rateLimited += other.rateLimited
         errorResponses += other.errorResponses
+        sendFailures += other.sendFailures
     }
 }

@@ -9,10 +9,10 @@ import Glibc
 #endif
 
 /// The built-in STUN/TURN server (RFC 8489, RFC 8656): UDP and TCP listeners on every given
-/// address, one worker per event loop. On UDP each loop has its own socket on the shared port
-/// (SO_REUSEPORT), so the kernel spreads clients over the loops and a client's datagrams always
-/// reach the same one; a TCP connection stays on the loop it was accepted on. Allocations and
-/// their relays live on that loop too.
+/// address, one worker per core, each on its own `UDPEngine` thread. On UDP each worker has its
+/// own socket on the shared port (SO_REUSEPORT), so the kernel spreads clients over the workers
+/// and a client's datagrams always reach the same one; its relays live there too. TCP
+/// connections are accepted by SwiftNIO and their frames handed to a worker.
 public final class TURNServer: Sendable {
     private let group: any EventLoopGroup
     private let loops: [any EventLoop]
@@ -53,32 +53,40 @@ public final class TURNServer: Sendable {
         for index in nonceKey.indices { nonceKey[index] = random.next() }
         let nonces = NonceIssuer(key: nonceKey, lifetimeSeconds: configuration.nonceLifetimeSeconds)
         let quota = AllocationQuota(maxTotal: configuration.maxAllocations, maxPerUser: configuration.maxAllocationsPerUser)
-        let workers = loops.map { loop in
-            TURNWorker(
-                loop: loop, configuration: configuration, nonces: nonces, quota: quota, reservations: reservations, now: now,
+        var workers: [TURNWorker] = []
+        for _ in loops {
+            let engine = try UDPEngine(now: now)
+            let worker = TURNWorker(
+                engine: engine, configuration: configuration, nonces: nonces, quota: quota, reservations: reservations, now: now,
                 unixTime: unixTime)
+            worker.attach()
+            workers.append(worker)
         }
-        state.withLockedValue { $0.workers = workers }
-        for worker in workers { try await worker.loop.submit { worker.startTicking() }.get() }
 
         var boundPort = port
         var channels: [any Channel] = []
+        var listeners: [(Int32, TURNWorker, TransportAddress)] = []
         do {
             for address in addresses {
                 if boundPort != 0 { try await probeUDP(TransportAddress(ip: address, port: UInt16(boundPort))) }
                 for worker in workers {
-                    let channel = try await udpListener(worker: worker, address: TransportAddress(ip: address, port: UInt16(boundPort)))
-                    if boundPort == 0 { boundPort = channel.localAddress?.port ?? 0 }
-                    channels.append(channel)
+                    let local = TransportAddress(ip: address, port: UInt16(boundPort))
+                    let socket = try bindUDPSocket(local, reusePort: true, bufferBytes: 4 << 20)
+                    if boundPort == 0 { boundPort = Int(TURN.localAddress(of: socket)?.port ?? 0) }
+                    listeners.append((socket, worker, TransportAddress(ip: address, port: UInt16(boundPort))))
                 }
                 channels.append(try await tcpListener(workers: workers, address: TransportAddress(ip: address, port: UInt16(boundPort))))
             }
         } catch {
+            for (socket, _, _) in listeners { close(socket) }
             for channel in channels { try? await channel.close() }
             throw error
         }
+        for (socket, worker, local) in listeners { worker.engine.register(socket, role: .listener(server: local)) }
+        for (index, worker) in workers.enumerated() { worker.engine.start(name: "turn-\(index)") }
         let port = boundPort
         state.withLockedValue { state in
+            state.workers = workers
             state.channels = channels
             state.boundPort = port
         }
@@ -93,7 +101,10 @@ public final class TURNServer: Sendable {
             return (state.channels, state.workers)
         }
         for channel in channels { try? await channel.close() }
-        for worker in workers { try? await worker.loop.submit { worker.stop() }.get() }
+        for worker in workers {
+            await worker.engine.submit { worker.stop() }
+            worker.engine.stop()
+        }
         reservations.closeAll()
     }
 
@@ -101,7 +112,7 @@ public final class TURNServer: Sendable {
     public func statistics() async -> TURNStatistics {
         var total = TURNStatistics()
         for worker in state.withLockedValue({ $0.workers }) {
-            if let snapshot = try? await worker.loop.submit({ worker.snapshot() }).get() { total.add(snapshot) }
+            total.add(await worker.engine.submit { worker.snapshot() })
         }
         return total
     }
@@ -109,7 +120,7 @@ public final class TURNServer: Sendable {
     /// Runs every worker's expiry pass now, as the one-second timer does (tests drive time).
     func tickAll() async {
         for worker in state.withLockedValue({ $0.workers }) {
-            try? await worker.loop.submit { worker.tick(now: worker.now()) }.get()
+            await worker.engine.submit { worker.tick(now: worker.now()) }
         }
     }
 
@@ -121,25 +132,6 @@ public final class TURNServer: Sendable {
         try await probe.close()
     }
 
-    private func udpListener(worker: TURNWorker, address: TransportAddress) async throws -> any Channel {
-        try await DatagramBootstrap(group: worker.loop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
-            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
-            .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
-            .channelOption(.datagramVectorReadMessageCount, value: 16)
-            // One vectored read per wakeup: epoll is level-triggered, so NIO's default of reading
-            // again until EAGAIN costs an empty recvmmsg per datagram at moderate rates.
-            .channelOption(.maxMessagesPerRead, value: 1)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 2048))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UDPListenerHandler(worker: worker, server: address))
-                }
-            }
-            .bind(to: SocketAddress(address)).get()
-    }
-
     private func tcpListener(workers: [TURNWorker], address: TransportAddress) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -147,41 +139,16 @@ public final class TURNServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // Accepted connections are spread over the loops; the worker is the one here.
-                    guard let worker = workers.first(where: { $0.loop.inEventLoop }),
-                        let remote = channel.remoteAddress.flatMap(TransportAddress.init)
-                    else { throw ChannelError.inappropriateOperationForState }
+                    guard let remote = channel.remoteAddress.flatMap(TransportAddress.init) else {
+                        throw ChannelError.inappropriateOperationForState
+                    }
+                    let worker = workers[Int(remote.port) % workers.count]
                     let key = ClientKey(transport: .tcp, client: remote, server: address)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(STUNStreamDecoder()))
                     try channel.pipeline.syncOperations.addHandler(TCPClientHandler(worker: worker, key: key))
                 }
             }
             .bind(to: SocketAddress(address)).get()
-    }
-}
-
-/// Datagrams from clients on one UDP listener.
-final class UDPListenerHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    private let worker: TURNWorker
-    private let server: TransportAddress
-
-    init(worker: TURNWorker, server: TransportAddress) {
-        self.worker = worker
-        self.server = server
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let envelope = unwrapInboundIn(data)
-        guard let client = TransportAddress(envelope.remoteAddress) else { return }
-        let key = ClientKey(transport: .udp, client: client, server: server)
-        worker.handleClient(envelope.data, key: key, link: .udp(context.channel, envelope.remoteAddress))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) { worker.flush() }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // ICMP errors from clients that left; the listener stays open.
     }
 }
 
@@ -196,19 +163,28 @@ final class TCPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         self.key = key
     }
 
+    /// Frames go to the worker's thread; TCP is the fallback transport, UDP the fast path.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        worker.handleClient(unwrapInboundIn(data), key: key, link: .tcp(context.channel))
+        let frame = unwrapInboundIn(data)
+        let (worker, key, channel) = (self.worker, self.key, context.channel)
+        worker.engine.execute {
+            var frame = frame
+            frame.withUnsafeMutableReadableBytes { worker.handleClient($0, key: key, link: .tcp(channel)) }
+            worker.engine.flushSends()
+        }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { worker.flush() }
-
     func channelInactive(context: ChannelHandlerContext) {
-        worker.connectionClosed(key)
+        let (worker, key) = (self.worker, self.key)
+        worker.engine.execute { worker.connectionClosed(key) }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is STUNStreamDecoder.InvalidFrame { worker.statistics.droppedMalformed += 1 }
+        if error is STUNStreamDecoder.InvalidFrame {
+            let worker = self.worker
+            worker.engine.execute { worker.statistics.droppedMalformed += 1 }
+        }
         context.close(promise: nil)
     }
 }

@@ -1,14 +1,16 @@
 import NIOCore
-import NIOPosix
-import NetworkAddress
 import STUN
 
-/// The TURN server's work on one event loop: the allocations of the clients whose datagrams or
-/// connections land on this loop, their relay sockets, and the requests that manage them. Every
-/// method runs on `loop`, so the relay path takes no lock and hops no thread; `@unchecked
-/// Sendable` only so listeners on this loop can hold it.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The TURN server's work on one engine thread: the allocations of the clients whose datagrams
+/// (or TCP frames) reach this worker, their relay sockets, and the requests that manage them.
+/// Every method runs on the engine's thread, so the UDP relay path takes no lock and hops no
+/// thread; `@unchecked Sendable` only so listeners can hand it work through the engine.
 final class TURNWorker: @unchecked Sendable {
-    let loop: any EventLoop
+    let engine: UDPEngine
     let configuration: TURNConfiguration
     let nonces: NonceIssuer
     let quota: AllocationQuota
@@ -18,12 +20,8 @@ final class TURNWorker: @unchecked Sendable {
     let unixTime: @Sendable () -> UInt64
     var statistics = TURNStatistics()
     private var allocations: [ClientKey: Allocation] = [:]
-    /// Allocations whose relay socket is still being bound; a retransmitted Allocate waits.
-    private var binding: Set<ClientKey> = []
     private var unauthenticated: [IPAddress: RequestAllowance] = [:]
-    private var pendingFlush: [ObjectIdentifier: any Channel] = [:]
     private var random = SystemRandomNumberGenerator()
-    private var tickTask: RepeatedTask?
 
     static let knownAttributes: Set<STUNAttributeType> = [
         .username, .messageIntegrity, .messageIntegritySHA256, .realm, .nonce, .fingerprint, .lifetime, .xorPeerAddress,
@@ -33,10 +31,10 @@ final class TURNWorker: @unchecked Sendable {
     static let udpProtocolNumber: UInt8 = 17
 
     init(
-        loop: any EventLoop, configuration: TURNConfiguration, nonces: NonceIssuer, quota: AllocationQuota,
+        engine: UDPEngine, configuration: TURNConfiguration, nonces: NonceIssuer, quota: AllocationQuota,
         reservations: PortReservations, now: @escaping @Sendable () -> UInt64, unixTime: @escaping @Sendable () -> UInt64
     ) {
-        self.loop = loop
+        self.engine = engine
         self.configuration = configuration
         self.nonces = nonces
         self.quota = quota
@@ -45,20 +43,27 @@ final class TURNWorker: @unchecked Sendable {
         self.unixTime = unixTime
     }
 
-    func startTicking() {
-        loop.preconditionInEventLoop()
-        tickTask = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in tick(now: now()) }
+    /// Connects the worker to its engine: datagrams in, and the one-second tick.
+    func attach() {
+        engine.onTick = { [unowned self] now in tick(now: now) }
+        engine.handleDatagram = { [unowned self] fd, role, payload, source in
+            switch role {
+            case .listener(let server):
+                guard let client = source.transportAddress else { return }
+                handleClient(payload, key: ClientKey(transport: .udp, client: client, server: server), link: .udp(fd, source))
+            case .relay(let allocation):
+                relayRead(payload, from: source, allocation: allocation)
+            case .wakeup:
+                break
+            }
+        }
     }
 
     func stop() {
-        loop.preconditionInEventLoop()
-        tickTask?.cancel()
-        tickTask = nil
         for allocation in Array(allocations.values) { remove(allocation) }
     }
 
     func snapshot() -> TURNStatistics {
-        loop.preconditionInEventLoop()
         var snapshot = statistics
         snapshot.allocationsActive = allocations.count
         return snapshot
@@ -80,14 +85,13 @@ final class TURNWorker: @unchecked Sendable {
     // MARK: From clients
 
     /// One datagram from a UDP client, or one frame from a TCP client: STUN or ChannelData.
-    func handleClient(_ buffer: ByteBuffer, key: ClientKey, link: ClientLink) {
-        guard buffer.readableBytes >= 4, let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else {
-            return statistics.droppedMalformed += 1
-        }
+    func handleClient(_ bytes: UnsafeMutableRawBufferPointer, key: ClientKey, link: ClientLink) {
+        guard bytes.count >= 4 else { return statistics.droppedMalformed += 1 }
+        let first = bytes[0]
         if first & 0xC0 == 0x40 {
-            relayChannelData(buffer, key: key)
+            relayChannelData(UnsafeRawBufferPointer(bytes), key: key)
         } else if first & 0xC0 == 0 {
-            handleSTUN(buffer, key: key, link: link)
+            handleSTUN(UnsafeRawBufferPointer(bytes), key: key, link: link)
         } else {
             statistics.droppedMalformed += 1
         }
@@ -98,12 +102,10 @@ final class TURNWorker: @unchecked Sendable {
         if let allocation = allocations[key] { remove(allocation) }
     }
 
-    private func relayChannelData(_ buffer: ByteBuffer, key: ClientKey) {
-        let start = buffer.readerIndex
-        guard let number = buffer.getInteger(at: start, as: UInt16.self),
-            let length = buffer.getInteger(at: start + 2, as: UInt16.self),
-            Int(length) + 4 <= buffer.readableBytes
-        else { return statistics.droppedMalformed += 1 }
+    private func relayChannelData(_ bytes: UnsafeRawBufferPointer, key: ClientKey) {
+        let number = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+        let length = Int(UInt16(bytes[2]) << 8 | UInt16(bytes[3]))
+        guard length + 4 <= bytes.count else { return statistics.droppedMalformed += 1 }
         guard let allocation = allocations[key], let binding = allocation.channels[number] else {
             return statistics.droppedNoPermission += 1
         }
@@ -111,22 +113,18 @@ final class TURNWorker: @unchecked Sendable {
         guard binding.expiresAt > now, allocation.permits(binding.peer, policy: configuration.policy, now: now) else {
             return statistics.droppedNoPermission += 1
         }
-        guard allocation.allowance?.take(Int(length), now: now) ?? true else { return statistics.bandwidthDrops += 1 }
-        // A slice of the received buffer: the payload is not copied on its way to the peer.
-        let payload = buffer.getSlice(at: start + 4, length: Int(length))!
-        sendToPeer(payload, address: binding.socketAddress, from: allocation)
+        guard allocation.allowance?.take(length, now: now) ?? true else { return statistics.bandwidthDrops += 1 }
+        sendToPeer(UnsafeRawBufferPointer(rebasing: bytes[4..<(4 + length)]), address: binding.socketAddress, from: allocation)
     }
 
-    private func sendToPeer(_ payload: ByteBuffer, address: SocketAddress, from allocation: Allocation) {
+    private func sendToPeer(_ payload: UnsafeRawBufferPointer, address: RawSocketAddress, from allocation: Allocation) {
         statistics.packetsToPeers += 1
-        statistics.bytesToPeers += UInt64(payload.readableBytes)
-        allocation.relayChannel.write(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
-        markForFlush(allocation.relayChannel)
+        statistics.bytesToPeers += UInt64(payload.count)
+        if !engine.send(allocation.relaySocket, payload, to: address) { statistics.sendFailures += 1 }
     }
 
-    private func handleSTUN(_ buffer: ByteBuffer, key: ClientKey, link: ClientLink) {
-        let parsed = buffer.withUnsafeReadableBytes { bytes in try? STUNMessage(parsing: bytes) }
-        guard let message = parsed else { return statistics.droppedMalformed += 1 }
+    private func handleSTUN(_ bytes: UnsafeRawBufferPointer, key: ClientKey, link: ClientLink) {
+        guard let message = try? STUNMessage(parsing: bytes) else { return statistics.droppedMalformed += 1 }
         if message.fingerprintAttribute != nil, !message.hasValidFingerprint { return statistics.droppedMalformed += 1 }
         switch (message.type.method, message.type.messageClass) {
         case (.binding, .request):
@@ -152,9 +150,9 @@ final class TURNWorker: @unchecked Sendable {
         let now = now()
         guard allocation.permits(peer, policy: configuration.policy, now: now) else { return statistics.droppedNoPermission += 1 }
         guard allocation.allowance?.take(data.length, now: now) ?? true else { return statistics.bandwidthDrops += 1 }
-        var payload = allocation.relayChannel.allocator.buffer(capacity: data.length)
-        payload.writeBytes(message.bytes[data.valueRange])
-        sendToPeer(payload, address: SocketAddress(peer), from: allocation)
+        message.bytes[data.valueRange].withUnsafeBytes { payload in
+            sendToPeer(payload, address: RawSocketAddress(peer), from: allocation)
+        }
     }
 
     // MARK: Requests
@@ -224,7 +222,6 @@ final class TURNWorker: @unchecked Sendable {
             }
             return sendToClient(existing.allocateResponse, link: request.link)  // a retransmission
         }
-        guard !binding.contains(request.key) else { return }
         guard let transport = message.value(.requestedTransport), transport.count == 4 else {
             return reject(message, 400, "REQUESTED-TRANSPORT is required", link: request.link, key: request.integrityKey)
         }
@@ -253,35 +250,24 @@ final class TURNWorker: @unchecked Sendable {
             reserved = reservation
         }
         guard quota.acquire(request.identity) else {
+            if let reserved { close(reserved.socket) }
             statistics.quotaRefusals += 1
             return reject(message, 486, "Allocation Quota Reached", link: request.link, key: request.integrityKey)
         }
-        binding.insert(request.key)
         let reserveNext = (evenPort?.first ?? 0) & 0x80 != 0
-        let opened: EventLoopFuture<(any Channel, UInt64?)>
-        if let reserved {
-            // The held socket is closed and its port bound again on this loop.
-            opened = reserved.holder.close().hop(to: loop).recover { _ in }.flatMap { [self] in
-                bindRelay(ip: request.key.server.ip, port: Int(reserved.address.port))
-            }.map { ($0, nil) }
-        } else {
-            opened = openRelay(ip: request.key.server.ip, even: evenPort != nil, reserveNext: reserveNext)
+        // A reserved port's socket is already bound: this worker adopts it.
+        let opened = reserved.map { (socket: $0.socket, token: UInt64?.none) }
+            ?? openRelay(ip: request.key.server.ip, even: evenPort != nil, reserveNext: reserveNext)
+        guard let opened else {
+            quota.release(request.identity)
+            return reject(message, 508, "Insufficient Capacity", link: request.link, key: request.integrityKey)
         }
-        opened.whenComplete { [self] result in
-            binding.remove(request.key)
-            switch result {
-            case .failure:
-                quota.release(request.identity)
-                reject(message, 508, "Insufficient Capacity", link: request.link, key: request.integrityKey)
-            case .success(let (channel, reservationToken)):
-                completeAllocation(request, relayChannel: channel, reservationToken: reservationToken)
-            }
-        }
+        completeAllocation(request, relaySocket: opened.socket, reservationToken: opened.token)
     }
 
-    private func completeAllocation(_ request: AuthenticatedRequest, relayChannel: any Channel, reservationToken: UInt64?) {
-        guard let local = relayChannel.localAddress, let relayed = TransportAddress(local) else {
-            relayChannel.close(promise: nil)
+    private func completeAllocation(_ request: AuthenticatedRequest, relaySocket: Int32, reservationToken: UInt64?) {
+        guard let relayed = localAddress(of: relaySocket) else {
+            close(relaySocket)
             quota.release(request.identity)
             return reject(request.message, 508, "Insufficient Capacity", link: request.link, key: request.integrityKey)
         }
@@ -290,10 +276,10 @@ final class TURNWorker: @unchecked Sendable {
         let bitrate = configuration.maxBitratePerAllocation
         let allocation = Allocation(
             key: request.key, link: request.link, username: request.username, identity: request.identity,
-            integrityKey: request.integrityKey, relayed: relayed, relayChannel: relayChannel,
+            integrityKey: request.integrityKey, relayed: relayed, relaySocket: relaySocket,
             expiresAt: now + UInt64(lifetime) * 1_000_000_000, allocateTransaction: request.message.transactionID,
             allowance: bitrate > 0 ? ByteAllowance(bitsPerSecond: bitrate, now: now) : nil)
-        try? relayChannel.pipeline.syncOperations.addHandler(RelayHandler(worker: self, allocation: allocation))
+        engine.register(relaySocket, role: .relay(allocation))
         var response = STUNMessageBuilder(responding: request.message, class: .successResponse)
         response.append(.xorRelayedAddress, xorAddress: relayed)
         response.append(.lifetime, uint32: lifetime)
@@ -369,7 +355,7 @@ final class TURNWorker: @unchecked Sendable {
         }
         let now = now()
         allocation.channels[number] = .init(
-            peer: peer, socketAddress: SocketAddress(peer), expiresAt: now + TURNConfiguration.channelLifetimeSeconds * 1_000_000_000)
+            peer: peer, socketAddress: RawSocketAddress(peer), expiresAt: now + TURNConfiguration.channelLifetimeSeconds * 1_000_000_000)
         allocation.channelByPeer[peer] = number
         allocation.permissions[peer.ip] = .init(
             expiresAt: now + TURNConfiguration.permissionLifetimeSeconds * 1_000_000_000, decision: decision)
@@ -380,7 +366,7 @@ final class TURNWorker: @unchecked Sendable {
     private func remove(_ allocation: Allocation) {
         guard allocations[allocation.key] === allocation else { return }
         allocations[allocation.key] = nil
-        allocation.relayChannel.close(promise: nil)
+        engine.unregister(allocation.relaySocket)
         quota.release(allocation.identity)
     }
 
@@ -388,32 +374,40 @@ final class TURNWorker: @unchecked Sendable {
 
     /// A datagram on a relay: to the client as ChannelData when the peer has a channel, else as a
     /// Data indication; dropped without a permission.
-    func relayRead(_ envelope: AddressedEnvelope<ByteBuffer>, allocation: Allocation) {
-        guard let peer = TransportAddress(envelope.remoteAddress) else { return }
+    func relayRead(_ payload: UnsafeMutableRawBufferPointer, from source: RawSocketAddress, allocation: Allocation) {
+        guard let peer = source.transportAddress else { return }
         let now = now()
         guard allocation.permits(peer, policy: configuration.policy, now: now) else { return statistics.droppedNoPermission += 1 }
-        var data = envelope.data
-        let length = data.readableBytes
+        let length = payload.count
         guard allocation.allowance?.take(length, now: now) ?? true else { return statistics.bandwidthDrops += 1 }
-        let output: ByteBuffer
+        statistics.packetsToClients += 1
+        statistics.bytesToClients += UInt64(length)
         if let number = allocation.channelByPeer[peer], let binding = allocation.channels[number], binding.expiresAt > now {
-            let padding = allocation.link.isStream ? (4 - length % 4) % 4 : 0
-            var buffer = allocation.relayChannel.allocator.buffer(capacity: 4 + length + padding)
-            buffer.writeInteger(number)
-            buffer.writeInteger(UInt16(length))
-            buffer.writeBuffer(&data)
-            if padding > 0 { buffer.writeRepeatingByte(0, count: padding) }
-            output = buffer
+            switch allocation.link {
+            case .udp(let listener, let client):
+                // The header goes into the headroom the engine left in front of the payload.
+                let frame = UnsafeMutableRawBufferPointer(start: payload.baseAddress! - 4, count: length + 4)
+                frame[0] = UInt8(number >> 8)
+                frame[1] = UInt8(number & 0xFF)
+                frame[2] = UInt8(length >> 8)
+                frame[3] = UInt8(length & 0xFF)
+                engine.enqueue(listener, UnsafeRawBufferPointer(frame), to: client)
+            case .tcp(let connection):
+                let padding = (4 - length % 4) % 4
+                var buffer = connection.allocator.buffer(capacity: 4 + length + padding)
+                buffer.writeInteger(number)
+                buffer.writeInteger(UInt16(length))
+                buffer.writeBytes(UnsafeRawBufferPointer(payload))
+                if padding > 0 { buffer.writeRepeatingByte(0, count: padding) }
+                writeToStream(buffer, connection)
+            }
         } else {
             var indication = STUNMessageBuilder(
                 type: STUNMessageType(method: .data, class: .indication), transactionID: .random(using: &random))
             indication.append(.xorPeerAddress, xorAddress: peer)
-            indication.append(.data, data.readableBytesView)
-            output = allocation.relayChannel.allocator.buffer(bytes: indication.bytes)
+            indication.append(.data, UnsafeRawBufferPointer(payload))
+            sendToClient(indication.bytes, link: allocation.link)
         }
-        statistics.packetsToClients += 1
-        statistics.bytesToClients += UInt64(length)
-        write(output, link: allocation.link)
     }
 
     // MARK: Writing
@@ -442,36 +436,19 @@ final class TURNWorker: @unchecked Sendable {
     }
 
     private func sendToClient(_ bytes: [UInt8], link: ClientLink) {
-        let channel: any Channel
         switch link {
-        case .udp(let listener, _): channel = listener
-        case .tcp(let connection): channel = connection
-        }
-        write(channel.allocator.buffer(bytes: bytes), link: link)
-    }
-
-    private func write(_ buffer: ByteBuffer, link: ClientLink) {
-        switch link {
-        case .udp(let listener, let address):
-            listener.write(AddressedEnvelope(remoteAddress: address, data: buffer), promise: nil)
-            markForFlush(listener)
+        case .udp(let listener, let client):
+            let sent = bytes.withUnsafeBytes { engine.send(listener, $0, to: client) }
+            if !sent { statistics.sendFailures += 1 }
         case .tcp(let connection):
-            // A client that does not read is not buffered for without bound.
-            guard connection.isWritable else { return statistics.bandwidthDrops += 1 }
-            connection.write(buffer, promise: nil)
-            markForFlush(connection)
+            writeToStream(connection.allocator.buffer(bytes: bytes), connection)
         }
     }
 
-    private func markForFlush(_ channel: any Channel) {
-        pendingFlush[ObjectIdentifier(channel)] = channel
-    }
-
-    /// Sends what a burst of reads produced, so writes leave in batches (sendmmsg on UDP).
-    func flush() {
-        guard !pendingFlush.isEmpty else { return }
-        for channel in pendingFlush.values { channel.flush() }
-        pendingFlush.removeAll(keepingCapacity: true)
+    private func writeToStream(_ buffer: ByteBuffer, _ connection: any Channel) {
+        // A client that does not read is not buffered for without bound.
+        guard connection.isWritable else { return statistics.bandwidthDrops += 1 }
+        connection.writeAndFlush(buffer, promise: nil)
     }
 
     private func takeUnauthenticated(_ ip: IPAddress) -> Bool {
@@ -487,38 +464,27 @@ final class TURNWorker: @unchecked Sendable {
 
     /// Binds a relay on `ip` at a random port of the range (an even one when asked), trying a
     /// few before giving up; with `reserveNext`, also holds the next port and returns its token.
-    private func openRelay(ip: IPAddress, even: Bool, reserveNext: Bool, attempts: Int = 16) -> EventLoopFuture<(any Channel, UInt64?)> {
+    /// Binds a relay on `ip` at a random port of the range (an even one when asked), trying a
+    /// few before giving up; with `reserveNext`, also holds the next port and returns its token.
+    private func openRelay(ip: IPAddress, even: Bool, reserveNext: Bool) -> (socket: Int32, token: UInt64?)? {
         let range = configuration.relayPorts
-        var candidate = Int.random(in: range, using: &random)
-        if even || reserveNext { candidate &= ~1 }
-        if candidate < range.lowerBound || (reserveNext && candidate + 1 > range.upperBound) {
-            candidate = range.lowerBound + (range.lowerBound & 1)
-        }
-        let port = candidate
-        return bindRelay(ip: ip, port: port).flatMap { [self] channel -> EventLoopFuture<(any Channel, UInt64?)> in
-            guard reserveNext else { return loop.makeSucceededFuture((channel, nil)) }
-            return bindRelay(ip: ip, port: port + 1).map { [self] holder in
-                let token = UInt64.random(in: 1...UInt64.max, using: &random)
-                reservations.add(token: token, .init(
-                    address: TransportAddress(ip: ip, port: UInt16(port + 1)), holder: holder,
-                    expiresAt: now() + PortReservations.lifetimeNanoseconds))
-                return (channel, token)
-            }.flatMapError { [self] error in
-                channel.close(promise: nil)
-                return loop.makeFailedFuture(error)
+        for _ in 0..<16 {
+            var port = Int.random(in: range, using: &random)
+            if even || reserveNext { port &= ~1 }
+            if port < range.lowerBound || (reserveNext && port + 1 > range.upperBound) { continue }
+            guard let socket = try? bindUDPSocket(TransportAddress(ip: ip, port: UInt16(port))) else { continue }
+            guard reserveNext else { return (socket, nil) }
+            guard let held = try? bindUDPSocket(TransportAddress(ip: ip, port: UInt16(port + 1))) else {
+                close(socket)
+                continue
             }
-        }.flatMapError { [self] error in
-            attempts > 1 ? openRelay(ip: ip, even: even, reserveNext: reserveNext, attempts: attempts - 1) : loop.makeFailedFuture(error)
+            let token = UInt64.random(in: 1...UInt64.max, using: &random)
+            reservations.add(token: token, .init(
+                address: TransportAddress(ip: ip, port: UInt16(port + 1)), socket: held,
+                expiresAt: now() + PortReservations.lifetimeNanoseconds))
+            return (socket, token)
         }
-    }
-
-    private func bindRelay(ip: IPAddress, port: Int) -> EventLoopFuture<any Channel> {
-        DatagramBootstrap(group: loop)
-            .channelOption(.socketOption(.so_rcvbuf), value: 1 << 20)
-            .channelOption(.datagramVectorReadMessageCount, value: 8)
-            .channelOption(.maxMessagesPerRead, value: 1)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 8 * 2048))
-            .bind(to: SocketAddress(TransportAddress(ip: ip, port: UInt16(port))))
+        return nil
     }
 }
 
@@ -548,24 +514,3 @@ struct RequestAllowance {
     }
 }
 
-/// Datagrams arriving on an allocation's relayed address.
-final class RelayHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    private let worker: TURNWorker
-    private let allocation: Allocation
-
-    init(worker: TURNWorker, allocation: Allocation) {
-        self.worker = worker
-        self.allocation = allocation
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        worker.relayRead(unwrapInboundIn(data), allocation: allocation)
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) { worker.flush() }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // ICMP unreachable from a peer surfaces here; the relay stays open.
-    }
-}

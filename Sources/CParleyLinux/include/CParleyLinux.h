@@ -1,0 +1,19 @@
+// Linux system calls that Glibc's Swift module leaves out: epoll, eventfd and the batched
+// datagram calls. recvmmsg and sendmmsg need _GNU_SOURCE, which must not leak into a header
+// Swift shares with Glibc, so they are wrapped in shim.c.
+#pragma once
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+struct parley_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+
+int parley_recvmmsg(int fd, struct parley_mmsghdr *messages, unsigned int count, int flags);
+int parley_sendmmsg(int fd, struct parley_mmsghdr *messages, unsigned int count, int flags);
+
+// The epoll_event's fd, without going through its union from Swift.
+static inline int parley_epoll_event_fd(const struct epoll_event *event) { return event->data.fd; }
+static inline void parley_epoll_event_set_fd(struct epoll_event *event, int fd) { event->data.fd = fd; }
