@@ -76,6 +76,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings),
+        // Recording: Ogg Opus and Matroska/WebM writers, depacketizers, jitter buffer, mixer.
+        .target(name: "Recording", dependencies: ["RTP", "CParleyOpus"], swiftSettings: strictSettings),
         .target(
             name: "Auth",
             dependencies: [
@@ -131,6 +133,7 @@ let package = Package(
         .testTarget(name: "RTPTests", dependencies: ["RTP"]),
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN"]),
+        .testTarget(name: "RecordingTests", dependencies: ["Recording"]),
         .testTarget(
             name: "TURNTests",
             dependencies: ["TURN", "STUN", .product(name: "NIOPosix", package: "swift-nio")]),

@@ -47,14 +47,14 @@ final class Allocation {
     var permissions: [IPAddress: Permission] = [:]
     var channels: [UInt16: ChannelBinding] = [:]
     var channelByPeer: [TransportAddress: UInt16] = [:]
-    var allowance: ByteAllowance?
+    var allowance: Allowance?
     /// The Allocate that made it and our answer, to answer a retransmission alike.
     let allocateTransaction: STUNTransactionID
     var allocateResponse: [UInt8] = []
 
     init(
         key: ClientKey, link: ClientLink, username: String, identity: String, integrityKey: [UInt8], relayed: TransportAddress,
-        relaySocket: Int32, expiresAt: UInt64, allocateTransaction: STUNTransactionID, allowance: ByteAllowance?
+        relaySocket: Int32, expiresAt: UInt64, allocateTransaction: STUNTransactionID, allowance: Allowance?
     ) {
         self.key = key
         self.link = link
@@ -84,27 +84,35 @@ final class Allocation {
     }
 }
 
-/// A byte budget refilled at a fixed rate, for the per-allocation bandwidth cap.
-struct ByteAllowance {
-    let bytesPerNanosecond: Double
+/// A budget refilled at a fixed rate up to a burst: bytes for an allocation's bandwidth cap,
+/// requests for the unauthenticated rate limit. A non-positive rate means no limit.
+struct Allowance {
+    let perNanosecond: Double
     let burst: Double
     var available: Double
     var updatedAt: UInt64
 
-    init(bitsPerSecond: Int, now: UInt64) {
-        bytesPerNanosecond = Double(bitsPerSecond) / 8 / 1e9
-        burst = max(64 * 1024, Double(bitsPerSecond) / 8 / 4)  // a quarter second, at least 64 KiB
-        available = burst
+    init(perSecond: Double, burst: Double, now: UInt64) {
+        perNanosecond = perSecond / 1e9
+        self.burst = max(1, burst)
+        available = self.burst
         updatedAt = now
     }
 
-    mutating func take(_ bytes: Int, now: UInt64) -> Bool {
+    /// An allocation's bandwidth in bytes: a quarter second of burst, at least 64 KiB.
+    init(bitsPerSecond: Int, now: UInt64) {
+        let bytesPerSecond = Double(bitsPerSecond) / 8
+        self.init(perSecond: bytesPerSecond, burst: max(64 * 1024, bytesPerSecond / 4), now: now)
+    }
+
+    mutating func take(_ amount: Int = 1, now: UInt64) -> Bool {
+        guard perNanosecond > 0 else { return true }
         if now > updatedAt {
-            available = min(burst, available + Double(now - updatedAt) * bytesPerNanosecond)
+            available = min(burst, available + Double(now - updatedAt) * perNanosecond)
             updatedAt = now
         }
-        guard available >= Double(bytes) else { return false }
-        available -= Double(bytes)
+        guard available >= Double(amount) else { return false }
+        available -= Double(amount)
         return true
     }
 }

@@ -20,7 +20,7 @@ final class TURNWorker: @unchecked Sendable {
     let unixTime: @Sendable () -> UInt64
     var statistics = TURNStatistics()
     private var allocations: [ClientKey: Allocation] = [:]
-    private var unauthenticated: [IPAddress: RequestAllowance] = [:]
+    private var unauthenticated: [IPAddress: Allowance] = [:]
     private var random = SystemRandomNumberGenerator()
 
     static let knownAttributes: Set<STUNAttributeType> = [
@@ -278,7 +278,7 @@ final class TURNWorker: @unchecked Sendable {
             key: request.key, link: request.link, username: request.username, identity: request.identity,
             integrityKey: request.integrityKey, relayed: relayed, relaySocket: relaySocket,
             expiresAt: now + UInt64(lifetime) * 1_000_000_000, allocateTransaction: request.message.transactionID,
-            allowance: bitrate > 0 ? ByteAllowance(bitsPerSecond: bitrate, now: now) : nil)
+            allowance: bitrate > 0 ? Allowance(bitsPerSecond: bitrate, now: now) : nil)
         engine.register(relaySocket, role: .relay(allocation))
         var response = STUNMessageBuilder(responding: request.message, class: .successResponse)
         response.append(.xorRelayedAddress, xorAddress: relayed)
@@ -453,7 +453,7 @@ final class TURNWorker: @unchecked Sendable {
 
     private func takeUnauthenticated(_ ip: IPAddress) -> Bool {
         let now = now()
-        var allowance = unauthenticated[ip] ?? RequestAllowance(
+        var allowance = unauthenticated[ip] ?? Allowance(
             perSecond: configuration.unauthenticatedPerSecond, burst: Double(configuration.unauthenticatedBurst), now: now)
         let taken = allowance.take(now: now)
         unauthenticated[ip] = allowance
@@ -462,8 +462,6 @@ final class TURNWorker: @unchecked Sendable {
 
     // MARK: Relay sockets
 
-    /// Binds a relay on `ip` at a random port of the range (an even one when asked), trying a
-    /// few before giving up; with `reserveNext`, also holds the next port and returns its token.
     /// Binds a relay on `ip` at a random port of the range (an even one when asked), trying a
     /// few before giving up; with `reserveNext`, also holds the next port and returns its token.
     private func openRelay(ip: IPAddress, even: Bool, reserveNext: Bool) -> (socket: Int32, token: UInt64?)? {
@@ -487,30 +485,3 @@ final class TURNWorker: @unchecked Sendable {
         return nil
     }
 }
-
-/// A request budget per client address for unauthenticated requests.
-struct RequestAllowance {
-    let perNanosecond: Double
-    let burst: Double
-    var available: Double
-    var updatedAt: UInt64
-
-    init(perSecond: Double, burst: Double, now: UInt64) {
-        perNanosecond = perSecond / 1e9
-        self.burst = max(1, burst)
-        available = self.burst
-        updatedAt = now
-    }
-
-    mutating func take(now: UInt64) -> Bool {
-        guard perNanosecond > 0 else { return true }
-        if now > updatedAt {
-            available = min(burst, available + Double(now - updatedAt) * perNanosecond)
-            updatedAt = now
-        }
-        guard available >= 1 else { return false }
-        available -= 1
-        return true
-    }
-}
-

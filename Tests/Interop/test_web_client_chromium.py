@@ -44,17 +44,22 @@ def stats(driver) -> dict:
     return driver.execute_async_script("const done = arguments[0]; window.parley.stats().then(done, () => done(null));") or {}
 
 
+def join_in_browsers(server, room: str, names: list[str], drivers: list, query: str = "") -> None:
+    """Opens the web client once per name and joins `room`; each driver goes into `drivers`."""
+    for name in names:
+        driver = browser()
+        drivers.append(driver)
+        driver.get(server.url + "/" + query)
+        driver.find_element(By.ID, "room").clear()
+        driver.find_element(By.ID, "room").send_keys(room)
+        driver.find_element(By.ID, "name").send_keys(name)
+        driver.find_element(By.CSS_SELECTOR, "#join button").click()
+
+
 def test_two_browsers_see_and_hear_each_other_and_chat(server):
     drivers = []
     try:
-        for name in ["Ada", "Bo"]:
-            driver = browser()
-            drivers.append(driver)
-            driver.get(server.url + "/")
-            driver.find_element(By.ID, "room").clear()
-            driver.find_element(By.ID, "room").send_keys("browsers")
-            driver.find_element(By.ID, "name").send_keys(name)
-            driver.find_element(By.CSS_SELECTOR, "#join button").click()
+        join_in_browsers(server, "browsers", ["Ada", "Bo"], drivers)
         for driver in drivers:
             wait_until(lambda d=driver: d.find_element(By.ID, "status").text.startswith("in browsers"), 15, "joined")
 
@@ -86,14 +91,7 @@ def test_two_relay_only_browsers_see_and_hear_each_other_through_turn(server):
     """`?relay=1` sets iceTransportPolicy "relay": all media goes through Parley's TURN."""
     drivers = []
     try:
-        for name in ["Cy", "Di"]:
-            driver = browser()
-            drivers.append(driver)
-            driver.get(server.url + "/?relay=1")
-            driver.find_element(By.ID, "room").clear()
-            driver.find_element(By.ID, "room").send_keys("relayed")
-            driver.find_element(By.ID, "name").send_keys(name)
-            driver.find_element(By.CSS_SELECTOR, "#join button").click()
+        join_in_browsers(server, "relayed", ["Cy", "Di"], drivers, query="?relay=1")
         for driver in drivers:
             wait_until(
                 lambda d=driver: (lambda s: s.get("framesDecoded", 0) > 10 and s.get("audioBytesReceived", 0) > 1000)(stats(d)),
