@@ -170,6 +170,13 @@ def test_coturn_client_relays_10_clients_by_1000_messages_without_loss(server, t
 
 
 @pytest.mark.parley_set(OPEN_LOOPBACK)
+def test_coturn_client_with_send_and_data_indications(server):
+    """-s: no channels, every message rides a Send indication in and a Data indication out."""
+    totals = uclient(server.turn_port(), "-u", USER, "-w", PASSWORD, "-s")
+    assert totals["received"] == 10_000 and totals["lost"] == 0, totals["output"][-2000:]
+
+
+@pytest.mark.parley_set(OPEN_LOOPBACK)
 def test_coturn_client_with_rest_credentials(server):
     totals = uclient(server.turn_port(), "-u", "bob", "-W", SECRET)
     assert totals["received"] == 10_000 and totals["lost"] == 0, totals["output"][-2000:]
@@ -258,6 +265,45 @@ def test_turn_errors_follow_rfc_8656(server):
     finally:
         for client in (a, b, c, d):
             client.close()
+
+
+@pytest.mark.parley_set(dict(TURN_SETTINGS, **{"turn.relayPortMin": 40999, "turn.relayPortMax": 40999}))
+def test_no_free_relay_port_is_508(server):
+    port = server.turn_port()
+    first, second = Client(port), Client(port)
+    try:
+        assert first.allocate().success
+        assert second.allocate().error == 508
+        assert metric(server, "parley_turn_allocations") == 1
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parley_set({"turn.rateLimit.perSecond": 5, "turn.rateLimit.burst": 10})
+def test_unauthenticated_requests_are_rate_limited(server):
+    port = server.turn_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        for _ in range(100):
+            sock.sendto(Message(ALLOCATE).add(A_TRANSPORT, bytes([17, 0, 0, 0])).encode(), ("127.0.0.1", port))
+        answers = 0
+        try:
+            while True:
+                sock.recvfrom(2048)
+                answers += 1
+        except socket.timeout:
+            pass
+    assert 10 <= answers <= 20, answers
+    assert metric(server, "parley_turn_dropped_total", reason="rate_limited") >= 80
+
+
+@pytest.mark.parley_set(dict(OPEN_LOOPBACK, **{"turn.maxBitrate": 100_000}))
+def test_an_allocation_over_its_bandwidth_is_cut(server):
+    """100 kbit/s per allocation: 10 sessions of 100-byte messages every 5 ms (160 kbit/s) lose some."""
+    totals = uclient(server.turn_port(), "-u", USER, "-w", PASSWORD)
+    assert totals["lost"] > 0, totals["output"][-1000:]
+    assert metric(server, "parley_turn_dropped_total", reason="bandwidth") > 0
 
 
 def test_garbage_is_counted_and_the_server_keeps_answering(server):
