@@ -91,6 +91,13 @@ public struct RoomClosed: SignalMessage, Equatable {
     public init(reason: String) { self.reason = reason }
 }
 
+/// A recording changed state (started, stopped, failed); also the reply to `recording.start`/`.stop`.
+public struct RecordingEvent: SignalMessage, Equatable {
+    public static let type = "recording"
+    public var recording: RecordingInfo
+    public init(recording: RecordingInfo) { self.recording = recording }
+}
+
 public struct ChatEvent: SignalMessage, Equatable {
     public static let type = "chat"
     public var message: ChatMessage

@@ -207,3 +207,62 @@ public struct ServerInfo: Codable, Sendable, Equatable {
 public enum ParleyVersion {
     public static let current = "0.1.0"
 }
+
+/// One file of a recording.
+public struct RecordingFileInfo: Codable, Sendable, Equatable {
+    public var name: String
+    /// The track it holds; nil for the room's mix.
+    public var track: String?
+    public var participant: String?
+    public var kind: String
+    /// `ogg/opus`, `webm/vp8`, `matroska/h264`.
+    public var format: String
+    public var bytes: Int64
+    public var durationMs: Int64
+    /// Where the track starts on the recording's timeline.
+    public var offsetMs: Int64
+
+    public init(
+        name: String, track: String?, participant: String?, kind: String, format: String, bytes: Int64, durationMs: Int64, offsetMs: Int64
+    ) {
+        self.name = name
+        self.track = track
+        self.participant = participant
+        self.kind = kind
+        self.format = format
+        self.bytes = bytes
+        self.durationMs = durationMs
+        self.offsetMs = offsetMs
+    }
+}
+
+/// A recording as `recording` events, the REST API and `recordings` rows describe it.
+public struct RecordingInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var room: String
+    /// `starting`, `active`, `stopped` or `failed`.
+    public var state: String
+    public var mode: String
+    public var startedAt: Int64
+    public var stoppedAt: Int64?
+    public var files: [RecordingFileInfo]
+    public var bytes: Int64
+    public var durationMs: Int64
+    public var error: String?
+
+    public init(
+        id: String, room: String, state: String, mode: String, startedAt: Int64, stoppedAt: Int64? = nil,
+        files: [RecordingFileInfo] = [], bytes: Int64 = 0, durationMs: Int64 = 0, error: String? = nil
+    ) {
+        self.id = id
+        self.room = room
+        self.state = state
+        self.mode = mode
+        self.startedAt = startedAt
+        self.stoppedAt = stoppedAt
+        self.files = files
+        self.bytes = bytes
+        self.durationMs = durationMs
+        self.error = error
+    }
+}

@@ -67,7 +67,7 @@ public final class ParleyServer: Sendable {
         self.services = RoomServices(
             config: config, chat: ChatRepository(database: database), clock: clock, ids: ids, metrics: metrics,
             logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName), media: try MediaServices(),
-            iceServers: iceServers)
+            iceServers: iceServers, recordings: RecordingRepository(database: database))
         self.registry = RoomRegistry(services: services, workers: workers)
     }
 

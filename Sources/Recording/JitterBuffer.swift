@@ -84,3 +84,7 @@ public struct JitterBuffer<Packet> {
         return candidate
     }
 }
+
+extension JitterBuffer: Sendable where Packet: Sendable {}
+extension JitterBuffer.Entry: Sendable where Packet: Sendable {}
+extension JitterBuffer.Output: Sendable where Packet: Sendable {}

@@ -8,6 +8,14 @@ public protocol SFURoomDelegate: AnyObject {
     func sfuRoom(_ room: SFURoom, participant sid: String, transport role: TransportRole, closed reason: WebRTCTransport.CloseReason)
 }
 
+/// Something that takes a copy of every publication's packets as they arrive, decrypted (a
+/// recorder). Called on the room's loop, in the packet path: it must be quick.
+public protocol PublicationTap: AnyObject {
+    func tap(_ room: SFURoom, published publication: Publication)
+    func tap(_ room: SFURoom, unpublished publication: Publication)
+    func tap(_ room: SFURoom, received packet: UnsafeRawBufferPointer, header: RTPHeader, from publication: Publication, now: UInt64)
+}
+
 public struct ActiveSpeaker: Sendable, Equatable {
     public var participantSid: String
     /// 0…1, linear amplitude.
@@ -27,6 +35,8 @@ public final class SFURoom: @unchecked Sendable {
     public let port: MediaPort
     public let configuration: SFUConfiguration
     public weak var delegate: (any SFURoomDelegate)?
+    /// The room's recorder, while one runs.
+    public var tap: (any PublicationTap)?
     public private(set) var participants: [String: SFUParticipant] = [:]
     private let dtls: DTLSContext
     private var generator: any RandomNumberGenerator
@@ -128,6 +138,7 @@ public final class SFURoom: @unchecked Sendable {
             feedback: feedback, historySize: configuration.packetHistory)
         participant.publications.append(publication)
         if let ssrc { participant.publicationsBySSRC[ssrc] = publication }
+        tap?.tap(self, published: publication)
         return publication
     }
 
@@ -138,8 +149,17 @@ public final class SFURoom: @unchecked Sendable {
 
     private func unpublish(_ publication: Publication, from participant: SFUParticipant) {
         for downTrack in publication.downTracks { unsubscribe(downTrack) }
+        tap?.tap(self, unpublished: publication)
         participant.publications.removeAll { $0 === publication }
         participant.publicationsBySSRC = participant.publicationsBySSRC.filter { $0.value !== publication }
+    }
+
+    /// Every publication in the room, for a recorder that starts mid-meeting.
+    public var publications: [Publication] { participants.values.flatMap(\.publications) }
+
+    /// Asks the publisher of a video publication for a keyframe now (a recorder starting).
+    public func requestKeyframe(_ publication: Publication) {
+        requestKeyframe(publication, now: port.now(), force: true)
     }
 
     public func publication(trackSid: String) -> Publication? {
@@ -207,6 +227,7 @@ public final class SFURoom: @unchecked Sendable {
         }
         let now = port.now()
         publication.noteReceived(header, packet: received, now: now)
+        tap?.tap(self, received: received, header: header, from: publication, now: now)
         guard !publication.muted, !publication.downTracks.isEmpty, packet.count <= Self.maxPacket else { return }
         var sent = false
         for downTrack in publication.downTracks where downTrack.isActive {

@@ -62,6 +62,23 @@ public final class ParleyDatabase: Sendable {
                     WHERE client_msg_id IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v2-recordings") { db in
+            try db.execute(sql: """
+                CREATE TABLE recording (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    room TEXT NOT NULL,
+                    mode TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    started_at INTEGER NOT NULL,
+                    stopped_at INTEGER,
+                    files TEXT NOT NULL DEFAULT '[]',
+                    bytes INTEGER NOT NULL DEFAULT 0,
+                    duration_ms INTEGER NOT NULL DEFAULT 0,
+                    error TEXT
+                );
+                CREATE INDEX recording_room ON recording (room, started_at);
+                """)
+        }
         return migrator
     }
 }

@@ -126,6 +126,7 @@ public enum ConfigOptions {
         .init(key: "rtc.pliInterval", defaultValue: .duration(.milliseconds(500)), help: "fewest time between two keyframe requests (PLI/FIR) sent to one publisher"),
         .init(key: "rtc.packetHistory", defaultValue: .int(512), help: "packets kept per video publication to answer NACKs (a power of two)"),
         .init(key: "rtc.speakersInterval", defaultValue: .duration(.milliseconds(300)), help: "how often active speakers are computed and sent, at most"),
+        .init(key: "recording.dir", defaultValue: .string("./data/recordings"), help: "where recordings are written, as {room}/{recording id}/ with a manifest.json"),
         .init(key: "turn.enabled", defaultValue: .bool(true), help: "run the built-in STUN/TURN server (UDP and TCP)"),
         .init(key: "turn.port", defaultValue: .int(3478), help: "UDP and TCP port of the STUN/TURN server, on every rtc node address; 0 picks a free port (tests)"),
         .init(key: "turn.publicHost", defaultValue: .string(""), help: "host put in the TURN URLs of `joined`; empty means the first rtc node address"),

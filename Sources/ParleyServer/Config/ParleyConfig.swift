@@ -70,6 +70,8 @@ public struct ParleyConfig: Sendable {
     public var mediaWorkers: Int
     public var rtc: RTC
     public var turn: TURNOptions
+    /// `recording.dir`: recordings go under it as {room}/{recording id}/.
+    public var recordingDir: String
 
     /// STUN/TURN options (`turn.*`).
     public struct TURNOptions: Sendable, Equatable {
@@ -230,6 +232,7 @@ public struct ParleyConfig: Sendable {
         rtc = RTC(
             port: rtcPort, nodeIPs: nodeIPs, consentTimeout: duration("rtc.consentTimeout"), maxBitrate: max(30_000, int("rtc.maxBitrate")),
             pliInterval: duration("rtc.pliInterval"), packetHistory: history, speakersInterval: duration("rtc.speakersInterval"))
+        recordingDir = string("recording.dir")
         let relayMin = int("turn.relayPortMin"), relayMax = int("turn.relayPortMax")
         guard (1024...65535).contains(relayMin), (relayMin...65535).contains(relayMax) else {
             throw ConfigError("turn.relayPortMin/relayPortMax: \(relayMin)-\(relayMax) is not a range of ports from 1024 to 65535")

@@ -29,6 +29,10 @@ public actor Room {
     /// The forwarding core, made on first use (on this room's loop, which it needs).
     private var sfuStorage: SFURoom?
     private let sfuEvents = SFUEventRelay()
+    /// The running recording, if any.
+    var recorder: RoomRecorder?
+    /// The forwarding core if it was made (closing a room must not make one).
+    var sfuIfMade: SFURoom? { sfuStorage }
 
     var sfu: SFURoom {
         if let sfuStorage { return sfuStorage }
@@ -236,6 +240,8 @@ public actor Room {
     /// Closes the room: everyone gets `room.closed` and is disconnected.
     public func close(reason: String) async {
         guard !closed else { return }
+        await finishRecordingIfAny()
+        guard !closed else { return }
         closed = true
         let frame = codec.encode(RoomClosed(reason: reason))
         for participant in participants {
@@ -303,9 +309,24 @@ public actor Room {
             return handleMedia(request, id: id, from: participant)
         case .subscribe, .mute:
             return handleMedia(request, id: id, from: participant)
-        case .recordingStart, .recordingStop:
+        case .recordingStart(let start):
             guard participant.grants.record else { return ProtocolError(.forbidden, "token lacks the record grant") }
-            return ProtocolError(.badRequest, "recording is not available on this server version")
+            do {
+                let info = try await startRecording(mode: start.mode)
+                reply(RecordingEvent(recording: info), re: id, to: participant)
+                return nil
+            } catch {
+                return error
+            }
+        case .recordingStop(let stop):
+            guard participant.grants.record else { return ProtocolError(.forbidden, "token lacks the record grant") }
+            do {
+                let info = try await stopRecording(stop.recording)
+                reply(RecordingEvent(recording: info), re: id, to: participant)
+                return nil
+            } catch {
+                return error
+            }
         }
     }
 

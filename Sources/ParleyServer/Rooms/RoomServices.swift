@@ -28,11 +28,13 @@ public struct RoomServices: Sendable {
     public var media: MediaServices
     /// ICE servers handed out in `joined` (TURN credentials come with the TURN server).
     public var iceServers: @Sendable (_ identity: String) -> [ICEServer]
+    /// Where recordings are listed; nil when this server records nothing.
+    public var recordings: RecordingRepository?
 
     public init(
         config: ParleyConfig, chat: ChatRepository, clock: any ServerClock, ids: IDGenerator,
         metrics: ServerMetrics, logger: Logger, server: ServerInfo, media: MediaServices,
-        iceServers: @escaping @Sendable (String) -> [ICEServer] = { _ in [] }
+        iceServers: @escaping @Sendable (String) -> [ICEServer] = { _ in [] }, recordings: RecordingRepository? = nil
     ) {
         self.config = config
         self.chat = chat
@@ -43,6 +45,7 @@ public struct RoomServices: Sendable {
         self.server = server
         self.media = media
         self.iceServers = iceServers
+        self.recordings = recordings
     }
 }
 

@@ -1,0 +1,65 @@
+import Foundation
+import ParleyProtocol
+
+/// Recording a room: started and stopped by signaling (`grants.record`), the REST API or the
+/// room's `autoRecord`; one recording at a time. State changes go to everyone as `recording`.
+extension Room {
+    static let recordingModes: Set<String> = ["tracks"]
+
+    func startRecording(mode: String?) async throws(ProtocolError) -> RecordingInfo {
+        guard !isClosed else { throw ProtocolError(.notFound, "room \(name) is closed") }
+        let mode = mode ?? "tracks"
+        guard ["tracks", "mix", "both"].contains(mode) else {
+            throw ProtocolError(.badRequest, "field \"mode\" must be tracks, mix or both")
+        }
+        guard Self.recordingModes.contains(mode) else {
+            throw ProtocolError(.badRequest, "mode \(mode) is not supported yet; use tracks")
+        }
+        guard let repository = services.recordings else { throw ProtocolError(.internal, "this server has no recording store") }
+        if let recorder { throw ProtocolError(.conflict, "recording \(recorder.info.id) is already running") }
+        let id = services.ids.make("RC")
+        let directory = (services.config.recordingDir as NSString).appendingPathComponent("\(Self.safePathComponent(name))/\(id)")
+        let info = RecordingInfo(id: id, room: name, state: "active", mode: mode, startedAt: services.clock.wallMilliseconds())
+        let made: RoomRecorder
+        do {
+            made = try RoomRecorder(info: info, directory: directory, sfu: sfu)
+        } catch {
+            throw ProtocolError(.internal, "cannot create \(directory): \(error)")
+        }
+        recorder = made
+        sfu.tap = made
+        do { try await repository.save(info) } catch { logger.error("recording row not saved", metadata: ["error": "\(error)"]) }
+        logger.info("recording started", metadata: ["recording": "\(id)", "mode": "\(mode)", "dir": "\(directory)"])
+        broadcast(codec.encode(RecordingEvent(recording: info)))
+        return info
+    }
+
+    func stopRecording(_ id: String) async throws(ProtocolError) -> RecordingInfo {
+        guard let recorder, recorder.info.id == id else { throw ProtocolError(.notFound, "no running recording \(id) in room \(name)") }
+        return await finishRecording(recorder)
+    }
+
+    /// Ends the running recording, if any (room close, shutdown).
+    func finishRecordingIfAny() async {
+        if let recorder { _ = await finishRecording(recorder) }
+    }
+
+    private func finishRecording(_ running: RoomRecorder) async -> RecordingInfo {
+        recorder = nil
+        if sfuIfMade?.tap === running { sfuIfMade?.tap = nil }
+        running.stopCapturing()
+        let info = await running.finalize(stoppedAt: services.clock.wallMilliseconds())
+        do { try await services.recordings?.save(info) } catch { logger.error("recording row not saved", metadata: ["error": "\(error)"]) }
+        logger.info("recording stopped", metadata: [
+            "recording": "\(info.id)", "files": "\(info.files.count)", "bytes": "\(info.bytes)", "durationMs": "\(info.durationMs)",
+        ])
+        broadcast(codec.encode(RecordingEvent(recording: info)))
+        return info
+    }
+
+    /// A room name as one path component: no separators, no dot-dot.
+    static func safePathComponent(_ name: String) -> String {
+        let cleaned = String(name.map { $0.isLetter || $0.isNumber || "-_.".contains($0) ? $0 : "_" })
+        return cleaned.isEmpty || cleaned.allSatisfy({ $0 == "." }) ? "_" : cleaned
+    }
+}
