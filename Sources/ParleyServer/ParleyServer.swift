@@ -73,6 +73,8 @@ public final class ParleyServer: Sendable {
 
     /// Runs until shut down. `signals` lists the Unix signals that start a graceful shutdown.
     public func run(gracefulShutdownSignals signals: [UnixSignal] = []) async throws {
+        // Recordings a crash left running: their files hold what was flushed, but they are over.
+        try? await services.recordings?.markInterrupted(stoppedAt: services.clock.wallMilliseconds())
         do {
             try await workers.startMedia(addresses: nodeAddresses)
         } catch {
@@ -198,6 +200,7 @@ public final class ParleyServer: Sendable {
             registry: registry, services: services, auth: AdminAuth(verifier: verifier), database: database,
             readiness: readiness, turn: turn
         ).register(on: router)
+        RecordingRoutes(registry: registry, services: services, auth: AdminAuth(verifier: verifier)).register(on: router)
         // A plain GET (no upgrade) learns why its token is refused (401, 403), as JSON.
         let verifier = self.verifier
         router.get("/v1/rtc") { request, _ -> Response in

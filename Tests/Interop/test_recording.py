@@ -87,3 +87,116 @@ def test_tracks_recording_of_a_tone_and_a_video(server):
 
     listed = server.http("GET", "/metrics")
     assert listed.status == 200
+
+
+async def publish_and_record(server, room: str, seconds: float, *, via_rest: bool = False) -> tuple[dict, Participant]:
+    """Alice publishes a tone and video; recording starts once media flows. Returns the started
+    recording and alice (still connected; the caller closes her)."""
+    alice = Participant(server.rtc_url(server.token("alice", room)), "alice")
+    await alice.connect()
+    await alice.publish(tone=440.0, video=True)
+    await asyncio.sleep(1.0)
+    if via_rest:
+        token = server.token("ops", room, record=True, join=False, publish=False, subscribe=False, chat=False)
+        started = server.http("POST", f"/v1/rooms/{room}/recordings", token=token, body={"mode": "tracks"})
+        assert started.status == 201, started
+        recording = started.json()
+    else:
+        bot = Participant(server.rtc_url(server.token("bot", room, record=True, hidden=True)), "bot")
+        await bot.connect()
+        recording = (await bot.request({"type": "recording.start"}))["recording"]
+    await asyncio.sleep(seconds)
+    return recording, alice
+
+
+def recording_dir(server, room: str, recording_id: str) -> Path:
+    return server.data_dir / "data" / "recordings" / room / recording_id
+
+
+def test_rest_api_starts_lists_stops_and_downloads_with_ranges(server):
+    room = "restrec"
+    token = server.token("ops", room, record=True, join=False, publish=False, subscribe=False, chat=False)
+
+    async def scenario():
+        recording, alice = await publish_and_record(server, room, 3, via_rest=True)
+        try:
+            assert server.http("POST", f"/v1/rooms/{room}/recordings", token=token, body={"mode": "tracks"}).status == 409
+            listed = server.http("GET", f"/v1/recordings?room={room}", token=token).json()["recordings"]
+            assert [r["id"] for r in listed] == [recording["id"]] and listed[0]["state"] == "active"
+            stopped = server.http("POST", f"/v1/recordings/{recording['id']}/stop", token=token)
+            assert stopped.status == 200, stopped
+            return stopped.json()
+        finally:
+            await alice.close()
+
+    recording = run(scenario(), timeout=60)
+    assert recording["state"] == "stopped" and len(recording["files"]) == 2
+    got = server.http("GET", f"/v1/recordings/{recording['id']}", token=token).json()
+    assert got == recording
+    audio = next(f for f in recording["files"] if f["kind"] == "audio")
+    url = f"/v1/recordings/{recording['id']}/files/{audio['name']}"
+    whole = server.http("GET", url, token=token)
+    assert whole.status == 200 and whole.headers["Content-Type"] == "audio/ogg" and len(whole.body) == audio["bytes"]
+    assert whole.body[:4] == b"OggS"
+    part = server.http("GET", url, token=token, headers={"Range": "bytes=4-99"})
+    assert part.status == 206 and part.body == whole.body[4:100], part
+    assert part.headers["Content-Range"] == f"bytes 4-99/{audio['bytes']}"
+    tail = server.http("GET", url, token=token, headers={"Range": "bytes=-10"})
+    assert tail.status == 206 and tail.body == whole.body[-10:]
+    assert server.http("GET", url, token=token, headers={"Range": f"bytes={audio['bytes'] + 5}-"}).status == 416
+    # No way out of the recording's folder, no access without the grant or from another room.
+    for bad in ["..%2F..%2F..%2Fparley.sqlite", "%2E%2E", "manifest.json"]:
+        assert server.http("GET", f"/v1/recordings/{recording['id']}/files/{bad}", token=token).status == 404, bad
+    assert server.http("GET", url).status == 401
+    assert server.http("GET", url, token=server.token("eve", room)).status == 403
+    other = server.token("ops", "elsewhere", record=True, join=False)
+    assert server.http("GET", url, token=other).status == 403
+    assert server.http("GET", "/v1/recordings/RC_missing", token=token).status == 404
+
+
+def test_sigterm_finalizes_every_file(server):
+    async def scenario():
+        recording, alice = await publish_and_record(server, "termrec", 3)
+        server.stop()  # SIGTERM while alice is still publishing
+        await alice.close()
+        return recording
+
+    recording = run(scenario(), timeout=60)
+    directory = recording_dir(server, "termrec", recording["id"])
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["state"] == "stopped" and len(manifest["files"]) == 2
+    for entry in manifest["files"]:
+        path = directory / entry["name"]
+        info = probe(path)
+        assert abs(float(info["format"]["duration"]) - 3.0) <= 0.5, (entry, info)
+        if entry["kind"] == "audio":
+            check = subprocess.run([OPUSINFO, str(path)], capture_output=True, text=True, timeout=30)
+            assert check.returncode == 0 and "WARNING" not in check.stdout + check.stderr, check.stdout
+
+
+def test_sigkill_leaves_files_readable_up_to_the_kill(server):
+    async def scenario():
+        recording, alice = await publish_and_record(server, "killrec", 4)
+        server.kill()
+        await alice.close()
+        return recording
+
+    recording = run(scenario(), timeout=60)
+    directory = recording_dir(server, "killrec", recording["id"])
+    names = sorted(p.name for p in directory.iterdir())
+    audio = directory / next(n for n in names if n.endswith(".ogg"))
+    video = directory / next(n for n in names if n.endswith(".webm"))
+    # Pages and clusters are flushed every second: at most about that is lost.
+    assert 2.5 <= float(probe(audio)["format"]["duration"]) <= 4.5
+    decoded = decode_mono(audio)
+    assert len(decoded) >= int(2.5 * 48_000)
+    assert abs(dominant_frequency(decoded[24_000:2 * 48_000]) - 440) <= 10
+    assert probe(video)["streams"][0]["codec_name"] == "vp8"
+    frames = subprocess.run([FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                             "stream=nb_read_frames", "-of", "csv=p=0", str(video)], capture_output=True, text=True, timeout=60)
+    assert int(frames.stdout.strip() or 0) >= 30, frames.stdout + frames.stderr
+    # After a restart the interrupted recording is marked as such.
+    server.start()
+    token = server.token("ops", "killrec", record=True, join=False)
+    got = server.http("GET", f"/v1/recordings/{recording['id']}", token=token).json()
+    assert got["state"] == "failed" and "finalized" in got["error"], got
