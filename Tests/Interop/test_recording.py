@@ -200,3 +200,54 @@ def test_sigkill_leaves_files_readable_up_to_the_kill(server):
     token = server.token("ops", "killrec", record=True, join=False)
     got = server.http("GET", f"/v1/recordings/{recording['id']}", token=token).json()
     assert got["state"] == "failed" and "finalized" in got["error"], got
+
+
+def tone_level(samples: numpy.ndarray, frequency: float) -> float:
+    """The spectrum's magnitude at `frequency` relative to its strongest bin."""
+    window = samples * numpy.hanning(len(samples))
+    spectrum = numpy.abs(numpy.fft.rfft(window))
+    bins = numpy.fft.rfftfreq(len(samples), 1 / 48_000)
+    near = (bins > frequency - 8) & (bins < frequency + 8)
+    return float(spectrum[near].max() / spectrum.max())
+
+
+def test_mix_holds_both_tones_with_the_late_one_starting_late(server):
+    room = "mixrec"
+
+    async def scenario():
+        bot = Participant(server.rtc_url(server.token("bot", room, record=True, hidden=True)), "bot")
+        await bot.connect()
+        alice = Participant(server.rtc_url(server.token("alice", room)), "alice")
+        await alice.connect()
+        await alice.publish(tone=440.0, video=False)
+        await asyncio.sleep(0.5)
+        recording = (await bot.request({"type": "recording.start", "mode": "both"}))["recording"]
+        await asyncio.sleep(2.0)
+        carol = Participant(server.rtc_url(server.token("carol", room)), "carol")
+        await carol.connect()
+        await carol.publish(tone=660.0, video=False)
+        await asyncio.sleep(3.5)
+        stopped = (await bot.request({"type": "recording.stop", "recording": recording["id"]}))["recording"]
+        for participant in (alice, carol, bot):
+            await participant.close()
+        return stopped
+
+    recording = run(scenario(), timeout=60)
+    mixed = next(f for f in recording["files"] if f["name"] == "mix.ogg")
+    assert mixed.get("track") is None and mixed["format"] == "ogg/opus"
+    assert len([f for f in recording["files"] if f.get("track")]) == 2  # "both": the tracks too
+    path = recording_dir(server, room, recording["id"]) / "mix.ogg"
+    check = subprocess.run([OPUSINFO, str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0 and "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
+    assert abs(float(probe(path)["format"]["duration"]) - 5.5) <= 0.5
+    samples = decode_mono(path)
+    early, late = samples[int(0.3 * 48_000):int(1.6 * 48_000)], samples[int(3.3 * 48_000):int(5.0 * 48_000)]
+    assert tone_level(early, 440) > 0.5 and tone_level(early, 660) < 0.05, (tone_level(early, 440), tone_level(early, 660))
+    assert tone_level(late, 440) > 0.3 and tone_level(late, 660) > 0.3, (tone_level(late, 440), tone_level(late, 660))
+    # The late tone begins about 2 s in (carol's join and ICE take a moment more).
+    onset = next(t / 10 for t in range(5, 55) if tone_level(samples[int(t / 10 * 48_000):int((t / 10 + 0.2) * 48_000)], 660) > 0.3)
+    assert 1.9 <= onset <= 3.0, onset
+    # No clipping: two tones at 0.3 each sum below full scale.
+    assert numpy.abs(samples).max() < 32_000
+    late_track = [f for f in recording["files"] if f.get("track") and f["offsetMs"] > 1500]
+    assert len(late_track) == 1 and 1900 <= late_track[0]["offsetMs"] <= 3000, recording["files"]

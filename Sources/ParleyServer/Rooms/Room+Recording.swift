@@ -4,7 +4,7 @@ import ParleyProtocol
 /// Recording a room: started and stopped by signaling (`grants.record`), the REST API or the
 /// room's `autoRecord`; one recording at a time. State changes go to everyone as `recording`.
 extension Room {
-    static let recordingModes: Set<String> = ["tracks"]
+    static let recordingModes: Set<String> = ["tracks", "mix", "both"]
 
     func startRecording(mode: String?) async throws(ProtocolError) -> RecordingInfo {
         guard !isClosed else { throw ProtocolError(.notFound, "room \(name) is closed") }

@@ -6,10 +6,11 @@ import RTP
 import Recording
 import SFU
 
-/// One running recording of a room, in `tracks` mode: a file per published track. It is the
-/// SFU's tap, so it runs on the room's loop: a packet's payload is copied and handed to the
-/// track's recorder (jitter buffer, depacketizer, container), and once a second what the
-/// recorders produced goes to the files, which are written on the recording's own queue.
+/// One running recording of a room: a file per published track (`tracks`), one mixed audio file
+/// (`mix`), or both. It is the SFU's tap, so it runs on the room's loop: a packet's payload is
+/// copied and handed to the track's recorder (jitter buffer, depacketizer, container) or to its
+/// mix feed, and once a second what they produced goes to the recording's queue, where files are
+/// written and the mix is decoded, summed and encoded.
 final class RoomRecorder: PublicationTap, @unchecked Sendable {
     final class Track {
         let publication: Publication
@@ -31,7 +32,22 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
         var firstArrival: UInt64? { opus?.firstArrival ?? video?.firstArrival }
     }
 
+    /// The mixer and its file, used only on `queue`.
+    final class MixState: @unchecked Sendable {
+        let mixer: AudioMixer
+        let file: RecordingFile
+        var lastPosition: Int64 = 0
+        init(mixer: AudioMixer, file: RecordingFile) {
+            self.mixer = mixer
+            self.file = file
+        }
+    }
+
     private(set) var info: RecordingInfo
+    private let recordsTracks: Bool
+    private let mix: MixState?
+    private var mixFeeds: [ObjectIdentifier: (track: String, feed: MixFeed)] = [:]
+    static let mixFileName = "mix.ogg"
     let directory: String
     let startedAt: UInt64
     private let queue: DispatchQueue
@@ -49,6 +65,14 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
         startedAt = sfu.port.now()
         queue = DispatchQueue(label: "parley.recording.\(info.id)")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        recordsTracks = info.mode != "mix"
+        if info.mode != "tracks" {
+            mix = MixState(
+                mixer: try AudioMixer(serial: UInt32.random(in: 1...UInt32.max)),
+                file: RecordingFile(path: (directory as NSString).appendingPathComponent(Self.mixFileName), queue: queue))
+        } else {
+            mix = nil
+        }
         for publication in sfu.publications { tap(sfu, published: publication) }
         sfu.port.addTickHandler(owner: self) { [weak self] now in self?.tick(now: now) }
     }
@@ -56,7 +80,11 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
     // MARK: PublicationTap
 
     func tap(_ room: SFURoom, published publication: Publication) {
-        guard !stopped, tracks[ObjectIdentifier(publication)] == nil, let codec = publication.codecs.first else { return }
+        guard !stopped, let codec = publication.codecs.first else { return }
+        if mix != nil, codec.name.lowercased() == "opus", mixFeeds[ObjectIdentifier(publication)] == nil {
+            mixFeeds[ObjectIdentifier(publication)] = (publication.trackSid, MixFeed(startedAt: startedAt))
+        }
+        guard recordsTracks, tracks[ObjectIdentifier(publication)] == nil else { return }
         let kind = publication.kind == .audio ? "audio" : "video"
         let (format, fileExtension): (String, String)
         switch codec.name.lowercased() {
@@ -81,16 +109,41 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
     }
 
     func tap(_ room: SFURoom, unpublished publication: Publication) {
+        if var entry = mixFeeds.removeValue(forKey: ObjectIdentifier(publication)) {
+            submitToMix([(entry.track, entry.feed.drain())], horizon: nil, removing: [entry.track])
+        }
         guard let track = tracks.removeValue(forKey: ObjectIdentifier(publication)) else { return }
         finish(track)
     }
 
     func tap(_ room: SFURoom, received packet: UnsafeRawBufferPointer, header: RTPHeader, from publication: Publication, now: UInt64) {
-        guard let track = tracks[ObjectIdentifier(publication)], header.payloadLength > 0 else { return }
+        guard header.payloadLength > 0 else { return }
+        let key = ObjectIdentifier(publication)
+        let track = tracks[key]
+        guard track != nil || mixFeeds[key] != nil else { return }
         let recorded = RecordedPacket(
             ssrc: header.ssrc, sequence: header.sequenceNumber, timestamp: header.timestamp, marker: header.marker,
             payload: Array(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])), arrival: now)
-        if track.opus != nil { track.opus!.receive(recorded) } else { track.video?.receive(recorded) }
+        if let track {
+            if track.opus != nil { track.opus!.receive(recorded) } else { track.video?.receive(recorded) }
+        }
+        mixFeeds[key]?.feed.receive(recorded)
+    }
+
+    /// Hands ordered, placed packets to the mixer on the queue; it encodes up to `horizon`
+    /// (nil: everything, at the end) and writes.
+    private func submitToMix(_ batches: [(track: String, packets: [(payload: [UInt8], position: Int64)])], horizon: Int64?, removing: [String] = []) {
+        guard let mix else { return }
+        queue.async {
+            for batch in batches {
+                for packet in batch.packets {
+                    try? mix.mixer.add(track: batch.track, packet: packet.payload, position: packet.position)
+                    mix.lastPosition = max(mix.lastPosition, packet.position + 960)
+                }
+            }
+            for track in removing { mix.mixer.remove(track: track) }
+            if let horizon { mix.file.append(mix.mixer.mix(upTo: horizon)) }
+        }
     }
 
     // MARK: Time
@@ -98,6 +151,16 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
     private func tick(now: UInt64) {
         guard !stopped, now >= lastFlush + 1_000_000_000 else { return }
         lastFlush = now
+        if mix != nil {
+            var batches: [(track: String, packets: [(payload: [UInt8], position: Int64)])] = []
+            for key in Array(mixFeeds.keys) {
+                let packets = mixFeeds[key]!.feed.take(now: now)
+                if !packets.isEmpty { batches.append((mixFeeds[key]!.track, packets)) }
+            }
+            // A second behind: packets still in jitter buffers or in the next batch land before it.
+            let elapsedMs = Int64((now &- startedAt) / 1_000_000)
+            submitToMix(batches, horizon: max(0, elapsedMs - 1000) * 48)
+        }
         for track in tracks.values {
             if track.opus != nil {
                 track.file.append(track.opus!.takeOutput(now: now))
@@ -147,6 +210,25 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
         stoppedAtMonotonic = sfu?.port.now() ?? startedAt
         for track in tracks.values { finish(track) }
         tracks.removeAll()
+        if let mix {
+            var batches: [(track: String, packets: [(payload: [UInt8], position: Int64)])] = []
+            for key in Array(mixFeeds.keys) { batches.append((mixFeeds[key]!.track, mixFeeds[key]!.feed.drain())) }
+            mixFeeds.removeAll()
+            submitToMix(batches, horizon: nil)
+            let end = Int64((stoppedAtMonotonic &- startedAt) / 1_000_000) * 48
+            let box = finishedFiles
+            queue.async {
+                let tail = mix.mixer.finish(upTo: max(end, mix.lastPosition))
+                let entry = RecordingFileInfo(
+                    name: Self.mixFileName, track: nil, participant: nil, kind: "audio", format: "ogg/opus", bytes: 0,
+                    durationMs: Int64(mix.mixer.durationMs), offsetMs: 0)
+                mix.file.finish(tail: tail, patches: []) { result in
+                    var entry = entry
+                    if case .success(let bytes) = result { entry.bytes = bytes }
+                    box.withLockedValue { $0.append(entry) }
+                }
+            }
+        }
     }
 
     private var stoppedAtMonotonic: UInt64 = 0
@@ -154,7 +236,10 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
     /// Waits for the files to be closed (the queue runs the finishes in order), writes
     /// manifest.json and returns the recording as it ended. Anywhere, after `stopCapturing`.
     func finalize(stoppedAt: Int64) async -> RecordingInfo {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in queue.async { continuation.resume() } }
+        // Finishing the mix queues more work from inside the queue: drain it until it is quiet.
+        for _ in 0..<4 {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in queue.async { continuation.resume() } }
+        }
         let files = finishedFiles.withLockedValue { $0 }.sorted { $0.name < $1.name }
         info.state = "stopped"
         info.stoppedAt = stoppedAt
