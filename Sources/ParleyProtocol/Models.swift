@@ -50,11 +50,14 @@ public struct RoomInfo: Codable, Sendable, Equatable {
     /// Seconds an empty room stays open.
     public var emptyTimeout: Int?
     public var numParticipants: Int?
+    /// The recording mode started with the first participant, if any.
+    public var autoRecord: String?
 
     public init(
         sid: String, name: String, metadata: String, createdAt: Int64,
-        maxParticipants: Int? = nil, emptyTimeout: Int? = nil, numParticipants: Int? = nil
+        maxParticipants: Int? = nil, emptyTimeout: Int? = nil, numParticipants: Int? = nil, autoRecord: String? = nil
     ) {
+        self.autoRecord = autoRecord
         self.sid = sid
         self.name = name
         self.metadata = metadata

@@ -251,3 +251,99 @@ def test_mix_holds_both_tones_with_the_late_one_starting_late(server):
     assert numpy.abs(samples).max() < 32_000
     late_track = [f for f in recording["files"] if f.get("track") and f["offsetMs"] > 1500]
     assert len(late_track) == 1 and 1900 <= late_track[0]["offsetMs"] <= 3000, recording["files"]
+
+
+def test_lost_packets_keep_the_duration_and_granules(server, monkeypatch):
+    """Every 8th audio packet alice sends is dropped before the wire (a test hook in aiortc)."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    original = RTCDtlsTransport._send_rtp
+    counter = {"audio": 0, "dropped": 0}
+    # aiortc numbers Opus 96 in its offers (the publisher's payload type, before Parley rewrites).
+    opus_payload_type = 96
+
+    async def lossy(self, data: bytes) -> None:
+        if len(data) > 12 and data[1] & 0x7F == opus_payload_type:
+            counter["audio"] += 1
+            if counter["audio"] % 8 == 0:
+                counter["dropped"] += 1
+                return
+        await original(self, data)
+
+    monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", lossy)
+
+    async def scenario():
+        recording, alice = await publish_and_record(server, "lossrec", 5)
+        bot = Participant(server.rtc_url(server.token("bot2", "lossrec", record=True, hidden=True)), "bot2")
+        await bot.connect()
+        stopped = (await bot.request({"type": "recording.stop", "recording": recording["id"]}))["recording"]
+        await alice.close()
+        await bot.close()
+        return stopped
+
+    recording = run(scenario(), timeout=60)
+    assert counter["dropped"] >= 25, counter
+    audio = recording_dir(server, "lossrec", recording["id"]) / next(f["name"] for f in recording["files"] if f["kind"] == "audio")
+    check = subprocess.run([OPUSINFO, str(audio)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0 and "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
+    assert abs(float(probe(audio)["format"]["duration"]) - 5.0) <= 0.3
+    # Granule positions rise page after page and end at the duration (pre-skip 312).
+    data = audio.read_bytes()
+    granules, offset = [], 0
+    while offset < len(data):
+        assert data[offset:offset + 4] == b"OggS"
+        granules.append(int.from_bytes(data[offset + 6:offset + 14], "little", signed=True))
+        segments = data[offset + 26]
+        offset += 27 + segments + sum(data[offset + 27:offset + 27 + segments])
+    audio_granules = [g for g in granules[2:] if g >= 0]
+    assert audio_granules == sorted(audio_granules)
+    assert abs((audio_granules[-1] - 312) / 48_000 - 5.0) <= 0.3
+    assert abs(dominant_frequency(decode_mono(audio)[48_000:3 * 48_000]) - 440) <= 10
+
+
+def test_auto_record_starts_with_the_first_participant(server):
+    room = "autorec"
+    created = server.admin("POST", "/v1/rooms", body={"name": room, "autoRecord": "tracks"})
+    assert created.status == 201 and created.json()["autoRecord"] == "tracks", created
+
+    async def scenario():
+        alice = Participant(server.rtc_url(server.token("alice", room)), "alice")
+        await alice.connect()
+        await alice.publish(tone=440.0, video=False)
+        await asyncio.sleep(3)
+        await alice.close()
+
+    run(scenario(), timeout=60)
+    token = server.token("ops", room, record=True, join=False)
+    listed = server.http("GET", f"/v1/recordings?room={room}", token=token).json()["recordings"]
+    assert len(listed) == 1 and listed[0]["state"] == "active", listed
+    assert server.admin("DELETE", f"/v1/rooms/{room}").status == 204  # closing the room finalizes it
+    got = server.http("GET", f"/v1/recordings/{listed[0]['id']}", token=token).json()
+    assert got["state"] == "stopped" and len(got["files"]) == 1 and got["files"][0]["durationMs"] >= 2000, got
+
+
+def test_h264_is_recorded_as_matroska(server):
+    async def scenario():
+        alice = Participant(server.rtc_url(server.token("alice", "h264rec")), "alice")
+        bot = Participant(server.rtc_url(server.token("bot", "h264rec", record=True, hidden=True)), "bot")
+        await alice.connect()
+        await bot.connect()
+        await alice.publish(tone=None, video=True, video_codec="H264")
+        await asyncio.sleep(1)
+        recording = (await bot.request({"type": "recording.start", "mode": "tracks"}))["recording"]
+        await asyncio.sleep(4)
+        stopped = (await bot.request({"type": "recording.stop", "recording": recording["id"]}))["recording"]
+        await alice.close()
+        await bot.close()
+        return stopped
+
+    recording = run(scenario(), timeout=60)
+    video = recording["files"][0]
+    assert video["format"] == "matroska/h264" and video["name"].endswith(".mkv"), recording
+    path = recording_dir(server, "h264rec", recording["id"]) / video["name"]
+    info = probe(path)
+    assert info["streams"][0]["codec_name"] == "h264" and "matroska" in info["format"]["format_name"], info
+    assert abs(float(info["format"]["duration"]) - 4.0) <= 0.3, info
+    frames = subprocess.run([FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                             "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
+    assert int(frames.stdout.strip() or 0) >= 30, frames.stdout + frames.stderr

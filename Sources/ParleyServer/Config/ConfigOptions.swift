@@ -103,6 +103,7 @@ public enum ConfigOptions {
         .init(key: "store.durability", defaultValue: .string("full"), help: "full: fsync each commit (an ack survives power loss); normal: survives crashes only"),
         .init(key: "room.maxParticipants", defaultValue: .int(0), help: "default cap on visible participants per room; 0 means no cap"),
         .init(key: "room.emptyTimeout", defaultValue: .duration(.seconds(300)), help: "how long an empty room stays open before it closes"),
+        .init(key: "room.autoRecord", defaultValue: .string(""), help: "recording mode (tracks, mix or both) every room starts with its first participant; empty means none"),
         .init(key: "room.autoCreate", defaultValue: .bool(true), help: "create a room on first join; false means only the admin API creates rooms"),
         .init(key: "signaling.resumeWindow", defaultValue: .duration(.seconds(20)), help: "how long a dropped participant may come back with &resume= and keep its sid"),
         .init(key: "signaling.maxMessageBytes", defaultValue: .int(65_536), help: "largest signaling message accepted; larger ones get too_large"),

@@ -55,6 +55,7 @@ public struct ParleyConfig: Sendable {
     public var roomMaxParticipants: Int
     public var roomEmptyTimeout: Duration
     public var roomAutoCreate: Bool
+    public var roomAutoRecord: String
     public var resumeWindow: Duration
     public var maxMessageBytes: Int
     public var maxFrameBytes: Int
@@ -199,6 +200,10 @@ public struct ParleyConfig: Sendable {
         roomMaxParticipants = int("room.maxParticipants")
         roomEmptyTimeout = duration("room.emptyTimeout")
         roomAutoCreate = bool("room.autoCreate")
+        roomAutoRecord = string("room.autoRecord")
+        guard ["", "tracks", "mix", "both"].contains(roomAutoRecord) else {
+            throw ConfigError("room.autoRecord: expected tracks, mix, both or empty, got \(roomAutoRecord)")
+        }
         resumeWindow = duration("signaling.resumeWindow")
         maxMessageBytes = int("signaling.maxMessageBytes")
         maxFrameBytes = max(int("signaling.maxFrameBytes"), maxMessageBytes)

@@ -111,6 +111,7 @@ struct APIRoutes: Sendable {
             let maxParticipants: Int?
             let emptyTimeout: Int?
             let metadata: String?
+            let autoRecord: String?
         }
         let body = try await decode(Create.self, request)
         try await auth.require(request, room: body.name)
@@ -124,6 +125,10 @@ struct APIRoutes: Sendable {
             options.emptyTimeout = .seconds(timeout)
         }
         options.metadata = body.metadata ?? ""
+        if let mode = body.autoRecord {
+            guard ["tracks", "mix", "both"].contains(mode) else { throw APIError(.badRequest, "autoRecord must be tracks, mix or both") }
+            options.autoRecord = mode
+        }
         do {
             let room = try await registry.create(body.name, options: options)
             return JSONResponse.make(await room.info(), status: .created)

@@ -31,6 +31,7 @@ public actor Room {
     private let sfuEvents = SFUEventRelay()
     /// The running recording, if any.
     var recorder: RoomRecorder?
+    private var autoRecordStarted = false
     /// The forwarding core if it was made (closing a room must not make one).
     var sfuIfMade: SFURoom? { sfuStorage }
 
@@ -76,7 +77,7 @@ public actor Room {
         RoomInfo(
             sid: sid, name: name, metadata: options.metadata, createdAt: createdAt,
             maxParticipants: options.maxParticipants, emptyTimeout: Int(options.emptyTimeout.components.seconds),
-            numParticipants: participants.count)
+            numParticipants: participants.count, autoRecord: options.autoRecord)
     }
 
     /// Everyone in the room, hidden participants included (the admin view).
@@ -142,6 +143,14 @@ public actor Room {
             logger.error("chat history read failed", metadata: ["error": "\(error)"])
             remove(participant, reason: .disconnected, notifySelf: false)
             throw ProtocolError(.internal, "could not read chat history")
+        }
+        if let mode = options.autoRecord, !autoRecordStarted {
+            autoRecordStarted = true
+            do {
+                _ = try await startRecording(mode: mode)
+            } catch {
+                logger.error("autoRecord did not start", metadata: ["error": "\(error)"])
+            }
         }
         // The participant may have been replaced or kicked while history was read.
         guard participant.connection === connection, participants.contains(where: { $0 === participant }) else {

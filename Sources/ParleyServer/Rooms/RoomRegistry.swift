@@ -16,7 +16,8 @@ public actor RoomRegistry {
 
     public var defaultOptions: RoomOptions {
         RoomOptions(
-            maxParticipants: services.config.roomMaxParticipants, emptyTimeout: services.config.roomEmptyTimeout)
+            maxParticipants: services.config.roomMaxParticipants, emptyTimeout: services.config.roomEmptyTimeout,
+            autoRecord: services.config.roomAutoRecord.isEmpty ? nil : services.config.roomAutoRecord)
     }
 
     public func room(named name: String) -> Room? { rooms[name] }

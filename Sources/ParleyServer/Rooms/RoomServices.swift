@@ -54,10 +54,13 @@ public struct RoomOptions: Sendable, Equatable {
     public var maxParticipants: Int
     public var emptyTimeout: Duration
     public var metadata: String
+    /// A recording mode (`tracks`, `mix`, `both`) started with the room's first participant; nil: none.
+    public var autoRecord: String?
 
-    public init(maxParticipants: Int, emptyTimeout: Duration, metadata: String = "") {
+    public init(maxParticipants: Int, emptyTimeout: Duration, metadata: String = "", autoRecord: String? = nil) {
         self.maxParticipants = maxParticipants
         self.emptyTimeout = emptyTimeout
         self.metadata = metadata
+        self.autoRecord = autoRecord
     }
 }
