@@ -28,6 +28,8 @@ extension Room {
         }
         recorder = made
         sfu.tap = made
+        services.metrics.recordingsActive.increment()
+        services.metrics.recordingsStarted.increment()
         do { try await repository.save(info) } catch { logger.error("recording row not saved", metadata: ["error": "\(error)"]) }
         logger.info("recording started", metadata: ["recording": "\(id)", "mode": "\(mode)", "dir": "\(directory)"])
         broadcast(codec.encode(RecordingEvent(recording: info)))
@@ -49,6 +51,9 @@ extension Room {
         if sfuIfMade?.tap === running { sfuIfMade?.tap = nil }
         running.stopCapturing()
         let info = await running.finalize(stoppedAt: services.clock.wallMilliseconds())
+        services.metrics.recordingsActive.decrement()
+        services.metrics.recordingBytes.increment(by: Int64(info.bytes))
+        if info.state == "failed" { services.metrics.recordingFailures.increment() }
         do { try await services.recordings?.save(info) } catch { logger.error("recording row not saved", metadata: ["error": "\(error)"]) }
         logger.info("recording stopped", metadata: [
             "recording": "\(info.id)", "files": "\(info.files.count)", "bytes": "\(info.bytes)", "durationMs": "\(info.durationMs)",

@@ -55,6 +55,7 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
     private var tracks: [ObjectIdentifier: Track] = [:]
     /// Tracks that ended, finished on the queue; their file entries come back here.
     private let finishedFiles = NIOLockedValueBox<[RecordingFileInfo]>([])
+    private let fileErrors = NIOLockedValueBox<[String]>([])
     private var usedNames: Set<String> = []
     private var stopped = false
 
@@ -193,11 +194,14 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
             patches = finished.patches.map { ($0.offset, $0.bytes) }
             entry.durationMs = track.video!.framesWritten > 0 ? Int64(track.video!.durationMs) : 0
         }
-        let box = finishedFiles
+        let (box, errors) = (finishedFiles, fileErrors)
         let finishedEntry = entry
         track.file.finish(tail: tail, patches: patches) { result in
             var entry = finishedEntry
-            if case .success(let bytes) = result { entry.bytes = bytes }
+            switch result {
+            case .success(let bytes): entry.bytes = bytes
+            case .failure(let error): errors.withLockedValue { $0.append(error.message) }
+            }
             box.withLockedValue { $0.append(entry) }
         }
     }
@@ -216,7 +220,7 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
             mixFeeds.removeAll()
             submitToMix(batches, horizon: nil)
             let end = Int64((stoppedAtMonotonic &- startedAt) / 1_000_000) * 48
-            let box = finishedFiles
+            let (box, errors) = (finishedFiles, fileErrors)
             queue.async {
                 let tail = mix.mixer.finish(upTo: max(end, mix.lastPosition))
                 let entry = RecordingFileInfo(
@@ -224,7 +228,10 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
                     durationMs: Int64(mix.mixer.durationMs), offsetMs: 0)
                 mix.file.finish(tail: tail, patches: []) { result in
                     var entry = entry
-                    if case .success(let bytes) = result { entry.bytes = bytes }
+                    switch result {
+                    case .success(let bytes): entry.bytes = bytes
+                    case .failure(let error): errors.withLockedValue { $0.append(error.message) }
+                    }
                     box.withLockedValue { $0.append(entry) }
                 }
             }
@@ -241,7 +248,9 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in queue.async { continuation.resume() } }
         }
         let files = finishedFiles.withLockedValue { $0 }.sorted { $0.name < $1.name }
-        info.state = "stopped"
+        let problems = fileErrors.withLockedValue { $0 }
+        info.state = problems.isEmpty ? "stopped" : "failed"
+        info.error = problems.isEmpty ? nil : problems.joined(separator: "; ")
         info.stoppedAt = stoppedAt
         info.files = files
         info.bytes = files.reduce(0) { $0 + $1.bytes }

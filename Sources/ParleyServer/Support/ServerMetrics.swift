@@ -15,6 +15,10 @@ public final class ServerMetrics: Sendable {
     public let signalingMessages: Counter
     public let slowConsumerDisconnects: Counter
     public let resumes: Counter
+    public let recordingsActive: Gauge
+    public let recordingsStarted: Counter
+    public let recordingBytes: Counter
+    public let recordingFailures: Counter
     private let errorsByCode: [ErrorCode: Counter]
     private let requestDurations: NIOLockedValueBox<[String: DurationHistogram]>
 
@@ -35,6 +39,12 @@ public final class ServerMetrics: Sendable {
         slowConsumerDisconnects = registry.makeCounter(
             descriptor: Self.name("slow_consumer_disconnects", unit: "total", help: "Connections dropped because their outbox overflowed"))
         resumes = registry.makeCounter(descriptor: Self.name("session_resumes", unit: "total", help: "Sessions resumed after a dropped connection"))
+        recordingsActive = registry.makeGauge(descriptor: Self.name("recordings", help: "Recordings running"))
+        recordingsStarted = registry.makeCounter(descriptor: Self.name("recordings_started", unit: "total", help: "Recordings started"))
+        recordingBytes = registry.makeCounter(
+            descriptor: Self.name("recording_bytes", unit: "total", help: "Bytes of finished recording files"))
+        recordingFailures = registry.makeCounter(
+            descriptor: Self.name("recording_failures", unit: "total", help: "Recordings that ended with a file error"))
         var errors: [ErrorCode: Counter] = [:]
         for code in ErrorCode.allCases {
             errors[code] = registry.makeCounter(
