@@ -77,7 +77,10 @@ let package = Package(
             ],
             swiftSettings: strictSettings),
         // Recording: Ogg Opus and Matroska/WebM writers, depacketizers, jitter buffer, mixer.
-        .target(name: "Recording", dependencies: ["RTP", "CParleyOpus"], swiftSettings: strictSettings),
+        .target(
+            name: "Recording",
+            dependencies: ["RTP", "CParleyOpus", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: strictSettings),
         .target(
             name: "Auth",
             dependencies: [
@@ -112,7 +115,8 @@ let package = Package(
         .target(
             name: "ParleyClient",
             dependencies: [
-                "ParleyProtocol", "Auth",
+                "ParleyProtocol", "Auth", "WebRTC", "SDP", "RTP", "STUN", "NetworkAddress", "Recording",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
             ],
