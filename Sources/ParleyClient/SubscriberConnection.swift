@@ -82,7 +82,7 @@ public final class SubscriberConnection: @unchecked Sendable {
             remoteFingerprint = CertificateFingerprint(sdpValue: "\(remote.fingerprint.algorithm) \(remote.fingerprint.value)")
         }
         var answer = SessionDescription(lines: [
-            SDPLine("v", "0"), SDPLine("o", "- \(UInt32.random(in: 1...UInt32.max)) 2 IN IP4 127.0.0.1"), SDPLine("s", "-"),
+            SDPLine("o", "- \(UInt32.random(in: 1...UInt32.max)) 2 IN IP4 127.0.0.1"), SDPLine("s", "-"),
             SDPLine("t", "0 0"),
         ])
         var mids: [String] = []

@@ -5,8 +5,9 @@ import NIOConcurrencyHelpers
 /// What one recording (the server's, or the recording bot's) writes into its folder: a file per
 /// track and, for `mix` and `both`, one mixed file. Packets come in on the caller's loop; once a
 /// second `flush` hands what was produced to `queue`, where files are written and the mix made.
-/// Not thread-safe: the caller keeps it on one loop (the queue work is its own).
-public final class RecordingSession {
+/// Not thread-safe: the caller keeps it on one loop (the queue work is its own); `@unchecked
+/// Sendable` so that loop's closures can hold it.
+public final class RecordingSession: @unchecked Sendable {
     public struct TrackInfo: Sendable {
         public var trackSid: String
         public var participantSid: String

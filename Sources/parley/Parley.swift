@@ -2,6 +2,7 @@ import ArgumentParser
 import Auth
 import Foundation
 import Logging
+import ParleyClient
 import ParleyProtocol
 import ParleyServer
 
@@ -10,7 +11,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Parley: a real-time media and signaling server.",
         version: ParleyVersion.current,
-        subcommands: [Serve.self, Token.self, Rooms.self])
+        subcommands: [Serve.self, Token.self, Rooms.self, Record.self])
 }
 
 /// API credentials for commands that mint tokens: flags, then PARLEY_API_KEY / PARLEY_API_SECRET,
@@ -125,5 +126,49 @@ struct Token: AsyncParsableCommand {
             print(try await issuer.mint(
                 identity: identity, grants: grants, name: name, metadata: metadata, ttl: lifetime.components.seconds))
         }
+    }
+}
+
+/// `parley record`: a bot that joins as a hidden participant and records every track.
+struct Record: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Record a room from the outside: a hidden participant that writes every track (and a mix) to --out.")
+
+    @Option(help: "Server URL, e.g. ws://127.0.0.1:7880") var url: String
+    @Option(help: "Room to record") var room: String
+    @Option(help: "Folder for the files and manifest.json") var out: String
+    @Option(help: "tracks, mix or both") var mode = "tracks"
+    @Option(help: "A join token (with subscribe); without one, one is minted from the API credentials") var token: String?
+    @Option(help: "Identity the bot joins with") var identity = "recorder"
+    @OptionGroup var credentials: Credentials
+
+    func run() async throws {
+        guard ["tracks", "mix", "both"].contains(mode) else { throw ValidationError("--mode must be tracks, mix or both") }
+        var joinToken = token
+        if joinToken == nil {
+            var grants = Grants(room: room)
+            for name in ["join", "subscribe", "hidden", "record"] { _ = grants.enable(name) }
+            joinToken = try await credentials.issuer().mint(identity: identity, grants: grants, name: "Recorder", ttl: 24 * 3600)
+        }
+        let bot = RecordingBot(url: url, token: joinToken!, directory: out, mode: mode)
+        // Ctrl-C and SIGTERM end the recording; the files are finished before exiting.
+        let sources = [SIGINT, SIGTERM].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { bot.stop() }
+            source.resume()
+            return source
+        }
+        let summary = try await bot.run { line in
+            FileHandle.standardError.write(Data(("\r" + line.prefix(160) + "\u{1B}[K").utf8))
+        }
+        _ = sources
+        FileHandle.standardError.write(Data("\n".utf8))
+        print("recording ended (\(summary.reason)), \(summary.durationMs / 1000) s")
+        for file in summary.files {
+            print("  \(file.name)  \(file.format)  \(file.bytes) bytes  \(file.durationMs) ms  from \(file.offsetMs) ms")
+        }
+        for error in summary.errors { print("  error: \(error)") }
+        if !summary.errors.isEmpty { throw ExitCode(1) }
     }
 }

@@ -347,3 +347,45 @@ def test_h264_is_recorded_as_matroska(server):
     frames = subprocess.run([FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
                              "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
     assert int(frames.stdout.strip() or 0) >= 30, frames.stdout + frames.stderr
+
+
+def test_the_recording_bot_records_what_the_server_records(server, tmp_path):
+    """`parley record` joins as a hidden participant; its files and the server's decode to the same tone."""
+    import signal
+    import time
+
+    room = "botrec"
+    out = tmp_path / "bot"
+    bot = None
+
+    async def scenario():
+        nonlocal bot
+        recording, alice = await publish_and_record(server, room, 0, via_rest=True)
+        bot = subprocess.Popen(
+            [server.binary, "record", "--url", server.ws_base, "--room", room, "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        await asyncio.sleep(6)
+        bot.send_signal(signal.SIGINT)
+        token = server.token("ops", room, record=True, join=False)
+        stopped = server.http("POST", f"/v1/recordings/{recording['id']}/stop", token=token).json()
+        await alice.close()
+        return stopped
+
+    recording = run(scenario(), timeout=90)
+    stdout, stderr = bot.communicate(timeout=20)
+    assert bot.returncode == 0, stdout + stderr
+    assert "recording ended" in stdout and "recording 2 track(s)" in stderr, stdout + stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    kinds = {f["kind"]: f for f in manifest["files"]}
+    assert set(kinds) == {"audio", "video"}, manifest
+    bot_audio, bot_video = out / kinds["audio"]["name"], out / kinds["video"]["name"]
+    check = subprocess.run([OPUSINFO, str(bot_audio)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0 and "WARNING" not in check.stdout + check.stderr, check.stdout
+    assert float(probe(bot_audio)["format"]["duration"]) >= 4.0
+    assert probe(bot_video)["streams"][0]["codec_name"] == "vp8"
+    server_audio = recording_dir(server, room, recording["id"]) / next(f["name"] for f in recording["files"] if f["kind"] == "audio")
+    bot_tone = dominant_frequency(decode_mono(bot_audio)[48_000:3 * 48_000])
+    server_tone = dominant_frequency(decode_mono(server_audio)[48_000:3 * 48_000])
+    assert abs(bot_tone - 440) <= 10 and abs(server_tone - 440) <= 10, (bot_tone, server_tone)
+    # The bot stayed hidden: nobody was told it joined.
+    assert server.http("GET", "/metrics").status == 200
