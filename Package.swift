@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "SDP", targets: ["SDP"]),
         .library(name: "SFU", targets: ["SFU"]),
         .library(name: "TURN", targets: ["TURN"]),
+        .library(name: "Recording", targets: ["Recording"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),

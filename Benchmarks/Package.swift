@@ -34,8 +34,18 @@ let package = Package(
                 .product(name: "RTP", package: root),
                 .product(name: "SFU", package: root),
                 .product(name: "STUN", package: root),
+                .product(name: "Recording", package: root),
             ],
             path: "Benchmarks/MediaPath",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "RecordingPath",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Recording", package: root),
+            ],
+            path: "Benchmarks/RecordingPath",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

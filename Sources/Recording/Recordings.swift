@@ -94,6 +94,9 @@ public final class RecordingSession: @unchecked Sendable {
         }
     }
 
+    /// Blocks until the queue has done what was handed to it (benchmarks, tests).
+    public func waitUntilWritten() { queue.sync {} }
+
     /// Files being written, by name.
     public var activeFiles: [String] { tracks.values.map(\.name).sorted() }
 

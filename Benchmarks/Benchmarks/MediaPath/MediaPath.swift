@@ -1,7 +1,9 @@
 import Benchmark
 import NIOCore
+import Foundation
 import NIOPosix
 import RTP
+import Recording
 import SFU
 import STUN
 import WebRTC
@@ -114,6 +116,33 @@ final class FanoutFixture: @unchecked Sendable {
     }
 }
 
+/// What a running recording does on the packet path (the server's recorder is this plus
+/// bookkeeping): copy the payload into the track's recorder, and the once-a-second flush (here
+/// every 50 packets, a second of audio) that hands the file bytes to the recording's queue.
+final class RecordingTap: PublicationTap, @unchecked Sendable {
+    let session: RecordingSession
+    private var received = 0
+
+    init(directory: String) throws {
+        session = try RecordingSession(directory: directory, mode: "tracks", startedAt: 0, label: "bench")
+    }
+
+    func tap(_ room: SFURoom, published publication: Publication) {}
+    func tap(_ room: SFURoom, unpublished publication: Publication) {}
+    func tap(_ room: SFURoom, received packet: UnsafeRawBufferPointer, header: RTPHeader, from publication: Publication, now: UInt64) {
+        if !session.isRecording(publication.trackSid) {
+            session.addTrack(.init(trackSid: publication.trackSid, participantSid: publication.participantSid, kind: "video", codec: "vp8"))
+        }
+        session.receive(
+            RecordedPacket(
+                ssrc: header.ssrc, sequence: header.sequenceNumber, timestamp: header.timestamp, marker: header.marker,
+                payload: Array(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])), arrival: now),
+            track: publication.trackSid)
+        received += 1
+        if received % 50 == 0 { session.flush(now: now) }
+    }
+}
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .throughput, .mallocCountTotal, .cpuTotal],
@@ -204,5 +233,23 @@ let benchmarks: @Sendable () -> Void = {
         try fixture.forward(count: benchmark.scaledIterations.count)
         benchmark.stopMeasurement()
         precondition(fixture.sink.datagrams - before == 100 * benchmark.scaledIterations.count, "every copy was sent")
+    }
+
+    // The same while the room is recorded: what recording adds to the forwarding path.
+    Benchmark(
+        "one packet fanned out to 100 down-tracks, room recorded",
+        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal, .cpuTotal], maxIterations: 20_000)
+    ) { benchmark in
+        let fixture = try FanoutFixture(subscribers: 100)
+        defer { fixture.shutdown() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("parley-bench-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let tap = try RecordingTap(directory: directory)
+        try fixture.loop.submit { fixture.room.tap = tap }.wait()
+        try fixture.forward(count: 100)
+        benchmark.startMeasurement()
+        try fixture.forward(count: benchmark.scaledIterations.count)
+        benchmark.stopMeasurement()
+        try fixture.loop.submit { fixture.room.tap = nil }.wait()
     }
 }
