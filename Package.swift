@@ -80,7 +80,7 @@ let package = Package(
         // Recording: Ogg Opus and Matroska/WebM writers, depacketizers, jitter buffer, mixer.
         .target(
             name: "Recording",
-            dependencies: ["RTP", "CParleyOpus", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: ["RTP", "CParleyOpus", "ParleyProtocol", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: strictSettings),
         .target(
             name: "Auth",

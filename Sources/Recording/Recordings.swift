@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import NIOConcurrencyHelpers
+import ParleyProtocol
 
 /// What one recording (the server's, or the recording bot's) writes into its folder: a file per
 /// track and, for `mix` and `both`, one mixed file. Packets come in on the caller's loop; once a
@@ -25,16 +26,7 @@ public final class RecordingSession: @unchecked Sendable {
     }
 
     /// The file entries `finish` reports, as the manifest lists them.
-    public struct FileEntry: Codable, Sendable, Equatable {
-        public var name: String
-        public var track: String?
-        public var participant: String?
-        public var kind: String
-        public var format: String
-        public var bytes: Int64
-        public var durationMs: Int64
-        public var offsetMs: Int64
-    }
+    public typealias FileEntry = RecordingFileInfo
 
     final class Track {
         let info: TrackInfo

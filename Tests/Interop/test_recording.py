@@ -27,6 +27,13 @@ def probe(path: Path) -> dict:
     return json.loads(output.stdout)
 
 
+def video_frames(path: Path) -> int:
+    """Frames ffprobe decodes from the file's first video stream."""
+    counted = subprocess.run([FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                              "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
+    return int(counted.stdout.strip() or 0)
+
+
 def decode_mono(path: Path) -> numpy.ndarray:
     raw = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
                          capture_output=True, timeout=60).stdout
@@ -81,9 +88,7 @@ def test_tracks_recording_of_a_tone_and_a_video(server):
     info = probe(video)
     assert info["streams"][0]["codec_name"] == "vp8" and "webm" in info["format"]["format_name"], info
     assert abs(float(info["format"]["duration"]) - 5.0) <= 0.3, info
-    frames = subprocess.run([FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-                             "stream=nb_read_frames", "-of", "csv=p=0", str(video)], capture_output=True, text=True, timeout=60)
-    assert int(frames.stdout.strip() or 0) >= 40, frames.stdout + frames.stderr
+    assert video_frames(video) >= 40
 
     listed = server.http("GET", "/metrics")
     assert listed.status == 200
@@ -192,9 +197,7 @@ def test_sigkill_leaves_files_readable_up_to_the_kill(server):
     assert len(decoded) >= int(2.5 * 48_000)
     assert abs(dominant_frequency(decoded[24_000:2 * 48_000]) - 440) <= 10
     assert probe(video)["streams"][0]["codec_name"] == "vp8"
-    frames = subprocess.run([FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-                             "stream=nb_read_frames", "-of", "csv=p=0", str(video)], capture_output=True, text=True, timeout=60)
-    assert int(frames.stdout.strip() or 0) >= 30, frames.stdout + frames.stderr
+    assert video_frames(video) >= 30
     # After a restart the interrupted recording is marked as such.
     server.start()
     token = server.token("ops", "killrec", record=True, join=False)
@@ -344,9 +347,7 @@ def test_h264_is_recorded_as_matroska(server):
     info = probe(path)
     assert info["streams"][0]["codec_name"] == "h264" and "matroska" in info["format"]["format_name"], info
     assert abs(float(info["format"]["duration"]) - 4.0) <= 0.3, info
-    frames = subprocess.run([FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-                             "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
-    assert int(frames.stdout.strip() or 0) >= 30, frames.stdout + frames.stderr
+    assert video_frames(path) >= 30
 
 
 def test_the_recording_bot_records_what_the_server_records(server, tmp_path):

@@ -94,11 +94,7 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
         info.state = errors.isEmpty ? "stopped" : "failed"
         info.error = errors.isEmpty ? nil : errors.joined(separator: "; ")
         info.stoppedAt = wallStoppedAt
-        info.files = files.map {
-            RecordingFileInfo(
-                name: $0.name, track: $0.track, participant: $0.participant, kind: $0.kind, format: $0.format, bytes: $0.bytes,
-                durationMs: $0.durationMs, offsetMs: $0.offsetMs)
-        }
+        info.files = files
         info.bytes = files.reduce(0) { $0 + $1.bytes }
         info.durationMs = Int64((stoppedAt &- session.startedAt) / 1_000_000)
         let encoder = JSONEncoder()
