@@ -226,6 +226,12 @@ public struct SessionDescription: SignalMessage, Equatable {
     public var sdp: String
     /// On an answer: the id of the offer it answers.
     public var re: String?
+
+    public init(target: TransportTarget, sdp: String, re: String? = nil) {
+        self.target = target
+        self.sdp = sdp
+        self.re = re
+    }
 }
 
 public struct SubscribeRequest: SignalMessage, Equatable {

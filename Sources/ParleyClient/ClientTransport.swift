@@ -1,0 +1,229 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import NetworkAddress
+import RTP
+import SDP
+import STUN
+import WebRTC
+
+/// One client-side WebRTC transport (a PeerConnection's network half): a UDP socket, ICE as the
+/// controlling agent against the server's candidates (Parley is ICE-lite, so only the client
+/// checks), the DTLS client (`a=setup:active`), and SRTP both ways. Everything runs on `loop`.
+public final class ClientTransport: @unchecked Sendable {
+    public let loop: any EventLoop
+    private var channel: (any Channel)?
+    public let localICE = ICECredentials.random()
+    let dtlsContext: DTLSContext
+    private var dtls: DTLSEndpoint?
+    private var srtpInbound: SRTPSession?
+    private var srtpOutbound: SRTPSession?
+    private(set) var remoteICE: ICECredentials?
+    private var remoteFingerprint: CertificateFingerprint?
+    private var candidates: [TransportAddress] = []
+    private var selected: TransportAddress?
+    private var lastCheck: UInt64 = 0
+    private var lastDTLSTimer: UInt64 = 0
+    private var timer: RepeatedTask?
+    private let tieBreaker = UInt64.random(in: 0...UInt64.max)
+    private var sendBuffer = [UInt8](repeating: 0, count: 1500 + SRTPSession.maxTrailer + 16)
+    /// Decrypted RTP and RTCP, on the loop (the buffer is valid during the call).
+    public var onRTP: ((UnsafeRawBufferPointer, RTPHeader, UInt64) -> Void)?
+    public var onRTCP: ((UnsafeRawBufferPointer, UInt64) -> Void)?
+    /// Runs on every 20 ms tick with the time (senders pace their packets here).
+    public var onTick: ((UInt64) -> Void)?
+    public private(set) var counters = Counters()
+
+    public struct Counters: Sendable {
+        public var rtpIn = 0
+        public var rtpOut = 0
+        public var rtcpIn = 0
+        public var rtcpOut = 0
+        public var srtpFailures = 0
+        public var checks = 0
+    }
+
+    public init(loop: any EventLoop) throws {
+        self.loop = loop
+        dtlsContext = try DTLSContext(certificate: DTLSCertificate())
+    }
+
+    public var isConnected: Bool { srtpInbound != nil }
+    public var fingerprint: CertificateFingerprint { dtlsContext.certificate.fingerprint }
+
+    /// Opens the UDP socket and starts the 20 ms tick.
+    public func start() async throws {
+        let channel = try await DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ReceiveHandler(transport: self)) }
+            }
+            .bind(host: "0.0.0.0", port: 0).get()
+        try await loop.submit {
+            self.channel = channel
+            self.timer = self.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in self.tick() }
+        }.get()
+    }
+
+    public func close() async {
+        let channel = try? await loop.submit { () -> (any Channel)? in
+            self.timer?.cancel()
+            self.timer = nil
+            if let dtls = self.dtls { for datagram in dtls.close() { self.send(datagram) } }
+            return self.channel
+        }.get()
+        if let channel = channel ?? nil { try? await channel.close() }
+    }
+
+    /// Takes the server's ICE credentials, fingerprint and UDP host candidates from its SDP.
+    func apply(remote description: SessionDescription) throws {
+        loop.preconditionInEventLoop()
+        let remote = try Negotiation.remoteParameters(of: description)
+        if remoteICE == nil {
+            remoteICE = ICECredentials(ufrag: remote.iceUfrag, password: remote.icePassword)
+            remoteFingerprint = CertificateFingerprint(sdpValue: "\(remote.fingerprint.algorithm) \(remote.fingerprint.value)")
+        }
+        for media in description.media {
+            for candidate in media.candidates where candidate.transport.lowercased() == "udp" {
+                guard let ip = IPAddress(candidate.address), ip.isIPv4 else { continue }
+                let address = TransportAddress(ip: ip, port: UInt16(candidate.port))
+                if !candidates.contains(address) { candidates.append(address) }
+            }
+        }
+    }
+
+    /// The transport attributes of every m-line this client writes.
+    func transportAttributes(setup: String) -> [SDPLine] {
+        [
+            SDPLine("a", "ice-ufrag:\(localICE.ufrag)"), SDPLine("a", "ice-pwd:\(localICE.password)"),
+            SDPLine("a", "fingerprint:\(fingerprint.description)"), SDPLine("a", "setup:\(setup)"), SDPLine("a", "rtcp-mux"),
+        ]
+    }
+
+    // MARK: Sending
+
+    /// Protects and sends an RTP packet (header and payload in `packet`). False before keys.
+    @discardableResult
+    public func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool {
+        let sent = protectAndSend(packet) { session, buffer, length in try session.protectRTP(buffer, length: length) }
+        if sent { counters.rtpOut += 1 }
+        return sent
+    }
+
+    @discardableResult
+    public func sendRTCP(_ packet: [UInt8]) -> Bool {
+        let sent = packet.withUnsafeBytes { bytes in
+            protectAndSend(bytes) { session, buffer, length in try session.protectRTCP(buffer, length: length) }
+        }
+        if sent { counters.rtcpOut += 1 }
+        return sent
+    }
+
+    private func protectAndSend(
+        _ packet: UnsafeRawBufferPointer, _ protect: (SRTPSession, UnsafeMutableRawBufferPointer, Int) throws -> Int
+    ) -> Bool {
+        guard let srtpOutbound, packet.count <= 1500 else { return false }
+        return sendBuffer.withUnsafeMutableBytes { buffer -> Bool in
+            buffer.copyMemory(from: packet)
+            guard let length = try? protect(srtpOutbound, buffer, packet.count) else { return false }
+            send(Array(buffer[0..<length]))
+            return true
+        }
+    }
+
+    // MARK: ICE, DTLS and SRTP
+
+    private func tick() {
+        let now = NIODeadline.now().uptimeNanoseconds
+        // Checks every 50 ms until one succeeds, then one every 2.5 s for consent (RFC 7675).
+        if let remoteICE, now >= lastCheck + (selected == nil ? 50_000_000 : 2_500_000_000) {
+            lastCheck = now
+            for candidate in selected.map({ [$0] }) ?? candidates { sendCheck(to: candidate, remote: remoteICE) }
+        }
+        if let dtls, case .handshaking = dtls.state, let delay = dtls.retransmitDelayMilliseconds,
+            now >= lastDTLSTimer + UInt64(delay) * 1_000_000
+        {
+            lastDTLSTimer = now
+            for datagram in dtls.handleTimeout() { send(datagram) }
+        }
+        onTick?(now)
+    }
+
+    private func sendCheck(to address: TransportAddress, remote: ICECredentials) {
+        var check = STUNMessageBuilder(type: .bindingRequest, transactionID: .random())
+        check.append(.username, string: "\(remote.ufrag):\(localICE.ufrag)")
+        check.append(.priority, uint32: 0x7E00_00FF)
+        check.append(.iceControlling, uint64: tieBreaker)
+        check.appendFlag(.useCandidate)
+        check.appendMessageIntegrity(key: STUNIntegrity.shortTermKey(password: remote.password))
+        check.appendFingerprint()
+        counters.checks += 1
+        send(check.bytes, to: address)
+    }
+
+    fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
+        guard let source = TransportAddress(envelope.remoteAddress) else { return }
+        var buffer = envelope.data
+        let now = NIODeadline.now().uptimeNanoseconds
+        buffer.withUnsafeMutableReadableBytes { bytes in
+            switch PacketKind(UnsafeRawBufferPointer(bytes)) {
+            case .stun:
+                guard let message = try? STUNMessage(parsing: UnsafeRawBufferPointer(bytes)), let remoteICE,
+                    message.type == .bindingSuccess, message.hasValidIntegrity(key: STUNIntegrity.shortTermKey(password: remoteICE.password))
+                else { return }
+                if selected == nil {
+                    selected = source
+                    startDTLS()
+                }
+            case .dtls:
+                guard let dtls, source == selected else { return }
+                for datagram in dtls.receive(UnsafeRawBufferPointer(bytes)) { send(datagram) }
+                if case .connected(let keys) = dtls.state, srtpInbound == nil {
+                    srtpInbound = try? SRTPSession(keys.remote, direction: .inbound)
+                    srtpOutbound = try? SRTPSession(keys.local, direction: .outbound)
+                }
+            case .rtp:
+                guard let srtpInbound, let length = try? srtpInbound.unprotectRTP(bytes, length: bytes.count) else {
+                    return counters.srtpFailures += 1
+                }
+                let packet = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
+                guard let header = RTPHeader(packet) else { return }
+                counters.rtpIn += 1
+                onRTP?(packet, header, now)
+            case .rtcp:
+                guard let srtpInbound, let length = try? srtpInbound.unprotectRTCP(bytes, length: bytes.count) else {
+                    return counters.srtpFailures += 1
+                }
+                counters.rtcpIn += 1
+                onRTCP?(UnsafeRawBufferPointer(rebasing: bytes[0..<length]), now)
+            default:
+                break
+            }
+        }
+    }
+
+    private func startDTLS() {
+        guard dtls == nil, let remoteFingerprint,
+            let endpoint = try? DTLSEndpoint(context: dtlsContext, role: .client, remoteFingerprint: remoteFingerprint)
+        else { return }
+        dtls = endpoint
+        lastDTLSTimer = NIODeadline.now().uptimeNanoseconds
+        for datagram in endpoint.start() { send(datagram) }
+    }
+
+    private func send(_ bytes: [UInt8], to address: TransportAddress? = nil) {
+        guard let channel, let target = address ?? selected else { return }
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: SocketAddress(target), data: channel.allocator.buffer(bytes: bytes)), promise: nil)
+    }
+}
+
+private final class ReceiveHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let transport: ClientTransport
+
+    init(transport: ClientTransport) { self.transport = transport }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        transport.receive(unwrapInboundIn(data))
+    }
+}

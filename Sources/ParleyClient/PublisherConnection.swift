@@ -1,0 +1,130 @@
+import Foundation
+import NIOCore
+import RTP
+import Recording
+import SDP
+
+/// The sending half of a client: the publisher transport, where the client offers. It writes an
+/// offer with an Opus m-line and, when asked, a VP8 one (each sendonly, with its SSRC and msid),
+/// applies the server's answer, and sends what the media sources produce.
+public final class PublisherConnection: @unchecked Sendable {
+    public struct Source: Sendable, Equatable {
+        public var kind: String
+        public var mid: String
+        public var ssrc: UInt32
+        public var payloadType: UInt8
+    }
+
+    public let transport: ClientTransport
+    public var loop: any EventLoop { transport.loop }
+    public private(set) var sources: [Source] = []
+    private let streamID = "stream-\(UInt32.random(in: 1...UInt32.max))"
+    /// The extension id the offer gives abs-send-time (RFC-less but universal in WebRTC).
+    public static let absSendTimeID: UInt8 = 3
+
+    public init(loop: any EventLoop) throws {
+        transport = try ClientTransport(loop: loop)
+    }
+
+    public var isConnected: Bool { transport.isConnected }
+    public func start() async throws { try await transport.start() }
+    public func close() async { await transport.close() }
+
+    /// The offer for an audio track and, with `video`, a video track. On the loop.
+    public func makeOffer(video: Bool) -> String {
+        loop.preconditionInEventLoop()
+        sources = [Source(kind: "audio", mid: "0", ssrc: UInt32.random(in: 1...UInt32.max), payloadType: 111)]
+        if video { sources.append(Source(kind: "video", mid: "1", ssrc: UInt32.random(in: 1...UInt32.max), payloadType: 96)) }
+        var offer = SessionDescription(lines: [
+            SDPLine("o", "- \(UInt32.random(in: 1...UInt32.max)) 1 IN IP4 127.0.0.1"), SDPLine("s", "-"), SDPLine("t", "0 0"),
+            SDPLine("a", "group:BUNDLE \(sources.map(\.mid).joined(separator: " "))"), SDPLine("a", "msid-semantic: WMS \(streamID)"),
+        ])
+        for source in sources {
+            var lines: [SDPLine] = [SDPLine("c", "IN IP4 0.0.0.0"), SDPLine("a", "mid:\(source.mid)")]
+            lines += transport.transportAttributes(setup: "actpass")
+            lines.append(SDPLine("a", "sendonly"))
+            lines.append(SDPLine("a", "extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid"))
+            lines.append(SDPLine("a", "extmap:\(Self.absSendTimeID) http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"))
+            if source.kind == "audio" {
+                lines.append(SDPLine("a", "rtpmap:111 opus/48000/2"))
+                lines.append(SDPLine("a", "fmtp:111 minptime=10;useinbandfec=1"))
+            } else {
+                lines.append(SDPLine("a", "rtpmap:96 VP8/90000"))
+                for feedback in ["nack", "nack pli", "ccm fir", "goog-remb"] { lines.append(SDPLine("a", "rtcp-fb:96 \(feedback)")) }
+            }
+            lines.append(SDPLine("a", "msid:\(streamID) \(source.kind)-\(source.ssrc)"))
+            lines.append(SDPLine("a", "ssrc:\(source.ssrc) cname:\(streamID)"))
+            offer.media.append(MediaDescription(
+                kind: source.kind, port: 9, proto: "UDP/TLS/RTP/SAVPF", formats: ["\(source.payloadType)"], lines: lines))
+        }
+        return offer.serialized()
+    }
+
+    /// Applies the server's answer (its ICE credentials, fingerprint and candidates). On the loop.
+    public func apply(answer text: String) throws {
+        loop.preconditionInEventLoop()
+        try transport.apply(remote: try SessionDescription(parsing: text))
+    }
+}
+
+/// A synthetic microphone: a sine at `frequency` encoded with libopus into 20 ms packets, sent
+/// in real time on the publisher's tick, each with an abs-send-time extension.
+public final class ToneSender: @unchecked Sendable {
+    private let encoder: OpusEncoder
+    private let source: PublisherConnection.Source
+    private let transport: ClientTransport
+    public let frequency: Double
+    private var phase = 0.0
+    private var sequence = UInt16.random(in: 0...UInt16.max)
+    private var timestamp = UInt32.random(in: 0...UInt32.max)
+    private var nextSendAt: UInt64 = 0
+    private var packet = [UInt8](repeating: 0, count: 1500)
+    public private(set) var packetsSent = 0
+
+    public init(connection: PublisherConnection, frequency: Double) throws {
+        guard let source = connection.sources.first(where: { $0.kind == "audio" }) else {
+            throw SignalingClientError.connectFailed("the offer has no audio m-line")
+        }
+        encoder = try OpusEncoder()
+        self.source = source
+        transport = connection.transport
+        self.frequency = frequency
+    }
+
+    /// Sends the packets that are due at `now` (call on the transport's loop, e.g. from its tick).
+    public func sendDue(now: UInt64) {
+        guard transport.isConnected else { return }
+        if nextSendAt == 0 { nextSendAt = now }
+        var burst = 0
+        while now >= nextSendAt, burst < 10 {
+            sendOne(now: now)
+            nextSendAt += 20_000_000
+            burst += 1
+        }
+        if now > nextSendAt + 200_000_000 { nextSendAt = now }  // fell far behind: do not catch up in a burst
+    }
+
+    private func sendOne(now: UInt64) {
+        var frame = [Float](repeating: 0, count: OpusEncoder.frameSamples * 2)
+        for index in 0..<OpusEncoder.frameSamples {
+            let sample = Float(0.3 * sin(phase))
+            frame[2 * index] = sample
+            frame[2 * index + 1] = sample
+            phase += 2 * Double.pi * frequency / 48_000
+        }
+        if phase > 2 * Double.pi * 1000 { phase = phase.truncatingRemainder(dividingBy: 2 * Double.pi) }
+        let payload = encoder.encode(frame[...])
+        // Header with a one-byte extension block: abs-send-time (6.18 fixed-point seconds).
+        var header: [UInt8] = [0x90, source.payloadType, UInt8(sequence >> 8), UInt8(sequence & 0xFF)]
+        header += [UInt8(timestamp >> 24), UInt8((timestamp >> 16) & 0xFF), UInt8((timestamp >> 8) & 0xFF), UInt8(timestamp & 0xFF)]
+        header += [UInt8(source.ssrc >> 24), UInt8((source.ssrc >> 16) & 0xFF), UInt8((source.ssrc >> 8) & 0xFF), UInt8(source.ssrc & 0xFF)]
+        let absSendTime = UInt32(((now / 1000) << 18) / 1_000_000) & 0x00FF_FFFF
+        header += [0xBE, 0xDE, 0x00, 0x01, (PublisherConnection.absSendTimeID << 4) | 2]
+        header += [UInt8(absSendTime >> 16), UInt8((absSendTime >> 8) & 0xFF), UInt8(absSendTime & 0xFF)]
+        let bytes = header + payload
+        bytes.withUnsafeBytes { _ = transport.sendRTP($0) }
+        sequence &+= 1
+        timestamp &+= UInt32(OpusEncoder.frameSamples)
+        packetsSent += 1
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ParleyClient
+import ParleyProtocol
+import Recording
+import Testing
+
+/// The Swift client's media against a live server: one participant publishes a libopus tone
+/// through `PublisherConnection`, another receives it through `SubscriberConnection`, and the
+/// received packets decode to the tone.
+@Suite(.serialized) struct ClientMediaTests {
+    /// Magnitude of `frequency` in mono samples (Goertzel), relative to the signal's energy.
+    static func toneStrength(_ samples: [Float], frequency: Double) -> Double {
+        let coefficient = 2 * cos(2 * Double.pi * frequency / 48_000)
+        var (previous, beforePrevious) = (0.0, 0.0)
+        for sample in samples {
+            let current = Double(sample) + coefficient * previous - beforePrevious
+            beforePrevious = previous
+            previous = current
+        }
+        let power = previous * previous + beforePrevious * beforePrevious - coefficient * previous * beforePrevious
+        let energy = samples.reduce(0.0) { $0 + Double($1) * Double($1) }
+        return energy > 0 ? power / (energy * Double(samples.count) / 2) : 0
+    }
+
+    @Test func aSwiftPublishersToneReachesASwiftSubscriber() async throws {
+        let server = try await TestServer.start()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let (alice, _) = try await server.join("alice", room: "sdk")
+        let (bob, _) = try await server.join("bob", room: "sdk")
+
+        let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
+        try await publisher.start()
+        let offer = try await loop.submit { publisher.makeOffer(video: false) }.get()
+        let reply = try await alice.request(ParleyProtocol.SessionDescription(target: .publisher, sdp: offer))
+        let answer = try reply.decode(AnswerMessage.self)
+        #expect(answer.tracks?.first?.kind == "audio")
+        let tone = try await loop.submit { () -> ToneSender in
+            try publisher.apply(answer: answer.sdp)
+            let tone = try ToneSender(connection: publisher, frequency: 523)
+            publisher.transport.onTick = { now in tone.sendDue(now: now) }
+            return tone
+        }.get()
+
+        let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
+        try await subscriber.start()
+        let received = NIOLockedValueBox<[[UInt8]]>([])
+        try await loop.submit {
+            subscriber.onRTP = { packet, header, track, _ in
+                guard track.kind == "audio" else { return }
+                received.withLockedValue { $0.append(Array(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange]))) }
+            }
+        }.get()
+        let offerFrame = try await bob.next(timeout: .seconds(10), "a subscriber offer") { $0.type == "offer" }
+        let serverOffer = try offerFrame.decode(ParleyProtocol.SessionDescription.self)
+        let offerID = try #require(try JSONSerialization.jsonObject(with: Data(offerFrame.text.utf8)) as? [String: Any])["id"] as? String
+        let bobAnswer = try await loop.submit { try subscriber.answer(offer: serverOffer.sdp) }.get()
+        try await bob.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: bobAnswer), re: offerID))
+
+        let deadline = ContinuousClock.now + .seconds(15)
+        while received.withLockedValue({ $0.count }) < 150, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        let packets = received.withLockedValue { $0 }
+        let sent = try await loop.submit { tone.packetsSent }.get()
+        #expect(packets.count >= 150, "received \(packets.count) packets; sent \(sent)")
+
+        let decoder = try OpusDecoder()
+        var pcm: [Float] = []
+        for packet in packets { decoder.decode(packet, into: &pcm) }
+        let mono = stride(from: 0, to: pcm.count - 1, by: 2).map { pcm[$0] }
+        let window = Array(mono.suffix(48_000))
+        #expect(Self.toneStrength(window, frequency: 523) > 0.5)
+        #expect(Self.toneStrength(window, frequency: 440) < 0.05)
+
+        await publisher.close()
+        await subscriber.close()
+        await alice.close()
+        await bob.close()
+        try await group.shutdownGracefully()
+        try await server.stop()
+    }
+}
