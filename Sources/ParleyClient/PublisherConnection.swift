@@ -19,8 +19,9 @@ public final class PublisherConnection: @unchecked Sendable {
     public var loop: any EventLoop { transport.loop }
     public private(set) var sources: [Source] = []
     private let streamID = "stream-\(UInt32.random(in: 1...UInt32.max))"
-    /// The extension id the offer gives abs-send-time (RFC-less but universal in WebRTC).
+    /// The extension ids the offer gives abs-send-time and abs-capture-time.
     public static let absSendTimeID: UInt8 = 3
+    public static let absCaptureTimeID: UInt8 = 4
 
     public init(loop: any EventLoop) throws {
         transport = try ClientTransport(loop: loop)
@@ -44,7 +45,8 @@ public final class PublisherConnection: @unchecked Sendable {
             lines += transport.transportAttributes(setup: "actpass")
             lines.append(SDPLine("a", "sendonly"))
             lines.append(SDPLine("a", "extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid"))
-            lines.append(SDPLine("a", "extmap:\(Self.absSendTimeID) http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"))
+            lines.append(SDPLine("a", "extmap:\(Self.absSendTimeID) \(Extmap.absSendTimeURI)"))
+            lines.append(SDPLine("a", "extmap:\(Self.absCaptureTimeID) \(Extmap.absCaptureTimeURI)"))
             if source.kind == "audio" {
                 lines.append(SDPLine("a", "rtpmap:111 opus/48000/2"))
                 lines.append(SDPLine("a", "fmtp:111 minptime=10;useinbandfec=1"))
@@ -68,7 +70,8 @@ public final class PublisherConnection: @unchecked Sendable {
 }
 
 /// A synthetic microphone: a sine at `frequency` encoded with libopus into 20 ms packets, sent
-/// in real time on the publisher's tick, each with an abs-send-time extension.
+/// in real time on the publisher's tick, each with abs-send-time and abs-capture-time (the wall
+/// clock at sending, which the SFU forwards untouched: receivers measure one-way delay).
 public final class ToneSender: @unchecked Sendable {
     private let encoder: OpusEncoder
     private let source: PublisherConnection.Source
@@ -119,8 +122,12 @@ public final class ToneSender: @unchecked Sendable {
         header += [UInt8(timestamp >> 24), UInt8((timestamp >> 16) & 0xFF), UInt8((timestamp >> 8) & 0xFF), UInt8(timestamp & 0xFF)]
         header += [UInt8(source.ssrc >> 24), UInt8((source.ssrc >> 16) & 0xFF), UInt8((source.ssrc >> 8) & 0xFF), UInt8(source.ssrc & 0xFF)]
         let absSendTime = UInt32(((now / 1000) << 18) / 1_000_000) & 0x00FF_FFFF
-        header += [0xBE, 0xDE, 0x00, 0x01, (PublisherConnection.absSendTimeID << 4) | 2]
+        let capture = NTPTimestamp(unixNanoseconds: Int64(Date().timeIntervalSince1970 * 1e9)).rawValue
+        header += [0xBE, 0xDE, 0x00, 0x04, (PublisherConnection.absSendTimeID << 4) | 2]
         header += [UInt8(absSendTime >> 16), UInt8((absSendTime >> 8) & 0xFF), UInt8(absSendTime & 0xFF)]
+        header.append((PublisherConnection.absCaptureTimeID << 4) | 7)
+        header += (0..<8).map { UInt8(truncatingIfNeeded: capture >> (56 - 8 * UInt64($0))) }
+        header += [0, 0, 0]  // padding to the 4-word extension length
         let bytes = header + payload
         bytes.withUnsafeBytes { _ = transport.sendRTP($0) }
         sequence &+= 1

@@ -204,6 +204,9 @@ public struct Extmap: Sendable, Equatable {
     public static let audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
     public static let absSendTimeURI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
     public static let transportCCURI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+    /// When the media was captured, in NTP time: forwarded untouched, so receivers measure
+    /// end-to-end delay (Chromium sends it too).
+    public static let absCaptureTimeURI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"
 }
 
 /// `a=fingerprint:<hash> <AA:BB:…>`.

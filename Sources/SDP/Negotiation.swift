@@ -25,7 +25,7 @@ public struct MediaCapabilities: Sendable {
     /// estimation driven by REMB.
     public static let standard = MediaCapabilities(
         audioCodecs: ["opus"], videoCodecs: ["vp8", "h264"],
-        extensionURIs: [Extmap.midURI, Extmap.audioLevelURI, Extmap.absSendTimeURI, Extmap.transportCCURI],
+        extensionURIs: [Extmap.midURI, Extmap.audioLevelURI, Extmap.absSendTimeURI, Extmap.transportCCURI, Extmap.absCaptureTimeURI],
         videoFeedback: ["nack", "nack pli", "ccm fir", "goog-remb"], audioFeedback: [])
 
     func accepts(_ codec: SDPCodec, kind: String) -> Bool {
@@ -191,6 +191,7 @@ public enum Negotiation {
         (1, Extmap.midURI, ["audio", "video"]),
         (2, Extmap.audioLevelURI, ["audio"]),
         (3, Extmap.absSendTimeURI, ["audio", "video"]),
+        (4, Extmap.absCaptureTimeURI, ["audio", "video"]),
     ]
 
     /// The server's offer on a subscriber transport (ICE-lite, actpass). The slots' order is

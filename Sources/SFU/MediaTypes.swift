@@ -47,8 +47,10 @@ public struct RTPExtensionIDs: Sendable, Equatable {
     public var audioLevel: UInt8 = 0
     public var absSendTime: UInt8 = 0
     public var transportCC: UInt8 = 0
+    public var absCaptureTime: UInt8 = 0
 
-    public init(mid: UInt8 = 0, audioLevel: UInt8 = 0, absSendTime: UInt8 = 0, transportCC: UInt8 = 0) {
+    public init(mid: UInt8 = 0, audioLevel: UInt8 = 0, absSendTime: UInt8 = 0, transportCC: UInt8 = 0, absCaptureTime: UInt8 = 0) {
+        self.absCaptureTime = absCaptureTime
         self.mid = mid
         self.audioLevel = audioLevel
         self.absSendTime = absSendTime
@@ -62,6 +64,7 @@ public struct RTPExtensionIDs: Sendable, Equatable {
         var map = ExtensionIDMap()
         if audioLevel != 0, subscriber.audioLevel != 0 { map[audioLevel] = subscriber.audioLevel }
         if absSendTime != 0, subscriber.absSendTime != 0 { map[absSendTime] = subscriber.absSendTime }
+        if absCaptureTime != 0, subscriber.absCaptureTime != 0 { map[absCaptureTime] = subscriber.absCaptureTime }
         return map
     }
 }

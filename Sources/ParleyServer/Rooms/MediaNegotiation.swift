@@ -135,6 +135,6 @@ enum MediaNegotiation {
         func id(_ uri: String) -> UInt8 { extmaps.first { $0.uri == uri }?.id ?? 0 }
         return RTPExtensionIDs(
             mid: id(Extmap.midURI), audioLevel: id(Extmap.audioLevelURI), absSendTime: id(Extmap.absSendTimeURI),
-            transportCC: id(Extmap.transportCCURI))
+            transportCC: id(Extmap.transportCCURI), absCaptureTime: id(Extmap.absCaptureTimeURI))
     }
 }
