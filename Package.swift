@@ -118,6 +118,7 @@ let package = Package(
             dependencies: [
                 "ParleyProtocol", "Auth", "WebRTC", "SDP", "RTP", "STUN", "NetworkAddress", "Recording",
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -11,7 +11,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Parley: a real-time media and signaling server.",
         version: ParleyVersion.current,
-        subcommands: [Serve.self, Token.self, Rooms.self, Record.self])
+        subcommands: [Serve.self, Token.self, Rooms.self, Record.self, LoadTest.self])
 }
 
 /// API credentials for commands that mint tokens: flags, then PARLEY_API_KEY / PARLEY_API_SECRET,
@@ -170,5 +170,80 @@ struct Record: AsyncParsableCommand {
         }
         for error in summary.errors { print("  error: \(error)") }
         if !summary.errors.isEmpty { throw ExitCode(1) }
+    }
+}
+
+/// `parley loadtest`: synthetic participants with real media against a server.
+struct LoadTest: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "loadtest",
+        abstract: "Drive synthetic participants (libopus tones over real ICE/DTLS/SRTP) and report joins, delay, loss and jitter.")
+
+    @Option(help: "Server URL, e.g. ws://127.0.0.1:7880") var url: String
+    @OptionGroup var credentials: Credentials
+    @Option(help: "Rooms") var rooms = 1
+    @Option(help: "Publishers per room (each sends a distinct tone)") var publishers = 1
+    @Option(help: "Subscribers per room (each receives every publisher)") var subscribers = 1
+    @Option(help: "How long to run, e.g. 60s, 5m") var duration = "60s"
+    @Option(help: "Participants started per second, e.g. 10/s") var ramp = "10/s"
+    @Option(name: .customLong("chat-rate"), help: "Chat messages per second per room") var chatRate = 0.0
+    @Option(help: "Write the full report as JSON here") var json: String?
+    @Option(name: .customLong("slo-loss"), help: "Fail when packet loss is above this, e.g. 1%") var sloLoss: String?
+    @Option(name: .customLong("slo-latency-p99"), help: "Fail when the media delay p99 is above this, e.g. 100ms") var sloLatencyP99: String?
+
+    func run() async throws {
+        guard let length = DurationText.parse(duration), length > .zero else { throw ValidationError("--duration \(duration) is not a duration") }
+        guard let rate = Double(ramp.replacingOccurrences(of: "/s", with: "")), rate > 0 else { throw ValidationError("--ramp must look like 10/s") }
+        let lossLimit = try sloLoss.map { text -> Double in
+            guard let value = Double(text.replacingOccurrences(of: "%", with: "")) else { throw ValidationError("--slo-loss must look like 1%") }
+            return value
+        }
+        let latencyLimit = try sloLatencyP99.map { text -> Double in
+            guard let value = DurationText.parse(text) else { throw ValidationError("--slo-latency-p99 must look like 100ms") }
+            return Double(value.components.seconds) * 1000 + Double(value.components.attoseconds) / 1e15
+        }
+        let environment = ProcessInfo.processInfo.environment
+        var options = LoadTester.Options(
+            url: url, apiKey: credentials.apiKey ?? environment["PARLEY_API_KEY"] ?? ParleyConfig.devAPIKey,
+            apiSecret: credentials.apiSecret ?? environment["PARLEY_API_SECRET"] ?? ParleyConfig.devAPISecret)
+        options.rooms = rooms
+        options.publishers = publishers
+        options.subscribers = subscribers
+        options.duration = length
+        options.rampPerSecond = rate
+        options.chatRate = chatRate
+        let report = try await LoadTester(options: options).run { line in
+            FileHandle.standardError.write(Data(("\r" + line.prefix(160) + "\u{1B}[K").utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        func row(_ name: String, _ value: String) { print(name.padding(toLength: 44, withPad: " ", startingAt: 0) + value) }
+        func ms(_ p: LoadTester.Report.Percentiles) -> String {
+            String(format: "p50 %.1f ms  p95 %.1f ms  p99 %.1f ms  (%d)", p.p50, p.p95, p.p99, p.count)
+        }
+        row("joins", "\(report.joinsOK) ok, \(report.joinsFailed) failed")
+        row("join time", ms(report.joinMs))
+        row("media delay", ms(report.mediaDelayMs))
+        row("loss", String(format: "%.3f%% (%d of %d packets)", report.lossPercent, report.packetsLost, report.packetsReceived + report.packetsLost))
+        row("jitter", String(format: "%.2f ms", report.jitterMs))
+        row("bitrate per track", String(format: "%.1f kbit/s", report.bitrateKbpsPerTrack))
+        row("tracks", "\(report.tracksReceived) received of \(report.tracksExpected), tones detected in \(report.tonesDetected)")
+        if report.chatDelayMs.count > 0 { row("chat delivery", ms(report.chatDelayMs)) }
+        for (name, value) in report.server.sorted(by: { $0.key < $1.key }) { row("server " + name.replacingOccurrences(of: "parley_", with: ""), String(format: "%.0f", value)) }
+        for error in report.errors.prefix(10) { print("error: \(error)") }
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(report).write(to: URL(fileURLWithPath: json))
+        }
+        var missed: [String] = []
+        if report.joinsFailed > 0 { missed.append("\(report.joinsFailed) joins failed") }
+        if let lossLimit, report.lossPercent > lossLimit { missed.append(String(format: "loss %.3f%% > %.3f%%", report.lossPercent, lossLimit)) }
+        if let latencyLimit, report.mediaDelayMs.p99 > latencyLimit {
+            missed.append(String(format: "delay p99 %.1f ms > %.1f ms", report.mediaDelayMs.p99, latencyLimit))
+        }
+        if !missed.isEmpty {
+            print("SLO missed: " + missed.joined(separator: "; "))
+            throw ExitCode(2)
+        }
     }
 }

@@ -1,0 +1,346 @@
+import Auth
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ParleyProtocol
+import RTP
+import Recording
+
+/// `parley loadtest`: synthetic participants with real media. In each room, publishers send a
+/// libopus tone (a distinct frequency each) stamped with abs-capture-time; subscribers receive
+/// every publisher through the SFU and measure loss, jitter and one-way delay per track, and
+/// check at the end that each publisher's tone is there.
+public final class LoadTester: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var url: String
+        public var apiKey: String
+        public var apiSecret: String
+        public var rooms = 1
+        public var publishers = 1
+        public var subscribers = 1
+        public var duration: Duration = .seconds(60)
+        /// Participants started per second.
+        public var rampPerSecond = 10.0
+        /// Chat messages per second per room (sent by its first publisher).
+        public var chatRate = 0.0
+        public var roomPrefix = "load"
+
+        public init(url: String, apiKey: String, apiSecret: String) {
+            self.url = url
+            self.apiKey = apiKey
+            self.apiSecret = apiSecret
+        }
+    }
+
+    /// What one subscriber measured of one publisher's track.
+    final class TrackStats: @unchecked Sendable {
+        let publisherSid: String
+        var packets = 0
+        var bytes = 0
+        var firstSequence: Int64?
+        var highestSequence: Int64 = 0
+        var jitter = 0.0
+        var lastTransit: Double?
+        var delaysMs: [Double] = []
+        var lastPayloads: [[UInt8]] = []
+        var firstArrival: UInt64 = 0
+        var lastArrival: UInt64 = 0
+
+        init(publisherSid: String) { self.publisherSid = publisherSid }
+
+        /// RFC 3550 sequence accounting and interarrival jitter; delay from abs-capture-time.
+        func record(_ header: RTPHeader, packet: UnsafeRawBufferPointer, now: UInt64, captureID: UInt8) {
+            packets += 1
+            bytes += packet.count
+            if firstArrival == 0 { firstArrival = now }
+            lastArrival = now
+            let sequence = Int64(header.sequenceNumber)
+            if let first = firstSequence {
+                var extended = (highestSequence & ~0xFFFF) | sequence
+                if extended - highestSequence > 0x8000 { extended -= 0x10000 } else if highestSequence - extended > 0x8000 { extended += 0x10000 }
+                highestSequence = max(highestSequence, extended)
+                _ = first
+            } else {
+                firstSequence = sequence + (1 << 16)
+                highestSequence = sequence + (1 << 16)
+            }
+            let arrivalUnits = Double(now) / 1e9 * 48_000
+            let transit = arrivalUnits - Double(header.timestamp)
+            if let lastTransit {
+                var difference = abs(transit - lastTransit)
+                if difference > 1e6 { difference = 0 }  // a timestamp wrap or jump
+                jitter += (difference - jitter) / 16
+            }
+            lastTransit = transit
+            if let range = header.extensionElement(id: captureID, in: packet), range.count >= 8 {
+                var raw: UInt64 = 0
+                for index in range.prefix(8) { raw = raw << 8 | UInt64(packet[index]) }
+                let sent = NTPTimestamp(rawValue: raw).unixNanoseconds
+                let delay = Double(Int64(Date().timeIntervalSince1970 * 1e9) - sent) / 1e6
+                if delay > -50, delay < 60_000 { delaysMs.append(max(0, delay)) }
+            }
+            lastPayloads.append(Array(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])))
+            if lastPayloads.count > 100 { lastPayloads.removeFirst(lastPayloads.count - 100) }
+        }
+
+        var expected: Int { firstSequence.map { Int(highestSequence - $0 + 1) } ?? 0 }
+        var lost: Int { max(0, expected - packets) }
+    }
+
+    public struct Report: Codable, Sendable {
+        public struct Percentiles: Codable, Sendable {
+            public var p50: Double
+            public var p95: Double
+            public var p99: Double
+            public var count: Int
+        }
+
+        public var rooms: Int
+        public var publishers: Int
+        public var subscribers: Int
+        public var durationSeconds: Double
+        public var joinsOK: Int
+        public var joinsFailed: Int
+        public var joinMs: Percentiles
+        public var mediaDelayMs: Percentiles
+        public var packetsReceived: Int
+        public var packetsLost: Int
+        public var lossPercent: Double
+        public var jitterMs: Double
+        public var bitrateKbpsPerTrack: Double
+        public var tracksReceived: Int
+        public var tracksExpected: Int
+        public var tonesDetected: Int
+        public var chatDelayMs: Percentiles
+        public var server: [String: Double]
+        public var errors: [String]
+    }
+
+    let options: Options
+    private let group: MultiThreadedEventLoopGroup
+    private let logger: Logger
+    private let joinTimes = NIOLockedValueBox<[Double]>([])
+    private let chatDelays = NIOLockedValueBox<[Double]>([])
+    private let failures = NIOLockedValueBox<[String]>([])
+    private let tracks = NIOLockedValueBox<[TrackStats]>([])
+    /// Publisher participant sid → its tone's frequency.
+    private let frequencies = NIOLockedValueBox<[String: Double]>([:])
+    private let received = NIOLockedValueBox(0)
+
+    public init(options: Options, logger: Logger = Logger(label: "parley.loadtest")) {
+        self.options = options
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
+    }
+
+    /// Runs the whole test; `progress` gets a line about once a second.
+    public func run(progress: @escaping @Sendable (String) -> Void) async throws -> Report {
+        let issuer = await TokenIssuer(apiKey: options.apiKey, secret: options.apiSecret)
+        let started = ContinuousClock.now
+        let end = started + options.duration
+        var plan: [(room: String, index: Int, publishes: Bool)] = []
+        for room in 0..<options.rooms {
+            for index in 0..<options.publishers { plan.append(("\(options.roomPrefix)-\(room)", index, true)) }
+            for index in 0..<options.subscribers { plan.append(("\(options.roomPrefix)-\(room)", index, false)) }
+        }
+        let total = plan.count
+        let joined = NIOLockedValueBox(0)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { [self] in
+                while ContinuousClock.now < end {
+                    try await Task.sleep(for: .seconds(1))
+                    let (ok, failed) = (joined.withLockedValue { $0 }, failures.withLockedValue { $0.count })
+                    let loss = currentLoss()
+                    let delays = tracks.withLockedValue { $0.flatMap { $0.delaysMs.suffix(50) } }
+                    progress(String(
+                        format: "joined %d/%d, failed %d, packets %d, loss %.2f%%, delay p50 %.1f ms",
+                        ok, total, failed, received.withLockedValue { $0 }, loss, Self.percentile(delays, 0.5)))
+                }
+            }
+            for (number, entry) in plan.enumerated() {
+                let startAt = started + .milliseconds(Int(Double(number) / max(0.1, options.rampPerSecond) * 1000))
+                tasks.addTask { [self] in
+                    try await Task.sleep(until: startAt, clock: .continuous)
+                    do {
+                        try await participant(room: entry.room, index: entry.index, publishes: entry.publishes, issuer: issuer, until: end) {
+                            joined.withLockedValue { $0 += 1 }
+                        }
+                    } catch {
+                        failures.withLockedValue { $0.append("\(entry.room) \(entry.publishes ? "publisher" : "subscriber") \(entry.index): \(error)") }
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let report = await makeReport(elapsed: ContinuousClock.now - started)
+        try await group.shutdownGracefully()
+        return report
+    }
+
+    private func currentLoss() -> Double {
+        let (lost, expected) = tracks.withLockedValue { all in (all.reduce(0) { $0 + $1.lost }, all.reduce(0) { $0 + $1.expected }) }
+        return expected > 0 ? 100 * Double(lost) / Double(expected) : 0
+    }
+
+    /// One synthetic participant from join to the end of the test.
+    private func participant(
+        room: String, index: Int, publishes: Bool, issuer: TokenIssuer, until end: ContinuousClock.Instant,
+        onJoined: @escaping @Sendable () -> Void
+    ) async throws {
+        let identity = "\(publishes ? "pub" : "sub")-\(index)-\(UUID().uuidString.prefix(6))"
+        var grants = Grants(room: room)
+        for name in publishes ? ["join", "publish", "chat"] : ["join", "subscribe", "chat"] { _ = grants.enable(name) }
+        let token = try await issuer.mint(identity: identity, grants: grants, ttl: 3600)
+        let joinStarted = ContinuousClock.now
+        let signaling = try await SignalingClient.connect(url: options.url, token: token, logger: logger)
+        let first = try await signaling.next(timeout: .seconds(15))
+        guard first.type == "joined" else { throw SignalingClientError.connectFailed(String(first.text.prefix(200))) }
+        let joinedMessage = try first.decode(Joined.self)
+        joinTimes.withLockedValue { $0.append(Double((ContinuousClock.now - joinStarted).components.attoseconds) / 1e15 + Double((ContinuousClock.now - joinStarted).components.seconds) * 1000) }
+        onJoined()
+        let loop = group.next()
+        if publishes {
+            let frequency = 300.0 + 110.0 * Double(index)
+            frequencies.withLockedValue { $0[joinedMessage.participant.sid] = frequency }
+            let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
+            try await publisher.start()
+            let offer = try await loop.submit { publisher.makeOffer(video: false) }.get()
+            let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
+                .decode(AnswerMessage.self)
+            try await loop.submit {
+                try publisher.apply(answer: answer.sdp)
+                let tone = try ToneSender(connection: publisher, frequency: frequency)
+                publisher.transport.onTick = { now in tone.sendDue(now: now) }
+            }.get()
+            var nextChat = ContinuousClock.now
+            while ContinuousClock.now < end {
+                if options.chatRate > 0, index == 0, ContinuousClock.now >= nextChat {
+                    nextChat += .milliseconds(Int(1000 / options.chatRate))
+                    let sentAt = Int64(Date().timeIntervalSince1970 * 1000)
+                    try? await signaling.send(ChatSend(text: "lt:\(sentAt)", clientMsgId: UUID().uuidString))
+                }
+                _ = try? await signaling.next(timeout: .milliseconds(100))
+            }
+            await publisher.close()
+        } else {
+            let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
+            try await subscriber.start()
+            try await loop.submit { [self] in
+                var byTrack: [String: TrackStats] = [:]
+                subscriber.onRTP = { [self] packet, header, track, now in
+                    guard track.kind == "audio" else { return }
+                    let stats: TrackStats
+                    if let existing = byTrack[track.trackSid] {
+                        stats = existing
+                    } else {
+                        stats = TrackStats(publisherSid: track.participantSid)
+                        byTrack[track.trackSid] = stats
+                        tracks.withLockedValue { $0.append(stats) }
+                    }
+                    tracks.withLockedValue { _ in stats.record(header, packet: packet, now: now, captureID: 4) }
+                    received.withLockedValue { $0 += 1 }
+                }
+            }.get()
+            while ContinuousClock.now < end {
+                guard let frame = try? await signaling.next(timeout: .milliseconds(200)) else { continue }
+                if frame.type == "offer", let json = RecordingBot.json(frame.text), json["target"] as? String == "subscriber",
+                    let sdp = json["sdp"] as? String, let id = json["id"] as? String
+                {
+                    let answer = try await loop.submit { try subscriber.answer(offer: sdp) }.get()
+                    try await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: id))
+                } else if frame.type == "chat", let chat = try? frame.decode(ChatEvent.self), chat.message.text.hasPrefix("lt:"),
+                    let sent = Int64(chat.message.text.dropFirst(3))
+                {
+                    chatDelays.withLockedValue { $0.append(Double(Int64(Date().timeIntervalSince1970 * 1000) - sent)) }
+                }
+            }
+            await subscriber.close()
+        }
+        await signaling.close()
+    }
+
+    private func makeReport(elapsed: Duration) async -> Report {
+        let all = tracks.withLockedValue { $0 }
+        let frequencies = self.frequencies.withLockedValue { $0 }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        var detected = 0
+        var jitterSum = 0.0
+        var bitrateSum = 0.0
+        for stats in all {
+            let (payloads, jitter, bytes, span) = tracks.withLockedValue { _ in
+                (stats.lastPayloads, stats.jitter, stats.bytes, Double(stats.lastArrival &- stats.firstArrival) / 1e9)
+            }
+            jitterSum += jitter / 48
+            if span > 0 { bitrateSum += Double(bytes) * 8 / span / 1000 }
+            guard let frequency = frequencies[stats.publisherSid], let decoder = try? OpusDecoder() else { continue }
+            var pcm: [Float] = []
+            for payload in payloads { decoder.decode(payload, into: &pcm) }
+            let mono = stride(from: 0, to: pcm.count - 1, by: 2).map { pcm[$0] }
+            if ToneDetector.strength(mono, frequency: frequency) > 0.5 { detected += 1 }
+        }
+        let delays = all.flatMap { stats in tracks.withLockedValue { _ in stats.delaysMs } }
+        let joins = joinTimes.withLockedValue { $0 }
+        let errors = failures.withLockedValue { $0 }
+        let (lost, expected, packets) = (all.reduce(0) { $0 + $1.lost }, all.reduce(0) { $0 + $1.expected }, all.reduce(0) { $0 + $1.packets })
+        return Report(
+            rooms: options.rooms, publishers: options.publishers, subscribers: options.subscribers, durationSeconds: seconds,
+            joinsOK: joins.count, joinsFailed: errors.count, joinMs: Self.percentiles(joins), mediaDelayMs: Self.percentiles(delays),
+            packetsReceived: packets, packetsLost: lost, lossPercent: expected > 0 ? 100 * Double(lost) / Double(expected) : 0,
+            jitterMs: all.isEmpty ? 0 : jitterSum / Double(all.count), bitrateKbpsPerTrack: all.isEmpty ? 0 : bitrateSum / Double(all.count),
+            tracksReceived: all.count, tracksExpected: options.rooms * options.publishers * options.subscribers, tonesDetected: detected,
+            chatDelayMs: Self.percentiles(chatDelays.withLockedValue { $0 }), server: await serverFigures(), errors: errors)
+    }
+
+    /// Figures from the server's /metrics (when reachable without a token).
+    private func serverFigures() async -> [String: Double] {
+        let base = options.url.replacingOccurrences(of: "ws://", with: "http://").replacingOccurrences(of: "wss://", with: "https://")
+        guard let url = URL(string: base.replacingOccurrences(of: "/v1/rtc", with: "") + "/metrics"),
+            let (data, _) = try? await URLSession.shared.data(from: url)
+        else { return [:] }
+        var figures: [String: Double] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, let value = Double(parts[1]) else { continue }
+            let name = String(parts[0].split(separator: "{").first ?? "")
+            if ["parley_media_forwarded_packets_total", "parley_media_srtp_failures_total", "parley_media_dropped_total",
+                "parley_media_nacks_total", "parley_participants", "parley_media_transports_connected"].contains(name)
+            {
+                figures[name, default: 0] += value
+            }
+        }
+        return figures
+    }
+
+    static func percentile(_ values: [Double], _ fraction: Double) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let sorted = values.sorted()
+        return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * fraction + 0.5))]
+    }
+
+    static func percentiles(_ values: [Double]) -> Report.Percentiles {
+        Report.Percentiles(p50: percentile(values, 0.5), p95: percentile(values, 0.95), p99: percentile(values, 0.99), count: values.count)
+    }
+}
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Goertzel: how much of a mono signal's energy sits at one frequency (near 1 for a pure tone).
+public enum ToneDetector {
+    public static func strength(_ samples: [Float], frequency: Double, sampleRate: Double = 48_000) -> Double {
+        guard !samples.isEmpty else { return 0 }
+        let coefficient = 2 * cos(2 * Double.pi * frequency / sampleRate)
+        var (previous, beforePrevious) = (0.0, 0.0)
+        for sample in samples {
+            let current = Double(sample) + coefficient * previous - beforePrevious
+            beforePrevious = previous
+            previous = current
+        }
+        let power = previous * previous + beforePrevious * beforePrevious - coefficient * previous * beforePrevious
+        let energy = samples.reduce(0.0) { $0 + Double($1) * Double($1) }
+        return energy > 0 ? power / (energy * Double(samples.count) / 2) : 0
+    }
+}
