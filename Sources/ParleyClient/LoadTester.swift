@@ -25,6 +25,8 @@ public final class LoadTester: @unchecked Sendable {
         public var rampPerSecond = 10.0
         /// Chat messages per second per room (sent by its first publisher).
         public var chatRate = 0.0
+        /// Publishers also send synthetic VP8 video at this bitrate; 0 means audio only.
+        public var videoBitrate = 0
         public var roomPrefix = "load"
 
         public init(url: String, apiKey: String, apiSecret: String) {
@@ -37,6 +39,8 @@ public final class LoadTester: @unchecked Sendable {
     /// What one subscriber measured of one publisher's track.
     final class TrackStats: @unchecked Sendable {
         let publisherSid: String
+        let kind: String
+        let clockRate: Double
         var packets = 0
         var bytes = 0
         var firstSequence: Int64?
@@ -48,7 +52,11 @@ public final class LoadTester: @unchecked Sendable {
         var firstArrival: UInt64 = 0
         var lastArrival: UInt64 = 0
 
-        init(publisherSid: String) { self.publisherSid = publisherSid }
+        init(publisherSid: String, kind: String) {
+            self.publisherSid = publisherSid
+            self.kind = kind
+            clockRate = kind == "audio" ? 48_000 : 90_000
+        }
 
         /// RFC 3550 sequence accounting and interarrival jitter; delay from abs-capture-time.
         func record(_ header: RTPHeader, packet: UnsafeRawBufferPointer, now: UInt64, captureID: UInt8) {
@@ -66,7 +74,7 @@ public final class LoadTester: @unchecked Sendable {
                 firstSequence = sequence + (1 << 16)
                 highestSequence = sequence + (1 << 16)
             }
-            let arrivalUnits = Double(now) / 1e9 * 48_000
+            let arrivalUnits = Double(now) / 1e9 * clockRate
             let transit = arrivalUnits - Double(header.timestamp)
             if let lastTransit {
                 var difference = abs(transit - lastTransit)
@@ -81,6 +89,7 @@ public final class LoadTester: @unchecked Sendable {
                 let delay = Double(Int64(Date().timeIntervalSince1970 * 1e9) - sent) / 1e6
                 if delay > -50, delay < 60_000 { delaysMs.append(max(0, delay)) }
             }
+            guard kind == "audio" else { return }
             lastPayloads.append(Array(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])))
             if lastPayloads.count > 100 { lastPayloads.removeFirst(lastPayloads.count - 100) }
         }
@@ -113,6 +122,8 @@ public final class LoadTester: @unchecked Sendable {
         public var tracksReceived: Int
         public var tracksExpected: Int
         public var tonesDetected: Int
+        public var videoTracksReceived: Int
+        public var videoBitrateKbpsPerTrack: Double
         public var chatDelayMs: Percentiles
         public var server: [String: Double]
         public var errors: [String]
@@ -206,13 +217,18 @@ public final class LoadTester: @unchecked Sendable {
             frequencies.withLockedValue { $0[joinedMessage.participant.sid] = frequency }
             let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
             try await publisher.start()
-            let offer = try await loop.submit { publisher.makeOffer(video: false) }.get()
+            let video = options.videoBitrate > 0
+            let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
             let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
                 .decode(AnswerMessage.self)
             try await loop.submit {
                 try publisher.apply(answer: answer.sdp)
                 let tone = try ToneSender(connection: publisher, frequency: frequency)
-                publisher.transport.onTick = { now in tone.sendDue(now: now) }
+                let camera = video ? try VideoSender(connection: publisher, bitrate: self.options.videoBitrate) : nil
+                publisher.transport.onTick = { now in
+                    tone.sendDue(now: now)
+                    camera?.sendDue(now: now)
+                }
             }.get()
             var nextChat = ContinuousClock.now
             while ContinuousClock.now < end {
@@ -230,12 +246,11 @@ public final class LoadTester: @unchecked Sendable {
             try await loop.submit { [self] in
                 var byTrack: [String: TrackStats] = [:]
                 subscriber.onRTP = { [self] packet, header, track, now in
-                    guard track.kind == "audio" else { return }
                     let stats: TrackStats
                     if let existing = byTrack[track.trackSid] {
                         stats = existing
                     } else {
-                        stats = TrackStats(publisherSid: track.participantSid)
+                        stats = TrackStats(publisherSid: track.participantSid, kind: track.kind)
                         byTrack[track.trackSid] = stats
                         tracks.withLockedValue { $0.append(stats) }
                     }
@@ -262,7 +277,15 @@ public final class LoadTester: @unchecked Sendable {
     }
 
     private func makeReport(elapsed: Duration) async -> Report {
-        let all = tracks.withLockedValue { $0 }
+        let everything = tracks.withLockedValue { $0 }
+        let all = everything.filter { $0.kind == "audio" }
+        let videos = everything.filter { $0.kind == "video" }
+        let videoBitrates = videos.map { stats in
+            tracks.withLockedValue { _ in
+                let span = Double(stats.lastArrival &- stats.firstArrival) / 1e9
+                return span > 0 ? Double(stats.bytes) * 8 / span / 1000 : 0
+            }
+        }
         let frequencies = self.frequencies.withLockedValue { $0 }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         var detected = 0
@@ -283,13 +306,17 @@ public final class LoadTester: @unchecked Sendable {
         let delays = all.flatMap { stats in tracks.withLockedValue { _ in stats.delaysMs } }
         let joins = joinTimes.withLockedValue { $0 }
         let errors = failures.withLockedValue { $0 }
-        let (lost, expected, packets) = (all.reduce(0) { $0 + $1.lost }, all.reduce(0) { $0 + $1.expected }, all.reduce(0) { $0 + $1.packets })
+        let (lost, expected, packets) = (
+            everything.reduce(0) { $0 + $1.lost }, everything.reduce(0) { $0 + $1.expected }, everything.reduce(0) { $0 + $1.packets }
+        )
         return Report(
             rooms: options.rooms, publishers: options.publishers, subscribers: options.subscribers, durationSeconds: seconds,
             joinsOK: joins.count, joinsFailed: errors.count, joinMs: Self.percentiles(joins), mediaDelayMs: Self.percentiles(delays),
             packetsReceived: packets, packetsLost: lost, lossPercent: expected > 0 ? 100 * Double(lost) / Double(expected) : 0,
             jitterMs: all.isEmpty ? 0 : jitterSum / Double(all.count), bitrateKbpsPerTrack: all.isEmpty ? 0 : bitrateSum / Double(all.count),
             tracksReceived: all.count, tracksExpected: options.rooms * options.publishers * options.subscribers, tonesDetected: detected,
+            videoTracksReceived: videos.count,
+            videoBitrateKbpsPerTrack: videoBitrates.isEmpty ? 0 : videoBitrates.reduce(0, +) / Double(videoBitrates.count),
             chatDelayMs: Self.percentiles(chatDelays.withLockedValue { $0 }), server: await serverFigures(), errors: errors)
     }
 

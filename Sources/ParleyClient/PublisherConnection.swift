@@ -117,10 +117,22 @@ public final class ToneSender: @unchecked Sendable {
         }
         if phase > 2 * Double.pi * 1000 { phase = phase.truncatingRemainder(dividingBy: 2 * Double.pi) }
         let payload = encoder.encode(frame[...])
-        // Header with a one-byte extension block: abs-send-time (6.18 fixed-point seconds).
-        var header: [UInt8] = [0x90, source.payloadType, UInt8(sequence >> 8), UInt8(sequence & 0xFF)]
+        let bytes = SyntheticRTP.header(
+            payloadType: source.payloadType, sequence: sequence, timestamp: timestamp, ssrc: source.ssrc, marker: false, now: now) + payload
+        bytes.withUnsafeBytes { _ = transport.sendRTP($0) }
+        sequence &+= 1
+        timestamp &+= UInt32(OpusEncoder.frameSamples)
+        packetsSent += 1
+    }
+}
+
+/// RTP headers of the synthetic senders: abs-send-time and abs-capture-time (the wall clock at
+/// sending, forwarded untouched by the SFU, so receivers measure one-way delay).
+enum SyntheticRTP {
+    static func header(payloadType: UInt8, sequence: UInt16, timestamp: UInt32, ssrc: UInt32, marker: Bool, now: UInt64) -> [UInt8] {
+        var header: [UInt8] = [0x90, payloadType | (marker ? 0x80 : 0), UInt8(sequence >> 8), UInt8(sequence & 0xFF)]
         header += [UInt8(timestamp >> 24), UInt8((timestamp >> 16) & 0xFF), UInt8((timestamp >> 8) & 0xFF), UInt8(timestamp & 0xFF)]
-        header += [UInt8(source.ssrc >> 24), UInt8((source.ssrc >> 16) & 0xFF), UInt8((source.ssrc >> 8) & 0xFF), UInt8(source.ssrc & 0xFF)]
+        header += [UInt8(ssrc >> 24), UInt8((ssrc >> 16) & 0xFF), UInt8((ssrc >> 8) & 0xFF), UInt8(ssrc & 0xFF)]
         let absSendTime = UInt32(((now / 1000) << 18) / 1_000_000) & 0x00FF_FFFF
         let capture = NTPTimestamp(unixNanoseconds: Int64(Date().timeIntervalSince1970 * 1e9)).rawValue
         header += [0xBE, 0xDE, 0x00, 0x04, (PublisherConnection.absSendTimeID << 4) | 2]
@@ -128,10 +140,86 @@ public final class ToneSender: @unchecked Sendable {
         header.append((PublisherConnection.absCaptureTimeID << 4) | 7)
         header += (0..<8).map { UInt8(truncatingIfNeeded: capture >> (56 - 8 * UInt64($0))) }
         header += [0, 0, 0]  // padding to the 4-word extension length
-        let bytes = header + payload
-        bytes.withUnsafeBytes { _ = transport.sendRTP($0) }
-        sequence &+= 1
-        timestamp &+= UInt32(OpusEncoder.frameSamples)
-        packetsSent += 1
+        return header
+    }
+}
+
+/// A synthetic camera: VP8 frames (valid frame headers, a keyframe with its start code and size,
+/// filler partitions) at `fps` and about `bitrate` bits per second, packetized per RFC 7741 with
+/// a picture id. A PLI or FIR from the server makes the next frame a keyframe.
+public final class VideoSender: @unchecked Sendable {
+    private let source: PublisherConnection.Source
+    private let transport: ClientTransport
+    public let bitrate: Int
+    public let fps: Int
+    private var sequence = UInt16.random(in: 0...UInt16.max)
+    private var timestamp = UInt32.random(in: 0...UInt32.max)
+    private var pictureID = UInt16.random(in: 0...0x7FFF)
+    private var nextFrameAt: UInt64 = 0
+    private var keyframeWanted = true
+    private var frames = 0
+    public private(set) var keyframesSent = 0
+    public private(set) var packetsSent = 0
+    static let maxPayload = 1100
+
+    public init(connection: PublisherConnection, bitrate: Int = 500_000, fps: Int = 15) throws {
+        guard let source = connection.sources.first(where: { $0.kind == "video" }) else {
+            throw SignalingClientError.connectFailed("the offer has no video m-line")
+        }
+        self.source = source
+        transport = connection.transport
+        self.bitrate = bitrate
+        self.fps = fps
+        let ssrc = source.ssrc
+        let previous = transport.onRTCP
+        transport.onRTCP = { [weak self] compound, now in
+            previous?(compound, now)
+            var iterator = RTCPCompoundIterator(compound)
+            while let packet = iterator.next() {
+                if let pli = RTCPPictureLossIndication(packet), pli.mediaSSRC == ssrc { self?.keyframeWanted = true }
+                if let fir = RTCPFullIntraRequest(packet), fir.entries.contains(where: { $0.ssrc == ssrc }) { self?.keyframeWanted = true }
+            }
+        }
+    }
+
+    public func sendDue(now: UInt64) {
+        guard transport.isConnected else { return }
+        let interval = 1_000_000_000 / UInt64(fps)
+        if nextFrameAt == 0 { nextFrameAt = now }
+        guard now >= nextFrameAt else { return }
+        nextFrameAt = max(nextFrameAt + interval, now - interval)
+        let keyframe = keyframeWanted || frames % (fps * 10) == 0
+        keyframeWanted = false
+        let size = max(64, bitrate / 8 / fps * (keyframe ? 4 : 1))
+        var frame = [UInt8](repeating: 0, count: size)
+        // Frame tag (RFC 6386 §9.1): key/inter bit, version 0, shown, first partition size.
+        let partition = UInt32(size - (keyframe ? 10 : 3))
+        let tag = (keyframe ? 0 : 1) | (1 << 4) | (partition << 5)
+        frame[0] = UInt8(tag & 0xFF)
+        frame[1] = UInt8((tag >> 8) & 0xFF)
+        frame[2] = UInt8((tag >> 16) & 0xFF)
+        if keyframe {
+            frame[3] = 0x9D; frame[4] = 0x01; frame[5] = 0x2A
+            frame[6] = 0x40; frame[7] = 0x01; frame[8] = 0xF0; frame[9] = 0x00  // 320 x 240
+            keyframesSent += 1
+        }
+        for index in (keyframe ? 10 : 3)..<size { frame[index] = UInt8(truncatingIfNeeded: index &* 31 &+ frames) }
+        var offset = 0
+        while offset < size {
+            let chunk = min(Self.maxPayload, size - offset)
+            let last = offset + chunk == size
+            // Payload descriptor: X, S on the first packet, a 15-bit picture id.
+            let descriptor: [UInt8] = [offset == 0 ? 0x90 : 0x80, 0x80, UInt8(0x80 | (pictureID >> 8)), UInt8(pictureID & 0xFF)]
+            let bytes = SyntheticRTP.header(
+                payloadType: source.payloadType, sequence: sequence, timestamp: timestamp, ssrc: source.ssrc, marker: last, now: now)
+                + descriptor + frame[offset..<(offset + chunk)]
+            bytes.withUnsafeBytes { _ = transport.sendRTP($0) }
+            sequence &+= 1
+            packetsSent += 1
+            offset += chunk
+        }
+        pictureID = (pictureID + 1) & 0x7FFF
+        timestamp &+= 90_000 / UInt32(fps)
+        frames += 1
     }
 }

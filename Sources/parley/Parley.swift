@@ -187,6 +187,8 @@ struct LoadTest: AsyncParsableCommand {
     @Option(help: "How long to run, e.g. 60s, 5m") var duration = "60s"
     @Option(help: "Participants started per second, e.g. 10/s") var ramp = "10/s"
     @Option(name: .customLong("chat-rate"), help: "Chat messages per second per room") var chatRate = 0.0
+    @Flag(help: "Publishers also send synthetic VP8 video (keyframes on PLI)") var video = false
+    @Option(name: .customLong("video-bitrate"), help: "Bits per second of each synthetic video track") var videoBitrate = 500_000
     @Option(help: "Write the full report as JSON here") var json: String?
     @Option(name: .customLong("slo-loss"), help: "Fail when packet loss is above this, e.g. 1%") var sloLoss: String?
     @Option(name: .customLong("slo-latency-p99"), help: "Fail when the media delay p99 is above this, e.g. 100ms") var sloLatencyP99: String?
@@ -212,6 +214,7 @@ struct LoadTest: AsyncParsableCommand {
         options.duration = length
         options.rampPerSecond = rate
         options.chatRate = chatRate
+        options.videoBitrate = video ? max(50_000, videoBitrate) : 0
         let report = try await LoadTester(options: options).run { line in
             FileHandle.standardError.write(Data(("\r" + line.prefix(160) + "\u{1B}[K").utf8))
         }
@@ -227,6 +230,9 @@ struct LoadTest: AsyncParsableCommand {
         row("jitter", String(format: "%.2f ms", report.jitterMs))
         row("bitrate per track", String(format: "%.1f kbit/s", report.bitrateKbpsPerTrack))
         row("tracks", "\(report.tracksReceived) received of \(report.tracksExpected), tones detected in \(report.tonesDetected)")
+        if report.videoTracksReceived > 0 {
+            row("video", String(format: "%d tracks, %.1f kbit/s per track", report.videoTracksReceived, report.videoBitrateKbpsPerTrack))
+        }
         if report.chatDelayMs.count > 0 { row("chat delivery", ms(report.chatDelayMs)) }
         for (name, value) in report.server.sorted(by: { $0.key < $1.key }) { row("server " + name.replacingOccurrences(of: "parley_", with: ""), String(format: "%.0f", value)) }
         for error in report.errors.prefix(10) { print("error: \(error)") }

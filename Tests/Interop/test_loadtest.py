@@ -34,3 +34,34 @@ def test_loadtest_exits_non_zero_when_an_slo_is_missed(server, tmp_path):
          "--slo-latency-p99", "0ms"],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "SLO missed: delay p99" in result.stdout, result.stdout + result.stderr[-1000:]
+
+
+def test_synthetic_video_is_real_vp8(server, tmp_path):
+    """--video publishers send VP8 that the SFU forwards and the recorder writes as a WebM ffprobe reads."""
+    import time
+
+    from test_recording import probe, recording_dir
+
+    out = tmp_path / "video.json"
+    load = subprocess.Popen(
+        [server.binary, "loadtest", "--url", server.ws_base, "--publishers", "1", "--subscribers", "1", "--duration", "9s",
+         "--video", "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    token = server.token("ops", "load-0", record=True, join=False)
+    started = server.http("POST", "/v1/rooms/load-0/recordings", token=token, body={"mode": "tracks"})
+    assert started.status == 201, started
+    time.sleep(4)
+    stopped = server.http("POST", f"/v1/recordings/{started.json()['id']}/stop", token=token).json()
+    stdout, stderr = load.communicate(timeout=60)
+    assert load.returncode == 0, stdout + stderr[-1000:]
+    report = json.loads(out.read_text())
+    assert report["videoTracksReceived"] == 1 and report["videoBitrateKbpsPerTrack"] > 200, report
+    assert report["lossPercent"] < 1.0 and report["tonesDetected"] == 1, report
+    video = next(f for f in stopped["files"] if f["kind"] == "video")
+    path = recording_dir(server, "load-0", stopped["id"]) / video["name"]
+    assert probe(path)["streams"][0]["codec_name"] == "vp8"
+    # The frames are VP8-shaped (frame tags, keyframe headers, RFC 7741 descriptors) with filler
+    # partitions: counted as packets, not decoded into pictures.
+    counted = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
+                              "stream=nb_read_packets", "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
+    assert int(counted.stdout.strip()) >= 40, counted.stdout + counted.stderr
