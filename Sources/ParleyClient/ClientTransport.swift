@@ -20,6 +20,8 @@ public final class ClientTransport: @unchecked Sendable {
     private var srtpOutbound: SRTPSession?
     private(set) var remoteICE: ICECredentials?
     private var remoteFingerprint: CertificateFingerprint?
+    /// The DTLS role the remote description leaves us: the client unless the peer is `active`.
+    private var dtlsRole: DTLSEndpoint.Role = .client
     private var candidates: [TransportAddress] = []
     private var selected: TransportAddress?
     private var lastCheck: UInt64 = 0
@@ -82,6 +84,7 @@ public final class ClientTransport: @unchecked Sendable {
         if remoteICE == nil {
             remoteICE = ICECredentials(ufrag: remote.iceUfrag, password: remote.icePassword)
             remoteFingerprint = CertificateFingerprint(sdpValue: "\(remote.fingerprint.algorithm) \(remote.fingerprint.value)")
+            dtlsRole = remote.setup == .active ? .server : .client
         }
         for media in description.media {
             for candidate in media.candidates where candidate.transport.lowercased() == "udp" {
@@ -92,12 +95,23 @@ public final class ClientTransport: @unchecked Sendable {
         }
     }
 
-    /// The transport attributes of every m-line this client writes.
+    /// The transport attributes of every m-line this client writes, with a host candidate for
+    /// each up IPv4 interface (full ICE servers such as Janus want them; Parley learns the
+    /// address from the checks anyway).
     func transportAttributes(setup: String) -> [SDPLine] {
-        [
+        var lines = [
             SDPLine("a", "ice-ufrag:\(localICE.ufrag)"), SDPLine("a", "ice-pwd:\(localICE.password)"),
             SDPLine("a", "fingerprint:\(fingerprint.description)"), SDPLine("a", "setup:\(setup)"), SDPLine("a", "rtcp-mux"),
         ]
+        if let port = channel?.localAddress?.port {
+            var seen: Set<String> = []
+            for device in (try? System.enumerateDevices()) ?? [] {
+                guard let address = device.address, case .v4 = address, let ip = address.ipAddress, seen.insert(ip).inserted else { continue }
+                lines.append(SDPLine("a", "candidate:\(seen.count) 1 udp \(2_130_706_431 - seen.count) \(ip) \(port) typ host"))
+            }
+            lines.append(SDPLine("a", "end-of-candidates"))
+        }
+        return lines
     }
 
     // MARK: Sending
@@ -168,8 +182,13 @@ public final class ClientTransport: @unchecked Sendable {
         buffer.withUnsafeMutableReadableBytes { bytes in
             switch PacketKind(UnsafeRawBufferPointer(bytes)) {
             case .stun:
-                guard let message = try? STUNMessage(parsing: UnsafeRawBufferPointer(bytes)), let remoteICE,
-                    message.type == .bindingSuccess, message.hasValidIntegrity(key: STUNIntegrity.shortTermKey(password: remoteICE.password))
+                guard let message = try? STUNMessage(parsing: UnsafeRawBufferPointer(bytes)), let remoteICE else { return }
+                if message.type == .bindingRequest {
+                    // A full agent (Janus, libnice) checks back; the pair is valid for it only once answered.
+                    answerCheck(message, from: source)
+                    return
+                }
+                guard message.type == .bindingSuccess, message.hasValidIntegrity(key: STUNIntegrity.shortTermKey(password: remoteICE.password))
                 else { return }
                 if selected == nil {
                     selected = source
@@ -202,9 +221,21 @@ public final class ClientTransport: @unchecked Sendable {
         }
     }
 
+    private func answerCheck(_ request: STUNMessage, from source: TransportAddress) {
+        let key = STUNIntegrity.shortTermKey(password: localICE.password)
+        guard request.hasValidIntegrity(key: key), let username = request.string(.username),
+            username.hasPrefix(localICE.ufrag + ":")
+        else { return }
+        var response = STUNMessageBuilder(responding: request, class: .successResponse)
+        response.append(.xorMappedAddress, xorAddress: source)
+        response.appendMessageIntegrity(key: key)
+        response.appendFingerprint()
+        send(response.bytes, to: source)
+    }
+
     private func startDTLS() {
         guard dtls == nil, let remoteFingerprint,
-            let endpoint = try? DTLSEndpoint(context: dtlsContext, role: .client, remoteFingerprint: remoteFingerprint)
+            let endpoint = try? DTLSEndpoint(context: dtlsContext, role: dtlsRole, remoteFingerprint: remoteFingerprint)
         else { return }
         dtls = endpoint
         lastDTLSTimer = NIODeadline.now().uptimeNanoseconds

@@ -28,6 +28,8 @@ public final class LoadTester: @unchecked Sendable {
         /// Publishers also send synthetic VP8 video at this bitrate; 0 means audio only.
         public var videoBitrate = 0
         public var roomPrefix = "load"
+        /// `parley`, or `janus` (its VideoRoom over the HTTP API at `url`, e.g. http://127.0.0.1:8088/janus).
+        public var target = "parley"
 
         public init(url: String, apiKey: String, apiSecret: String) {
             self.url = url
@@ -59,7 +61,7 @@ public final class LoadTester: @unchecked Sendable {
         }
 
         /// RFC 3550 sequence accounting and interarrival jitter; delay from abs-capture-time.
-        func record(_ header: RTPHeader, packet: UnsafeRawBufferPointer, now: UInt64, captureID: UInt8) {
+        func record(_ header: RTPHeader, packet: UnsafeRawBufferPointer, now: UInt64, captureID: UInt8, sentAt: (UnsafeRawBufferPointer) -> Int64?) {
             packets += 1
             bytes += packet.count
             if firstArrival == 0 { firstArrival = now }
@@ -86,6 +88,9 @@ public final class LoadTester: @unchecked Sendable {
                 var raw: UInt64 = 0
                 for index in range.prefix(8) { raw = raw << 8 | UInt64(packet[index]) }
                 let sent = NTPTimestamp(rawValue: raw).unixNanoseconds
+                let delay = Double(Int64(Date().timeIntervalSince1970 * 1e9) - sent) / 1e6
+                if delay > -50, delay < 60_000 { delaysMs.append(max(0, delay)) }
+            } else if kind == "audio", let sent = sentAt(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])) {
                 let delay = Double(Int64(Date().timeIntervalSince1970 * 1e9) - sent) / 1e6
                 if delay > -50, delay < 60_000 { delaysMs.append(max(0, delay)) }
             }
@@ -139,6 +144,37 @@ public final class LoadTester: @unchecked Sendable {
     /// Publisher participant sid → its tone's frequency.
     private let frequencies = NIOLockedValueBox<[String: Double]>([:])
     private let received = NIOLockedValueBox(0)
+    /// Janus: each room's publisher feed ids, as publishers join (subscribers wait for all).
+    private let janusFeeds = NIOLockedValueBox<[String: [UInt64]]>([:])
+    private let janusRooms = NIOLockedValueBox<[String: UInt64]>([:])
+    /// Send times of audio payloads by content, for delay through servers that do not forward
+    /// abs-capture-time (Janus): two generations, the older dropped every 5 s.
+    private let sentPayloads = NIOLockedValueBox((current: [Int: Int64](), previous: [Int: Int64](), rotatedAt: Int64(0)))
+
+    static func payloadKey(_ payload: some Collection<UInt8>) -> Int {
+        var hasher = Hasher()
+        hasher.combine(payload.count)
+        for byte in payload.prefix(48) { hasher.combine(byte) }
+        return hasher.finalize()
+    }
+
+    func noteSent(_ payload: ArraySlice<UInt8>) {
+        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+        let key = Self.payloadKey(payload)
+        sentPayloads.withLockedValue { table in
+            if now - table.rotatedAt > 5_000_000_000 {
+                table.previous = table.current
+                table.current.removeAll(keepingCapacity: true)
+                table.rotatedAt = now
+            }
+            table.current[key] = now
+        }
+    }
+
+    func sentTime(of payload: UnsafeRawBufferPointer) -> Int64? {
+        let key = Self.payloadKey(payload)
+        return sentPayloads.withLockedValue { $0.current[key] ?? $0.previous[key] }
+    }
 
     public init(options: Options, logger: Logger = Logger(label: "parley.loadtest")) {
         self.options = options
@@ -175,8 +211,14 @@ public final class LoadTester: @unchecked Sendable {
                 tasks.addTask { [self] in
                     try await Task.sleep(until: startAt, clock: .continuous)
                     do {
-                        try await participant(room: entry.room, index: entry.index, publishes: entry.publishes, issuer: issuer, until: end) {
-                            joined.withLockedValue { $0 += 1 }
+                        if options.target == "janus" {
+                            try await janusParticipant(room: entry.room, index: entry.index, publishes: entry.publishes, until: end) {
+                                joined.withLockedValue { $0 += 1 }
+                            }
+                        } else {
+                            try await participant(room: entry.room, index: entry.index, publishes: entry.publishes, issuer: issuer, until: end) {
+                                joined.withLockedValue { $0 += 1 }
+                            }
                         }
                     } catch {
                         failures.withLockedValue { $0.append("\(entry.room) \(entry.publishes ? "publisher" : "subscriber") \(entry.index): \(error)") }
@@ -209,7 +251,7 @@ public final class LoadTester: @unchecked Sendable {
         let first = try await signaling.next(timeout: .seconds(15))
         guard first.type == "joined" else { throw SignalingClientError.connectFailed(String(first.text.prefix(200))) }
         let joinedMessage = try first.decode(Joined.self)
-        joinTimes.withLockedValue { $0.append(Double((ContinuousClock.now - joinStarted).components.attoseconds) / 1e15 + Double((ContinuousClock.now - joinStarted).components.seconds) * 1000) }
+        joinTimes.withLockedValue { $0.append(Self.milliseconds(ContinuousClock.now - joinStarted)) }
         onJoined()
         let loop = group.next()
         if publishes {
@@ -243,21 +285,7 @@ public final class LoadTester: @unchecked Sendable {
         } else {
             let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
             try await subscriber.start()
-            try await loop.submit { [self] in
-                var byTrack: [String: TrackStats] = [:]
-                subscriber.onRTP = { [self] packet, header, track, now in
-                    let stats: TrackStats
-                    if let existing = byTrack[track.trackSid] {
-                        stats = existing
-                    } else {
-                        stats = TrackStats(publisherSid: track.participantSid, kind: track.kind)
-                        byTrack[track.trackSid] = stats
-                        tracks.withLockedValue { $0.append(stats) }
-                    }
-                    tracks.withLockedValue { _ in stats.record(header, packet: packet, now: now, captureID: 4) }
-                    received.withLockedValue { $0 += 1 }
-                }
-            }.get()
+            try await loop.submit { [self] in installStatistics(on: subscriber) }.get()
             while ContinuousClock.now < end {
                 guard let frame = try? await signaling.next(timeout: .milliseconds(200)) else { continue }
                 if frame.type == "offer", let json = RecordingBot.json(frame.text), json["target"] as? String == "subscriber",
@@ -274,6 +302,124 @@ public final class LoadTester: @unchecked Sendable {
             await subscriber.close()
         }
         await signaling.close()
+    }
+
+    /// The same participant against Janus's VideoRoom: a publisher joins and configures with our
+    /// offer; a subscriber joins with every publisher feed of its room and answers Janus's offer.
+    private func janusParticipant(
+        room: String, index: Int, publishes: Bool, until end: ContinuousClock.Instant, onJoined: @escaping @Sendable () -> Void
+    ) async throws {
+        guard let base = URL(string: options.url) else { throw JanusClient.JanusError(description: "bad Janus URL \(options.url)") }
+        let janus = try await JanusClient.connect(base: base)
+        defer { Task { await janus.close() } }
+        let roomNumber = janusRooms.withLockedValue { rooms -> UInt64 in
+            if let existing = rooms[room] { return existing }
+            let made = UInt64(10_000 + rooms.count)
+            rooms[room] = made
+            return made
+        }
+        let handle = try await janus.attach()
+        _ = try? await janus.request(handle: handle, [
+            "request": "create", "room": roomNumber, "publishers": options.publishers + 1, "audiocodec": "opus", "videocodec": "vp8",
+            "bitrate": max(options.videoBitrate, 128_000),
+        ])
+        let joinStarted = ContinuousClock.now
+        let loop = group.next()
+        if publishes {
+            let joined = try await janus.request(handle: handle, ["request": "join", "ptype": "publisher", "room": roomNumber, "display": "pub-\(index)"])
+            guard let feed = (JanusClient.plugin(joined)["id"] as? NSNumber)?.uint64Value else {
+                throw JanusClient.JanusError(description: "join: \(joined)")
+            }
+            joinTimes.withLockedValue { $0.append(Self.milliseconds(ContinuousClock.now - joinStarted)) }
+            onJoined()
+            let frequency = 300.0 + 110.0 * Double(index)
+            frequencies.withLockedValue { $0["\(feed)"] = frequency }
+            let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
+            try await publisher.start()
+            let video = options.videoBitrate > 0
+            let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
+            let configured = try await janus.request(
+                handle: handle, ["request": "configure", "audio": true, "video": video], jsep: ["type": "offer", "sdp": offer])
+            guard let answer = (configured["jsep"] as? [String: Any])?["sdp"] as? String else {
+                throw JanusClient.JanusError(description: "configure: \(configured)")
+            }
+            try await janus.trickleCompleted(handle: handle)
+            try await loop.submit {
+                try publisher.apply(answer: answer)
+                let tone = try ToneSender(connection: publisher, frequency: frequency)
+                tone.onSent = { [weak self] payload in self?.noteSent(payload) }
+                let camera = video ? try VideoSender(connection: publisher, bitrate: self.options.videoBitrate) : nil
+                publisher.transport.onTick = { now in
+                    tone.sendDue(now: now)
+                    camera?.sendDue(now: now)
+                }
+            }.get()
+            // Janus offers a feed to subscribers once its PeerConnection is up (and media flows).
+            while ContinuousClock.now < end, try await !loop.submit({ publisher.isConnected }).get() {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            if ProcessInfo.processInfo.environment["PARLEY_LOADTEST_DEBUG"] != nil {
+                let counters = try await loop.submit { (publisher.transport.counters, publisher.isConnected) }.get()
+                FileHandle.standardError.write(Data("publisher transport: \(counters)\n".utf8))
+            }
+            janusFeeds.withLockedValue { $0[room, default: []].append(feed) }
+            try await Task.sleep(until: end, clock: .continuous)
+            await publisher.close()
+        } else {
+            // Every publisher of the room first (they join at the front of the ramp).
+            var feeds: [UInt64] = []
+            while ContinuousClock.now < end {
+                feeds = janusFeeds.withLockedValue { $0[room] ?? [] }
+                if feeds.count >= options.publishers { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let attached = try await janus.request(handle: handle, [
+                "request": "join", "ptype": "subscriber", "room": roomNumber, "streams": feeds.map { ["feed": $0] },
+            ])
+            guard let offer = (attached["jsep"] as? [String: Any])?["sdp"] as? String else {
+                throw JanusClient.JanusError(description: "subscribe: \(attached)")
+            }
+            joinTimes.withLockedValue { $0.append(Self.milliseconds(ContinuousClock.now - joinStarted)) }
+            onJoined()
+            var feedOfMid: [String: String] = [:]
+            for stream in (JanusClient.plugin(attached)["streams"] as? [[String: Any]]) ?? [] {
+                if let mid = stream["mid"] as? String, let feed = (stream["feed_id"] as? NSNumber)?.uint64Value { feedOfMid[mid] = "\(feed)" }
+            }
+            let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
+            try await subscriber.start()
+            let mids = feedOfMid
+            let answer = try await loop.submit { [self] () -> String in
+                subscriber.trackForMid = { mid in mids[mid].map { ($0, "\($0)-\(mid)") } }
+                installStatistics(on: subscriber)
+                return try subscriber.answer(offer: offer)
+            }.get()
+            _ = try await janus.request(handle: handle, ["request": "start"], jsep: ["type": "answer", "sdp": answer])
+            try await janus.trickleCompleted(handle: handle)
+            try await Task.sleep(until: end, clock: .continuous)
+            await subscriber.close()
+        }
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+    }
+
+    /// Per-track statistics for everything a subscriber receives. On its loop.
+    private func installStatistics(on subscriber: SubscriberConnection) {
+        var byTrack: [String: TrackStats] = [:]
+        subscriber.onRTP = { [self] packet, header, track, now in
+            let stats: TrackStats
+            if let existing = byTrack[track.trackSid] {
+                stats = existing
+            } else {
+                stats = TrackStats(publisherSid: track.participantSid, kind: track.kind)
+                byTrack[track.trackSid] = stats
+                tracks.withLockedValue { $0.append(stats) }
+            }
+            tracks.withLockedValue { _ in stats.record(header, packet: packet, now: now, captureID: 4) { self.sentTime(of: $0) } }
+            received.withLockedValue { $0 += 1 }
+        }
     }
 
     private func makeReport(elapsed: Duration) async -> Report {
@@ -317,7 +463,8 @@ public final class LoadTester: @unchecked Sendable {
             tracksReceived: all.count, tracksExpected: options.rooms * options.publishers * options.subscribers, tonesDetected: detected,
             videoTracksReceived: videos.count,
             videoBitrateKbpsPerTrack: videoBitrates.isEmpty ? 0 : videoBitrates.reduce(0, +) / Double(videoBitrates.count),
-            chatDelayMs: Self.percentiles(chatDelays.withLockedValue { $0 }), server: await serverFigures(), errors: errors)
+            chatDelayMs: Self.percentiles(chatDelays.withLockedValue { $0 }), server: options.target == "janus" ? [:] : await serverFigures(),
+            errors: errors)
     }
 
     /// Figures from the server's /metrics (when reachable without a token).

@@ -81,8 +81,10 @@ public final class ToneSender: @unchecked Sendable {
     private var sequence = UInt16.random(in: 0...UInt16.max)
     private var timestamp = UInt32.random(in: 0...UInt32.max)
     private var nextSendAt: UInt64 = 0
-    private var packet = [UInt8](repeating: 0, count: 1500)
     public private(set) var packetsSent = 0
+    /// Each payload as it is sent (the load tester notes send times for servers that drop
+    /// abs-capture-time).
+    public var onSent: ((ArraySlice<UInt8>) -> Void)?
 
     public init(connection: PublisherConnection, frequency: Double) throws {
         guard let source = connection.sources.first(where: { $0.kind == "audio" }) else {
@@ -120,6 +122,7 @@ public final class ToneSender: @unchecked Sendable {
         let bytes = SyntheticRTP.header(
             payloadType: source.payloadType, sequence: sequence, timestamp: timestamp, ssrc: source.ssrc, marker: false, now: now) + payload
         bytes.withUnsafeBytes { _ = transport.sendRTP($0) }
+        onSent?(payload[...])
         sequence &+= 1
         timestamp &+= UInt32(OpusEncoder.frameSamples)
         packetsSent += 1

@@ -19,6 +19,9 @@ public final class SubscriberConnection: @unchecked Sendable {
     public let transport: ClientTransport
     public var loop: any EventLoop { transport.loop }
     public private(set) var tracksBySSRC: [UInt32: Track] = [:]
+    /// Names the track of an m-line by its mid, for servers whose msid says nothing useful
+    /// (Janus); nil uses `a=msid` (Parley: "<participant sid> <track sid>").
+    public var trackForMid: ((String) -> (participant: String, track: String)?)?
     /// Called on the loop for each decrypted RTP packet of a known track.
     public var onRTP: ((UnsafeRawBufferPointer, RTPHeader, Track, UInt64) -> Void)? {
         didSet {
@@ -59,9 +62,13 @@ public final class SubscriberConnection: @unchecked Sendable {
                 if ["rtpmap", "fmtp", "rtcp-fb", "extmap"].contains(String(name)) { lines.append(line) }
             }
             answer.media.append(MediaDescription(kind: media.kind, port: 9, proto: media.proto, formats: media.formats, lines: lines))
-            if media.direction.sends, let ssrc = media.primarySSRC, let msid = media.msid, let codec = media.codecs.first {
-                tracksBySSRC[ssrc] = Track(
-                    trackSid: msid.track ?? "", participantSid: msid.stream, kind: media.kind, codec: codec.name.lowercased())
+            if media.direction.sends, let ssrc = media.primarySSRC, let codec = media.codecs.first {
+                if let resolve = trackForMid, let mid = media.mid, let named = resolve(mid) {
+                    tracksBySSRC[ssrc] = Track(trackSid: named.track, participantSid: named.participant, kind: media.kind, codec: codec.name.lowercased())
+                } else if let msid = media.msid {
+                    tracksBySSRC[ssrc] = Track(
+                        trackSid: msid.track ?? "", participantSid: msid.stream, kind: media.kind, codec: codec.name.lowercased())
+                }
             }
         }
         answer.lines.append(SDPLine("a", "group:BUNDLE \(mids.joined(separator: " "))"))

@@ -188,6 +188,7 @@ struct LoadTest: AsyncParsableCommand {
     @Option(help: "Participants started per second, e.g. 10/s") var ramp = "10/s"
     @Option(name: .customLong("chat-rate"), help: "Chat messages per second per room") var chatRate = 0.0
     @Flag(help: "Publishers also send synthetic VP8 video (keyframes on PLI)") var video = false
+    @Option(help: "parley, or janus (its VideoRoom; --url is then its HTTP API, e.g. http://127.0.0.1:8088/janus)") var target = "parley"
     @Option(name: .customLong("video-bitrate"), help: "Bits per second of each synthetic video track") var videoBitrate = 500_000
     @Option(help: "Write the full report as JSON here") var json: String?
     @Option(name: .customLong("slo-loss"), help: "Fail when packet loss is above this, e.g. 1%") var sloLoss: String?
@@ -214,6 +215,8 @@ struct LoadTest: AsyncParsableCommand {
         options.duration = length
         options.rampPerSecond = rate
         options.chatRate = chatRate
+        guard ["parley", "janus"].contains(target) else { throw ValidationError("--target must be parley or janus") }
+        options.target = target
         options.videoBitrate = video ? max(50_000, videoBitrate) : 0
         let report = try await LoadTester(options: options).run { line in
             FileHandle.standardError.write(Data(("\r" + line.prefix(160) + "\u{1B}[K").utf8))
