@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 PARLEY := .build/debug/parley
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps apt venv build serve test test-swift test-interop bench bench-chat bench-turn fuzz clean
+.PHONY: all deps apt venv build serve test test-swift test-interop bench bench-chat bench-turn bench-sfu fuzz clean
 
 all: build
 
@@ -61,6 +61,13 @@ bench-chat: venv
 bench-turn: apt
 	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
 	python3 Benchmarks/compare-turn --parley .build/release/parley $(BENCH_TURN_ARGS)
+
+# Parley against Janus's VideoRoom under the same `parley loadtest` (installs janus when missing).
+bench-sfu: apt
+	@dpkg-query -W -f='$${Status}' janus 2>/dev/null | grep -q "install ok installed" || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq janus; }
+	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
+	python3 Benchmarks/compare-sfu --parley .build/release/parley $(BENCH_SFU_ARGS)
 
 # libFuzzer targets for the STUN, RTP/RTCP and SDP parsers, FUZZ_SECONDS (60) each.
 fuzz: apt
