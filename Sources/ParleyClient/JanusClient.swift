@@ -14,6 +14,14 @@ final class JanusClient: @unchecked Sendable {
 
     let base: URL
     let session: UInt64
+    /// Every participant holds a long poll open: the shared session's six connections per host
+    /// would leave requests queued behind them.
+    static let http: URLSession = {
+        let configuration = URLSessionConfiguration.default
+        configuration.httpMaximumConnectionsPerHost = 10_000
+        configuration.timeoutIntervalForRequest = 60
+        return URLSession(configuration: configuration)
+    }()
     private let events = NIOLockedValueBox<[[String: Any]]>([])
     private let closed = NIOLockedValueBox(false)
     private var poller: Task<Void, Never>?
@@ -77,7 +85,7 @@ final class JanusClient: @unchecked Sendable {
         var components = URLComponents(url: base.appendingPathComponent("\(session)"), resolvingAgainstBaseURL: false)!
         components.queryItems = [URLQueryItem(name: "maxev", value: "10")]
         while !closed.withLockedValue({ $0 }), !Task.isCancelled {
-            guard let (data, _) = try? await URLSession.shared.data(from: components.url!) else {
+            guard let (data, _) = try? await Self.http.data(from: components.url!) else {
                 try? await Task.sleep(for: .milliseconds(100))
                 continue
             }
@@ -94,7 +102,7 @@ final class JanusClient: @unchecked Sendable {
         request.httpMethod = "POST"
         request.httpBody = try JSONSerialization.data(withJSONObject: message)
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        let (data, _) = try await URLSession.shared.data(for: request)
+        let (data, _) = try await http.data(for: request)
         guard let reply = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw JanusError(description: "not JSON") }
         if reply["janus"] as? String == "error" { throw JanusError(description: "\(reply["error"] ?? reply)") }
         return reply
