@@ -265,12 +265,7 @@ public final class LoadTester: @unchecked Sendable {
                 .decode(AnswerMessage.self)
             try await loop.submit {
                 try publisher.apply(answer: answer.sdp)
-                let tone = try ToneSender(connection: publisher, frequency: frequency)
-                let camera = video ? try VideoSender(connection: publisher, bitrate: self.options.videoBitrate) : nil
-                publisher.transport.onTick = { now in
-                    tone.sendDue(now: now)
-                    camera?.sendDue(now: now)
-                }
+                try publisher.startSyntheticMedia(frequency: frequency, videoBitrate: video ? self.options.videoBitrate : nil)
             }.get()
             var nextChat = ContinuousClock.now
             while ContinuousClock.now < end {
@@ -346,13 +341,8 @@ public final class LoadTester: @unchecked Sendable {
             try await janus.trickleCompleted(handle: handle)
             try await loop.submit {
                 try publisher.apply(answer: answer)
-                let tone = try ToneSender(connection: publisher, frequency: frequency)
-                tone.onSent = { [weak self] payload in self?.noteSent(payload) }
-                let camera = video ? try VideoSender(connection: publisher, bitrate: self.options.videoBitrate) : nil
-                publisher.transport.onTick = { now in
-                    tone.sendDue(now: now)
-                    camera?.sendDue(now: now)
-                }
+                let media = try publisher.startSyntheticMedia(frequency: frequency, videoBitrate: video ? self.options.videoBitrate : nil)
+                media.tone.onSent = { [weak self] payload in self?.noteSent(payload) }
             }.get()
             // Janus offers a feed to subscribers once its PeerConnection is up (and media flows).
             while ContinuousClock.now < end, try await !loop.submit({ publisher.isConnected }).get() {

@@ -62,6 +62,20 @@ public final class PublisherConnection: @unchecked Sendable {
         return offer.serialized()
     }
 
+    /// Starts the synthetic microphone (a tone at `frequency`) and, with a bitrate, camera, both
+    /// paced by the transport's tick. On the loop, after `apply(answer:)`.
+    @discardableResult
+    public func startSyntheticMedia(frequency: Double, videoBitrate: Int? = nil) throws -> (tone: ToneSender, camera: VideoSender?) {
+        loop.preconditionInEventLoop()
+        let tone = try ToneSender(connection: self, frequency: frequency)
+        let camera = try videoBitrate.map { try VideoSender(connection: self, bitrate: $0) }
+        transport.onTick = { now in
+            tone.sendDue(now: now)
+            camera?.sendDue(now: now)
+        }
+        return (tone, camera)
+    }
+
     /// Applies the server's answer (its ICE credentials, fingerprint and candidates). On the loop.
     public func apply(answer text: String) throws {
         loop.preconditionInEventLoop()

@@ -82,3 +82,63 @@ import Testing
         try await server.stop()
     }
 }
+
+/// The SDK's room API end to end: events as an AsyncSequence, publish, receive, chat, presence, leave.
+@Suite(.serialized) struct ParleyRoomTests {
+    /// Collects events until `found` matches one, or `timeout` passes.
+    static func wait(
+        for room: ParleyRoom, _ what: String, timeout: Duration = .seconds(10), _ found: @escaping @Sendable (ParleyRoom.Event) -> Bool
+    ) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await event in room.events where found(event) { return true }
+                return false
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            let result = try await group.next() ?? false
+            group.cancelAll()
+            #expect(result, "no \(what) within \(timeout)")
+        }
+    }
+
+    @Test func joinPublishReceiveChatPresenceAndLeave() async throws {
+        let server = try await TestServer.start()
+        let alice = try await ParleyRoom.connect(url: server.url, token: try await server.token("alice", room: "sdkroom"))
+        let bob = try await ParleyRoom.connect(url: server.url, token: try await server.token("bob", room: "sdkroom"))
+        #expect(bob.joined.participants.map(\.identity) == ["alice"])
+        try await Self.wait(for: alice, "bob's join") { if case .participantJoined(let info) = $0 { info.identity == "bob" } else { false } }
+
+        let audio = NIOLockedValueBox<[[UInt8]]>([])
+        bob.onMedia = { packet, header, track in
+            guard track.kind == "audio" else { return }
+            audio.withLockedValue { $0.append(Array(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange]))) }
+        }
+        let tracks = try await alice.publishTone(frequency: 659)
+        #expect(tracks.map(\.kind) == ["audio"])
+        let aliceSid = alice.sid
+        try await Self.wait(for: bob, "alice's track") { if case .trackPublished(let participant, _) = $0 { participant == aliceSid } else { false } }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while audio.withLockedValue({ $0.count }) < 100, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        let decoder = try OpusDecoder()
+        var pcm: [Float] = []
+        for packet in audio.withLockedValue({ $0 }) { decoder.decode(packet, into: &pcm) }
+        let mono = stride(from: 0, to: max(0, pcm.count - 1), by: 2).map { pcm[$0] }
+        #expect(mono.count >= 96_000)
+        #expect(ToneDetector.strength(Array(mono.suffix(48_000)), frequency: 659) > 0.5)
+
+        let sent = try await bob.sendChat("hello from the SDK")
+        #expect(sent.from.identity == "bob")
+        try await Self.wait(for: alice, "bob's chat") { if case .chat(let message) = $0 { message.text == "hello from the SDK" } else { false } }
+        try await alice.setPresence(.away, text: "lunch")
+        try await Self.wait(for: bob, "alice's presence") {
+            if case .presence(let event) = $0 { event.identity == "alice" && event.status == .away } else { false }
+        }
+        await alice.leave()
+        try await Self.wait(for: bob, "alice leaving") { if case .participantLeft(_, let identity) = $0 { identity == "alice" } else { false } }
+        await bob.leave()
+        try await server.stop()
+    }
+}
