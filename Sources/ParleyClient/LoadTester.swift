@@ -45,10 +45,8 @@ public final class LoadTester: @unchecked Sendable {
         let clockRate: Double
         var packets = 0
         var bytes = 0
-        var firstSequence: Int64?
-        var highestSequence: Int64 = 0
-        var jitter = 0.0
-        var lastTransit: Double?
+        /// RFC 3550 sequence accounting and interarrival jitter, as the SFU keeps them.
+        var receive: ReceiveStatistics?
         var delaysMs: [Double] = []
         var lastPayloads: [[UInt8]] = []
         var firstArrival: UInt64 = 0
@@ -60,47 +58,37 @@ public final class LoadTester: @unchecked Sendable {
             clockRate = kind == "audio" ? 48_000 : 90_000
         }
 
-        /// RFC 3550 sequence accounting and interarrival jitter; delay from abs-capture-time.
+        /// Loss and jitter from the sequence numbers and timestamps; delay from abs-capture-time,
+        /// or else from the payload's send time (`sentAt`).
         func record(_ header: RTPHeader, packet: UnsafeRawBufferPointer, now: UInt64, captureID: UInt8, sentAt: (UnsafeRawBufferPointer) -> Int64?) {
             packets += 1
             bytes += packet.count
             if firstArrival == 0 { firstArrival = now }
             lastArrival = now
-            let sequence = Int64(header.sequenceNumber)
-            if let first = firstSequence {
-                var extended = (highestSequence & ~0xFFFF) | sequence
-                if extended - highestSequence > 0x8000 { extended -= 0x10000 } else if highestSequence - extended > 0x8000 { extended += 0x10000 }
-                highestSequence = max(highestSequence, extended)
-                _ = first
-            } else {
-                firstSequence = sequence + (1 << 16)
-                highestSequence = sequence + (1 << 16)
-            }
-            let arrivalUnits = Double(now) / 1e9 * clockRate
-            let transit = arrivalUnits - Double(header.timestamp)
-            if let lastTransit {
-                var difference = abs(transit - lastTransit)
-                if difference > 1e6 { difference = 0 }  // a timestamp wrap or jump
-                jitter += (difference - jitter) / 16
-            }
-            lastTransit = transit
+            if receive == nil { receive = ReceiveStatistics(ssrc: header.ssrc) }
+            let arrival = UInt32(truncatingIfNeeded: now / 1000 * UInt64(clockRate) / 1_000_000)
+            _ = receive!.packetReceived(sequenceNumber: header.sequenceNumber, rtpTimestamp: header.timestamp, arrival: arrival)
+            let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
+            var sent: Int64?
             if let range = header.extensionElement(id: captureID, in: packet), range.count >= 8 {
                 var raw: UInt64 = 0
                 for index in range.prefix(8) { raw = raw << 8 | UInt64(packet[index]) }
-                let sent = NTPTimestamp(rawValue: raw).unixNanoseconds
-                let delay = Double(Int64(Date().timeIntervalSince1970 * 1e9) - sent) / 1e6
-                if delay > -50, delay < 60_000 { delaysMs.append(max(0, delay)) }
-            } else if kind == "audio", let sent = sentAt(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])) {
+                sent = NTPTimestamp(rawValue: raw).unixNanoseconds
+            } else if kind == "audio" {
+                sent = sentAt(payload)
+            }
+            if let sent {
                 let delay = Double(Int64(Date().timeIntervalSince1970 * 1e9) - sent) / 1e6
                 if delay > -50, delay < 60_000 { delaysMs.append(max(0, delay)) }
             }
             guard kind == "audio" else { return }
-            lastPayloads.append(Array(UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])))
+            lastPayloads.append(Array(payload))
             if lastPayloads.count > 100 { lastPayloads.removeFirst(lastPayloads.count - 100) }
         }
 
-        var expected: Int { firstSequence.map { Int(highestSequence - $0 + 1) } ?? 0 }
-        var lost: Int { max(0, expected - packets) }
+        var jitterMs: Double { Double(receive?.jitter ?? 0) / clockRate * 1000 }
+        var expected: Int { Int(receive?.expected ?? 0) }
+        var lost: Int { max(0, Int(receive?.cumulativeLost ?? 0)) }
     }
 
     public struct Report: Codable, Sendable {
@@ -349,10 +337,6 @@ public final class LoadTester: @unchecked Sendable {
                 try await Task.sleep(for: .milliseconds(20))
             }
             try await Task.sleep(for: .milliseconds(300))
-            if ProcessInfo.processInfo.environment["PARLEY_LOADTEST_DEBUG"] != nil {
-                let counters = try await loop.submit { (publisher.transport.counters, publisher.isConnected) }.get()
-                FileHandle.standardError.write(Data("publisher transport: \(counters)\n".utf8))
-            }
             janusFeeds.withLockedValue { $0[room, default: []].append(feed) }
             try await Task.sleep(until: end, clock: .continuous)
             await publisher.close()
@@ -429,9 +413,9 @@ public final class LoadTester: @unchecked Sendable {
         var bitrateSum = 0.0
         for stats in all {
             let (payloads, jitter, bytes, span) = tracks.withLockedValue { _ in
-                (stats.lastPayloads, stats.jitter, stats.bytes, Double(stats.lastArrival &- stats.firstArrival) / 1e9)
+                (stats.lastPayloads, stats.jitterMs, stats.bytes, Double(stats.lastArrival &- stats.firstArrival) / 1e9)
             }
-            jitterSum += jitter / 48
+            jitterSum += jitter
             if span > 0 { bitrateSum += Double(bytes) * 8 / span / 1000 }
             guard let frequency = frequencies[stats.publisherSid], let decoder = try? OpusDecoder() else { continue }
             var pcm: [Float] = []

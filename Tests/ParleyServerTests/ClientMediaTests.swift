@@ -11,20 +11,6 @@ import Testing
 /// through `PublisherConnection`, another receives it through `SubscriberConnection`, and the
 /// received packets decode to the tone.
 @Suite(.serialized) struct ClientMediaTests {
-    /// Magnitude of `frequency` in mono samples (Goertzel), relative to the signal's energy.
-    static func toneStrength(_ samples: [Float], frequency: Double) -> Double {
-        let coefficient = 2 * cos(2 * Double.pi * frequency / 48_000)
-        var (previous, beforePrevious) = (0.0, 0.0)
-        for sample in samples {
-            let current = Double(sample) + coefficient * previous - beforePrevious
-            beforePrevious = previous
-            previous = current
-        }
-        let power = previous * previous + beforePrevious * beforePrevious - coefficient * previous * beforePrevious
-        let energy = samples.reduce(0.0) { $0 + Double($1) * Double($1) }
-        return energy > 0 ? power / (energy * Double(samples.count) / 2) : 0
-    }
-
     @Test func aSwiftPublishersToneReachesASwiftSubscriber() async throws {
         let server = try await TestServer.start()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -71,8 +57,8 @@ import Testing
         for packet in packets { decoder.decode(packet, into: &pcm) }
         let mono = stride(from: 0, to: pcm.count - 1, by: 2).map { pcm[$0] }
         let window = Array(mono.suffix(48_000))
-        #expect(Self.toneStrength(window, frequency: 523) > 0.5)
-        #expect(Self.toneStrength(window, frequency: 440) < 0.05)
+        #expect(ToneDetector.strength(window, frequency: 523) > 0.5)
+        #expect(ToneDetector.strength(window, frequency: 440) < 0.05)
 
         await publisher.close()
         await subscriber.close()
