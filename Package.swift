@@ -51,13 +51,13 @@ let package = Package(
         .target(name: "STUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSettings),
         .target(name: "RTP", swiftSettings: strictSettings),
         .target(name: "SDP", swiftSettings: strictSettings),
-        // Conversions between STUN's address types and NIO's socket addresses.
+        // Socket addresses (STUN's, NIO's, the kernel's), raw UDP sockets and sendmmsg batches.
         .target(
-            name: "NetworkAddress", dependencies: ["STUN", .product(name: "NIOCore", package: "swift-nio")],
+            name: "NetworkAddress", dependencies: ["STUN", "CParleyLinux", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings),
-        // ICE-lite, DTLS (OpenSSL), SRTP (libsrtp2) and the RFC 7983 demux for one transport.
+        // ICE-lite, DTLS and SRTP (both on OpenSSL) and the RFC 7983 demux for one transport.
         .target(name: "WebRTC", dependencies: [
-                "STUN", "NetworkAddress", "CParleyOpenSSL", "CParleySRTP",
+                "STUN", "NetworkAddress", "CParleyOpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -138,7 +138,7 @@ let package = Package(
         .testTarget(name: "STUNTests", dependencies: ["STUN"]),
         .testTarget(name: "RTPTests", dependencies: ["RTP"]),
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN"]),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN", "CParleySRTP"]),
         .testTarget(name: "RecordingTests", dependencies: ["Recording"]),
         .testTarget(
             name: "TURNTests",

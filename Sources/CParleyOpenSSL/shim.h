@@ -1,5 +1,11 @@
-// OpenSSL 3 for DTLS. Macros that do not import into Swift get a static inline wrapper here.
+// OpenSSL 3 for DTLS and SRTP's ciphers. Macros that do not import into Swift get a static inline
+// wrapper here, as do the few calls SRTP makes per packet (so a packet costs one Swift-to-C call).
 #pragma once
+// HMAC_CTX is deprecated in OpenSSL 3 but keeps the key schedule between packets; EVP_MAC does not
+// let a context be reset without re-keying, which costs more than the MAC itself.
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <string.h>
+#include <openssl/hmac.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <openssl/bio.h>
@@ -41,3 +47,71 @@ static inline long parley_dtls_timeout_ms(SSL *ssl) {
 }
 
 static inline int parley_dtls_handle_timeout(SSL *ssl) { return (int)DTLSv1_handle_timeout(ssl); }
+
+// MARK: SRTP per-packet crypto (RFC 3711, RFC 7714). Contexts are keyed once per session.
+
+/// An AES-128 context keyed with `key`, for GCM (encrypting or decrypting) or counter mode.
+static inline EVP_CIPHER_CTX *parley_aes128_context(const unsigned char *key, int gcm, int decrypt) {
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) return NULL;
+    const EVP_CIPHER *cipher = gcm ? EVP_aes_128_gcm() : EVP_aes_128_ctr();
+    int ok = decrypt ? EVP_DecryptInit_ex(ctx, cipher, NULL, key, NULL) : EVP_EncryptInit_ex(ctx, cipher, NULL, key, NULL);
+    if (ok != 1) { EVP_CIPHER_CTX_free(ctx); return NULL; }
+    return ctx;
+}
+
+/// XORs `data` with the AES counter-mode keystream starting at the 16-byte block `iv`.
+static inline int parley_aes_ctr_xor(EVP_CIPHER_CTX *ctx, const unsigned char *iv, unsigned char *data, int length) {
+    int written = 0;
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1) return 0;
+    return length == 0 || EVP_EncryptUpdate(ctx, data, &written, data, length) == 1;
+}
+
+/// AES-GCM in place: authenticates `aad` then `aad2` (either may be empty), encrypts `data` and
+/// writes the 16-byte tag to `tag`.
+static inline int parley_aes_gcm_seal(EVP_CIPHER_CTX *ctx, const unsigned char *iv, const unsigned char *aad, int aadLength,
+                                      const unsigned char *aad2, int aad2Length, unsigned char *data, int length, unsigned char *tag) {
+    int written = 0;
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1) return 0;
+    if (aadLength > 0 && EVP_EncryptUpdate(ctx, NULL, &written, aad, aadLength) != 1) return 0;
+    if (aad2Length > 0 && EVP_EncryptUpdate(ctx, NULL, &written, aad2, aad2Length) != 1) return 0;
+    if (length > 0 && EVP_EncryptUpdate(ctx, data, &written, data, length) != 1) return 0;
+    if (EVP_EncryptFinal_ex(ctx, data + length, &written) != 1) return 0;
+    return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
+}
+
+/// AES-GCM in place: decrypts `data` and returns 1 only if `tag` authenticates it and the AAD.
+static inline int parley_aes_gcm_open(EVP_CIPHER_CTX *ctx, const unsigned char *iv, const unsigned char *aad, int aadLength,
+                                      const unsigned char *aad2, int aad2Length, unsigned char *data, int length, const unsigned char *tag) {
+    int written = 0;
+    unsigned char expected[16];
+    memcpy(expected, tag, 16);
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1) return 0;
+    if (aadLength > 0 && EVP_DecryptUpdate(ctx, NULL, &written, aad, aadLength) != 1) return 0;
+    if (aad2Length > 0 && EVP_DecryptUpdate(ctx, NULL, &written, aad2, aad2Length) != 1) return 0;
+    if (length > 0 && EVP_DecryptUpdate(ctx, data, &written, data, length) != 1) return 0;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, expected) != 1) return 0;
+    return EVP_DecryptFinal_ex(ctx, data + length, &written) == 1;
+}
+
+static inline HMAC_CTX *parley_hmac_sha1_context(const unsigned char *key, int keyLength) {
+    HMAC_CTX *ctx = HMAC_CTX_new();
+    if (!ctx) return NULL;
+    if (HMAC_Init_ex(ctx, key, keyLength, EVP_sha1(), NULL) != 1) { HMAC_CTX_free(ctx); return NULL; }
+    return ctx;
+}
+
+static inline void parley_hmac_free(HMAC_CTX *ctx) { HMAC_CTX_free(ctx); }
+
+/// HMAC-SHA1 over `data` then `suffix` (SRTP's ROC; may be empty), truncated to `tagLength` bytes.
+static inline int parley_hmac_sha1_tag(HMAC_CTX *ctx, const unsigned char *data, int length,
+                                       const unsigned char *suffix, int suffixLength, unsigned char *tag, int tagLength) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digestLength = 0;
+    if (HMAC_Init_ex(ctx, NULL, 0, NULL, NULL) != 1) return 0;
+    if (HMAC_Update(ctx, data, (size_t)length) != 1) return 0;
+    if (suffixLength > 0 && HMAC_Update(ctx, suffix, (size_t)suffixLength) != 1) return 0;
+    if (HMAC_Final(ctx, digest, &digestLength) != 1 || (int)digestLength < tagLength) return 0;
+    memcpy(tag, digest, (size_t)tagLength);
+    return 1;
+}

@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import NetworkAddress
 import STUN
 
 #if canImport(Glibc)

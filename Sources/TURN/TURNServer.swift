@@ -72,7 +72,7 @@ public final class TURNServer: Sendable {
                 for worker in workers {
                     let local = TransportAddress(ip: address, port: UInt16(boundPort))
                     let socket = try bindUDPSocket(local, reusePort: true, bufferBytes: 4 << 20)
-                    if boundPort == 0 { boundPort = Int(TURN.localAddress(of: socket)?.port ?? 0) }
+                    if boundPort == 0 { boundPort = Int(NetworkAddress.localAddress(of: socket)?.port ?? 0) }
                     listeners.append((socket, worker, TransportAddress(ip: address, port: UInt16(boundPort))))
                 }
                 channels.append(try await tcpListener(workers: workers, address: TransportAddress(ip: address, port: UInt16(boundPort))))

@@ -1,4 +1,5 @@
 import NIOCore
+import NetworkAddress
 import STUN
 
 #if canImport(Glibc)

@@ -1,95 +1,11 @@
 import CParleyLinux
 import NIOConcurrencyHelpers
+import NetworkAddress
 import STUN
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A socket address as the kernel takes it: big enough for IPv6, built once per peer.
-struct RawSocketAddress: @unchecked Sendable {
-    var storage = sockaddr_in6()
-    var length: socklen_t = 0
-
-    init() {}
-
-    init(_ address: TransportAddress) {
-        switch address.ip {
-        case .v4(let value):
-            withUnsafeMutableBytes(of: &storage) { raw in
-                let sin = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
-                sin.pointee.sin_family = sa_family_t(AF_INET)
-                sin.pointee.sin_port = address.port.bigEndian
-                sin.pointee.sin_addr.s_addr = value.bigEndian
-            }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        case .v6:
-            storage.sin6_family = sa_family_t(AF_INET6)
-            storage.sin6_port = address.port.bigEndian
-            let bytes = address.ip.bytes
-            withUnsafeMutableBytes(of: &storage.sin6_addr) { raw in
-                for index in 0..<16 { raw[index] = bytes[index] }
-            }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        }
-    }
-
-    var transportAddress: TransportAddress? {
-        withUnsafeBytes(of: storage) { raw -> TransportAddress? in
-            let family = raw.load(as: sa_family_t.self)
-            if family == sa_family_t(AF_INET) {
-                let sin = raw.load(as: sockaddr_in.self)
-                return TransportAddress(ip: .v4(UInt32(bigEndian: sin.sin_addr.s_addr)), port: UInt16(bigEndian: sin.sin_port))
-            }
-            if family == sa_family_t(AF_INET6) {
-                let sin6 = raw.load(as: sockaddr_in6.self)
-                let bytes = withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }
-                return TransportAddress(ip: IPAddress(bytes: bytes), port: UInt16(bigEndian: sin6.sin6_port))
-            }
-            return nil
-        }
-    }
-}
-
-struct SocketError: Error, CustomStringConvertible {
-    let operation: String
-    let code: Int32
-    var description: String { "\(operation): \(String(cString: strerror(code)))" }
-}
-
-/// A non-blocking UDP socket bound to `address`.
-func bindUDPSocket(_ address: TransportAddress, reusePort: Bool = false, bufferBytes: Int32 = 1 << 20) throws -> Int32 {
-    let family = address.ip.isIPv4 ? AF_INET : AF_INET6
-    let fd = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw SocketError(operation: "socket", code: errno) }
-    var one: Int32 = 1
-    var size = bufferBytes
-    if reusePort {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-    }
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-    var raw = RawSocketAddress(address)
-    let result = withUnsafePointer(to: &raw.storage) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, raw.length) }
-    }
-    guard result == 0 else {
-        let code = errno
-        close(fd)
-        throw SocketError(operation: "bind \(address)", code: code)
-    }
-    return fd
-}
-
-func localAddress(of fd: Int32) -> TransportAddress? {
-    var raw = RawSocketAddress()
-    raw.length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-    let result = withUnsafeMutablePointer(to: &raw.storage) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &raw.length) }
-    }
-    return result == 0 ? raw.transportAddress : nil
-}
 
 /// The UDP side of one TURN worker, off SwiftNIO: its own thread with an epoll set holding the
 /// worker's listening socket and relay sockets. Each ready socket is drained with one recvmmsg
@@ -118,10 +34,7 @@ final class UDPEngine: @unchecked Sendable {
     private var receiveHeaders: [parley_mmsghdr]
     private var receiveVectors: [iovec]
     private var receiveAddresses: [RawSocketAddress]
-    private var sendHeaders: [parley_mmsghdr]
-    private var sendVectors: [iovec]
-    private var sendAddresses: [RawSocketAddress]
-    private var pendingSends = 0
+    private var pendingSends = SendBatch(capacity: UDPEngine.batch)
     private var pendingSendSocket: Int32 = -1
     /// Called with the worker's time every second.
     var onTick: ((UInt64) -> Void)?
@@ -139,9 +52,6 @@ final class UDPEngine: @unchecked Sendable {
         receiveHeaders = Array(repeating: parley_mmsghdr(), count: Self.batch)
         receiveVectors = Array(repeating: iovec(), count: Self.batch)
         receiveAddresses = Array(repeating: RawSocketAddress(), count: Self.batch)
-        sendHeaders = Array(repeating: parley_mmsghdr(), count: Self.batch)
-        sendVectors = Array(repeating: iovec(), count: Self.batch)
-        sendAddresses = Array(repeating: RawSocketAddress(), count: Self.batch)
         roles[wakeup] = .wakeup
         watch(wakeup)
     }
@@ -225,34 +135,13 @@ final class UDPEngine: @unchecked Sendable {
     /// Queues a datagram whose bytes stay valid until the current batch is flushed (they point
     /// into the receive slots); all queued datagrams go to `fd` in one sendmmsg.
     func enqueue(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, to address: RawSocketAddress) {
-        if pendingSends == Self.batch || (pendingSends > 0 && pendingSendSocket != fd) { flushSends() }
+        if pendingSends.isFull || (pendingSends.count > 0 && pendingSendSocket != fd) { flushSends() }
         pendingSendSocket = fd
-        sendAddresses[pendingSends] = address
-        sendVectors[pendingSends] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-        pendingSends += 1
+        pendingSends.append(bytes, to: address)
     }
 
     func flushSends() {
-        guard pendingSends > 0 else { return }
-        let count = pendingSends
-        pendingSends = 0
-        sendAddresses.withUnsafeMutableBufferPointer { addresses in
-            sendVectors.withUnsafeMutableBufferPointer { vectors in
-                sendHeaders.withUnsafeMutableBufferPointer { headers in
-                    for index in 0..<count {
-                        headers[index].msg_hdr = msghdr(
-                            msg_name: UnsafeMutableRawPointer(addresses.baseAddress! + index), msg_namelen: addresses[index].length,
-                            msg_iov: vectors.baseAddress! + index, msg_iovlen: 1, msg_control: nil, msg_controllen: 0, msg_flags: 0)
-                    }
-                    var offset = 0
-                    while offset < count {
-                        let sent = parley_sendmmsg(pendingSendSocket, headers.baseAddress! + offset, UInt32(count - offset), Int32(MSG_DONTWAIT))
-                        if sent <= 0 { break }  // a full socket buffer drops the rest, as a router would
-                        offset += Int(sent)
-                    }
-                }
-            }
-        }
+        pendingSends.flush(through: pendingSendSocket)
     }
 
     // MARK: The loop

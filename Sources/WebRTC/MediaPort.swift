@@ -9,6 +9,10 @@ import STUN
 /// everything else by the sender's address once ICE has validated it. It lives on the worker's
 /// event loop, as do the rooms it serves, so a datagram reaches its transport with no hop or lock;
 /// `@unchecked Sendable` only so the worker can be handed around, every use asserts the loop.
+///
+/// NIO reads the sockets (recvmmsg, a batch per wakeup) so the loop stays the rooms' executor.
+/// Sends bypass NIO's pipeline: each datagram is copied into a preallocated slot and a read burst's
+/// (or a tick's) datagrams leave in one sendmmsg per socket, so forwarding allocates nothing.
 public final class MediaPort: @unchecked Sendable {
     public let loop: any EventLoop
     public let port: Int
@@ -17,14 +21,21 @@ public final class MediaPort: @unchecked Sendable {
     public var boundPort: Int? { _boundPort.withLockedValue { $0 } }
     private let _boundPort = NIOLockedValueBox<Int?>(nil)
     private var channels: [any Channel] = []
+    /// One per channel, same index: the socket's descriptor and its queued sends.
+    private var outboxes: [Outbox] = []
     private var byUfrag: [String: WebRTCTransport] = [:]
     private var byAddress: [TransportAddress: Route] = [:]
-    /// The NIO form of each peer address we have heard from, so sending needs no conversion.
-    private var socketAddresses: [TransportAddress: SocketAddress] = [:]
     /// The socket the datagram being handled came in on; replies go out the same way (aioice
     /// drops a response from another address).
     private var currentSocket = 0
-    private var pendingFlush: Set<Int> = []
+    /// True while a read burst or a tick runs: it flushes at its end. Otherwise a send schedules
+    /// one flush on the loop.
+    private var flushPending = false
+    /// Where a received datagram is handled, so decrypting in place never touches NIO's buffer
+    /// (a slice of a vector read, which writing would copy).
+    private let receiveScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Outbox.slotSize, alignment: 16)
+    /// Datagrams one recvmmsg takes.
+    static let readBatch = 32
     private var tickTask: RepeatedTask?
     private var tickInterval: TimeAmount = .milliseconds(20)
     private var tickHandlers: [ObjectIdentifier: (UInt64) -> Void] = [:]
@@ -38,6 +49,8 @@ public final class MediaPort: @unchecked Sendable {
     struct Route {
         let transport: WebRTCTransport
         let socket: Int
+        /// The peer's address in the kernel's form, made once.
+        let rawAddress: RawSocketAddress
     }
 
     public struct PortCounters: Sendable, Equatable {
@@ -55,24 +68,28 @@ public final class MediaPort: @unchecked Sendable {
         self.now = now
     }
 
+    deinit { receiveScratch.deallocate() }
+
     /// Binds one socket per address on `port` (0 picks a free port, shared by the rest) and
     /// starts the worker's tick.
     public func start(addresses: [IPAddress], tickInterval: TimeAmount = .milliseconds(20)) async throws {
         var boundPort = port
         for (index, address) in addresses.enumerated() {
             let handler = MediaPortHandler(port: self, socket: index)
-            let portToBind = boundPort
+            let fd = try bindUDPSocket(TransportAddress(ip: address, port: UInt16(boundPort)), reusePort: true, bufferBytes: 4 << 20)
+            // NIO owns the descriptor from here (reads, close); the outbox only sends through it.
             let channel = try await DatagramBootstrap(group: loop)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+                // A vector read splits one buffer evenly between its messages.
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: Outbox.slotSize * Self.readBatch))
+                .channelOption(.datagramVectorReadMessageCount, value: Self.readBatch)
                 .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) } }
-                .bind(host: address.description, port: portToBind).get()
+                .withBoundSocket(fd).get()
             if boundPort == 0 { boundPort = channel.localAddress?.port ?? 0 }
             _boundPort.withLockedValue { $0 = boundPort }
             let local = TransportAddress(ip: address, port: UInt16(boundPort))
             try await loop.submit {
                 self.channels.append(channel)
+                self.outboxes.append(Outbox(fd: fd))
                 self.localAddresses.append(local)
             }.get()
         }
@@ -91,7 +108,11 @@ public final class MediaPort: @unchecked Sendable {
             self.tickTask?.cancel()
             self.tickTask = nil
             for transport in self.uniqueTransports { transport.close() }
-            defer { self.channels = [] }
+            self.flush()
+            defer {
+                self.channels = []
+                self.outboxes = []
+            }
             return self.channels
         }.get()
         for channel in channels ?? [] { try? await channel.close() }
@@ -117,10 +138,7 @@ public final class MediaPort: @unchecked Sendable {
     public func unregister(_ transport: WebRTCTransport) {
         loop.preconditionInEventLoop()
         byUfrag = byUfrag.filter { $0.value !== transport }
-        for (address, route) in byAddress where route.transport === transport {
-            byAddress[address] = nil
-            socketAddresses[address] = nil
-        }
+        for (address, route) in byAddress where route.transport === transport { byAddress[address] = nil }
         retiredTransportCounters.add(transport.counters)
         transport.sink = nil
     }
@@ -173,20 +191,25 @@ public final class MediaPort: @unchecked Sendable {
 
     func receive(_ envelope: AddressedEnvelope<ByteBuffer>, socket: Int) {
         counters.datagramsIn += 1
-        guard let source = TransportAddress(envelope.remoteAddress) else { return counters.droppedMalformed += 1 }
+        flushPending = true
+        guard let source = TransportAddress(envelope.remoteAddress), envelope.data.readableBytes <= receiveScratch.count else {
+            return counters.droppedMalformed += 1
+        }
         currentSocket = socket
-        var buffer = envelope.data
+        let bytes = UnsafeMutableRawBufferPointer(rebasing: receiveScratch[0..<envelope.data.readableBytes])
+        envelope.data.withUnsafeReadableBytes { bytes.copyMemory(from: $0) }
         let now = now()
-        buffer.withUnsafeMutableReadableBytes { bytes in
+        do {
             switch PacketKind(UnsafeRawBufferPointer(bytes)) {
             case .stun:
                 guard let message = try? STUNMessage(parsing: UnsafeRawBufferPointer(bytes)) else { return counters.droppedMalformed += 1 }
                 guard let ufrag = ICELiteAgent.localUfrag(of: message), let transport = byUfrag[String(ufrag)] else {
                     return counters.droppedUnknownUfrag += 1
                 }
-                if socketAddresses[source] == nil, socketAddresses.count < 100_000 { socketAddresses[source] = envelope.remoteAddress }
                 transport.handleSTUN(message, from: source, now: now)
-                if transport.ice.accepts(source), byAddress[source] == nil { byAddress[source] = Route(transport: transport, socket: socket) }
+                if transport.ice.accepts(source), byAddress[source] == nil {
+                    byAddress[source] = Route(transport: transport, socket: socket, rawAddress: RawSocketAddress(source))
+                }
             case .dtls, .rtp, .rtcp:
                 guard let route = byAddress[source] else { return counters.droppedUnknownSource += 1 }
                 route.transport.receive(bytes, from: source, now: now)
@@ -199,11 +222,12 @@ public final class MediaPort: @unchecked Sendable {
     func readComplete() { flush() }
 
     private func flush() {
-        for socket in pendingFlush where socket < channels.count { channels[socket].flush() }
-        pendingFlush.removeAll(keepingCapacity: true)
+        flushPending = false
+        for outbox in outboxes { counters.sendFailures += UInt64(outbox.flush()) }
     }
 
     private func tick() {
+        flushPending = true
         let now = now()
         let transports = uniqueTransports
         for transport in transports { transport.tick(now: now) }
@@ -218,20 +242,46 @@ public final class MediaPort: @unchecked Sendable {
 
 extension MediaPort: DatagramSink {
     public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
-        let socket = byAddress[address]?.socket ?? currentSocket
-        guard socket < channels.count else { return counters.sendFailures += 1 }
-        let remote = socketAddresses[address] ?? SocketAddress(address)
-        let channel = channels[socket]
-        var buffer = channel.allocator.buffer(capacity: datagram.count)
-        buffer.writeBytes(datagram)
+        let route = byAddress[address]
+        let socket = route?.socket ?? currentSocket
+        guard socket < outboxes.count, datagram.count <= Outbox.slotSize else { return counters.sendFailures += 1 }
+        counters.sendFailures += UInt64(outboxes[socket].enqueue(datagram, to: route?.rawAddress ?? RawSocketAddress(address)))
         counters.datagramsOut += 1
-        channel.write(AddressedEnvelope(remoteAddress: remote, data: buffer), promise: nil)
-        pendingFlush.insert(socket)
+        if !flushPending {
+            flushPending = true
+            loop.execute { self.flush() }
+        }
     }
 
     public func transport(_ transport: WebRTCTransport, didSelect address: TransportAddress, previous: TransportAddress?) {
-        byAddress[address] = Route(transport: transport, socket: currentSocket)
+        byAddress[address] = Route(transport: transport, socket: currentSocket, rawAddress: RawSocketAddress(address))
     }
+}
+
+/// A socket's queued sends: each datagram copied into one of `capacity` preallocated slots, all
+/// sent with one sendmmsg when the batch fills or the port flushes.
+final class Outbox {
+    static let capacity = 64
+    static let slotSize = 2048
+    let fd: Int32
+    private var batch = SendBatch(capacity: Outbox.capacity)
+    private let slots = UnsafeMutableRawPointer.allocate(byteCount: Outbox.capacity * Outbox.slotSize, alignment: 16)
+
+    init(fd: Int32) { self.fd = fd }
+
+    deinit { slots.deallocate() }
+
+    /// Queues a copy of `datagram`; returns how many datagrams a flush forced by a full batch lost.
+    func enqueue(_ datagram: UnsafeRawBufferPointer, to address: RawSocketAddress) -> Int {
+        let dropped = batch.isFull ? flush() : 0
+        let slot = slots + batch.count * Self.slotSize
+        if let bytes = datagram.baseAddress { slot.copyMemory(from: bytes, byteCount: datagram.count) }
+        batch.append(UnsafeRawBufferPointer(start: slot, count: datagram.count), to: address)
+        return dropped
+    }
+
+    /// Sends what is queued; returns how many datagrams the kernel refused (a full send buffer).
+    func flush() -> Int { batch.flush(through: fd) }
 }
 
 /// The channel handler: hands each datagram to the port and flushes replies after a read burst,

@@ -10,7 +10,7 @@ import Testing
         #expect(version.hasPrefix("OpenSSL 3."), "got \(version)")
     }
 
-    // srtp_init is process-global and not thread-safe; WebRTC.SRTPSession owns that call.
+    // libsrtp2 is the reference SRTP implementation Parley's own is checked against (WebRTCTests).
     @Test func libsrtpIsVersion2() {
         let version = String(cString: srtp_get_version_string())
         #expect(version.contains("2."), "got \(version)")
