@@ -283,16 +283,24 @@ public final class SRTPSession {
         iv.update(from: salt, count: 14)
         iv[14] = 0
         iv[15] = 0
-        for byte in 0..<4 { iv[4 + byte] ^= UInt8(truncatingIfNeeded: ssrc >> (24 - 8 * UInt32(byte))) }
-        for byte in 0..<6 { iv[8 + byte] ^= UInt8(truncatingIfNeeded: index >> (40 - 8 * UInt64(byte))) }
+        xorIV(at: 4, ssrc: ssrc, index: index)
+    }
+
+    /// XORs the SSRC into the 4 bytes at `offset` and the 48-bit index into the 6 bytes after them.
+    @inline(__always)
+    private func xorIV(at offset: Int, ssrc: UInt32, index: UInt64) {
+        let raw = UnsafeMutableRawPointer(iv)
+        raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self) ^ ssrc.bigEndian, toByteOffset: offset, as: UInt32.self)
+        let high = UInt16(truncatingIfNeeded: index >> 32), low = UInt32(truncatingIfNeeded: index)
+        raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self) ^ high.bigEndian, toByteOffset: offset + 4, as: UInt16.self)
+        raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: offset + 6, as: UInt32.self) ^ low.bigEndian, toByteOffset: offset + 6, as: UInt32.self)
     }
 
     /// RFC 7714 8.1 and 9.1: (00 00 || SSRC || 48-bit index) XOR salt, where RTP's index is
     /// ROC || sequence number and SRTCP's is its 31-bit index.
     private func buildGCMIV(salt: UnsafeMutablePointer<UInt8>, ssrc: UInt32, index: UInt64) {
         iv.update(from: salt, count: 12)
-        for byte in 0..<4 { iv[2 + byte] ^= UInt8(truncatingIfNeeded: ssrc >> (24 - 8 * UInt32(byte))) }
-        for byte in 0..<6 { iv[6 + byte] ^= UInt8(truncatingIfNeeded: index >> (40 - 8 * UInt64(byte))) }
+        xorIV(at: 2, ssrc: ssrc, index: index)
     }
 
     private static func readUInt32(_ bytes: UnsafePointer<UInt8>) -> UInt32 {

@@ -81,6 +81,12 @@ struct SRTPStreams {
 
     private mutating func slot(of ssrc: UInt32) -> Int? {
         if lastSlot < streams.count, streams[lastSlot].ssrc == ssrc { return lastSlot }
+        // A few streams (the usual case) are found faster by looking than by hashing.
+        if streams.count <= 8 {
+            guard let slot = streams.firstIndex(where: { $0.ssrc == ssrc }) else { return nil }
+            lastSlot = slot
+            return slot
+        }
         guard let slot = slots[ssrc] else { return nil }
         lastSlot = slot
         return slot

@@ -48,7 +48,9 @@ public final class WebRTCTransport {
     public private(set) var ice: ICELiteAgent
     public private(set) var remote: RemoteParameters?
     public private(set) var counters = TransportCounters()
-    public weak var sink: (any DatagramSink)?
+    /// Strong, because a weak reference costs a side-table load on every packet sent; the port
+    /// clears it when it unregisters the transport, which breaks the cycle.
+    public var sink: (any DatagramSink)?
     public weak var delegate: (any WebRTCTransportDelegate)?
 
     private let dtlsContext: DTLSContext
