@@ -35,6 +35,22 @@ public final class ClientTransport: @unchecked Sendable {
     /// Runs on every 20 ms tick with the time (senders pace their packets here).
     public var onTick: ((UInt64) -> Void)?
     public private(set) var counters = Counters()
+    /// Reception statistics and NACK state of what we receive; counts and send history of
+    /// what we send. The connections announce their SSRCs here.
+    var inbound = InboundStreams()
+    var outbound = OutboundStreams()
+    /// Our SSRC and CNAME in the RTCP we send.
+    let rtcpSSRC = UInt32.random(in: 1...UInt32.max)
+    private let cname = "parley-\(UInt32.random(in: 1...UInt32.max))"
+    private var lastReportAt: UInt64 = 0
+    /// Receiver reports go out once a second (RFC 3550 allows more; the SFU reports as often).
+    static let reportIntervalNanoseconds: UInt64 = 1_000_000_000
+    /// Tests: simulated network loss. A received RTP packet this returns true for is discarded
+    /// before SRTP, as if lost on the way.
+    public var dropsIncomingRTP: ((RTPHeader) -> Bool)?
+    /// Tests: simulated network loss of sent RTP packets (originals and retransmissions alike),
+    /// after they were counted and kept for retransmission.
+    public var dropsOutgoingRTP: ((RTPHeader) -> Bool)?
 
     public struct Counters: Sendable {
         public var rtpIn = 0
@@ -119,6 +135,14 @@ public final class ClientTransport: @unchecked Sendable {
     /// Protects and sends an RTP packet (header and payload in `packet`). False before keys.
     @discardableResult
     public func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool {
+        guard srtpOutbound != nil, let header = RTPHeader(packet) else { return false }
+        outbound.sent(packet, header: header, now: NIODeadline.now().uptimeNanoseconds)
+        return transmitRTP(packet, header: header)
+    }
+
+    /// Sends an original or a retransmission, unless simulated loss takes it.
+    private func transmitRTP(_ packet: UnsafeRawBufferPointer, header: RTPHeader) -> Bool {
+        if dropsOutgoingRTP?(header) == true { return true }
         let sent = protectAndSend(packet) { session, buffer, length in try session.protectRTP(buffer, length: length) }
         if sent { counters.rtpOut += 1 }
         return sent
@@ -160,7 +184,27 @@ public final class ClientTransport: @unchecked Sendable {
             lastDTLSTimer = now
             for datagram in dtls.handleTimeout() { send(datagram) }
         }
+        if isConnected { sendFeedback(now: now) }
         onTick?(now)
+    }
+
+    /// NACKs for gaps as they become due; receiver reports once per interval.
+    private func sendFeedback(now: UInt64) {
+        for nack in inbound.dueNacks(senderSSRC: rtcpSSRC, now: now) { sendRTCP(nack) }
+        guard now >= lastReportAt + Self.reportIntervalNanoseconds else { return }
+        lastReportAt = now
+        for report in inbound.receiverReports(senderSSRC: rtcpSSRC, cname: cname, now: now) { sendRTCP(report) }
+        outbound.updateBitrates(now: now)
+    }
+
+    /// Sender reports about what we receive; NACKs, PLIs, FIRs and receiver reports about what
+    /// we send (NACKed packets still in the history go out again).
+    private func handleFeedback(_ compound: UnsafeRawBufferPointer, now: UInt64) {
+        var iterator = RTCPCompoundIterator(compound)
+        while let packet = iterator.next() {
+            inbound.handle(packet, now: now)
+            outbound.handle(packet) { stored in RTPHeader(stored).map { transmitRTP(stored, header: $0) } ?? false }
+        }
     }
 
     private func sendCheck(to address: TransportAddress, remote: ICECredentials) {
@@ -202,19 +246,23 @@ public final class ClientTransport: @unchecked Sendable {
                     srtpOutbound = try? SRTPSession(keys.local, direction: .outbound)
                 }
             case .rtp:
+                if let dropsIncomingRTP, let header = RTPHeader(UnsafeRawBufferPointer(bytes)), dropsIncomingRTP(header) { return }
                 guard let srtpInbound, let length = try? srtpInbound.unprotectRTP(bytes, length: bytes.count) else {
                     return counters.srtpFailures += 1
                 }
                 let packet = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
                 guard let header = RTPHeader(packet) else { return }
                 counters.rtpIn += 1
+                inbound.received(header, length: length, now: now)
                 onRTP?(packet, header, now)
             case .rtcp:
                 guard let srtpInbound, let length = try? srtpInbound.unprotectRTCP(bytes, length: bytes.count) else {
                     return counters.srtpFailures += 1
                 }
                 counters.rtcpIn += 1
-                onRTCP?(UnsafeRawBufferPointer(rebasing: bytes[0..<length]), now)
+                let compound = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
+                handleFeedback(compound, now: now)
+                onRTCP?(compound, now)
             default:
                 break
             }

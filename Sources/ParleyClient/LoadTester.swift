@@ -38,36 +38,25 @@ public final class LoadTester: @unchecked Sendable {
         }
     }
 
-    /// What one subscriber measured of one publisher's track.
+    /// What one subscriber measured of one publisher's track beyond the SDK's per-track
+    /// statistics (loss, jitter, bitrate come from those): one-way delay and the latest payloads.
     final class TrackStats: @unchecked Sendable {
+        let subscriber: SubscriberConnection
+        let ssrc: UInt32
         let publisherSid: String
         let kind: String
-        let clockRate: Double
-        var packets = 0
-        var bytes = 0
-        /// RFC 3550 sequence accounting and interarrival jitter, as the SFU keeps them.
-        var receive: ReceiveStatistics?
         var delaysMs: [Double] = []
         var lastPayloads: [[UInt8]] = []
-        var firstArrival: UInt64 = 0
-        var lastArrival: UInt64 = 0
 
-        init(publisherSid: String, kind: String) {
+        init(subscriber: SubscriberConnection, ssrc: UInt32, publisherSid: String, kind: String) {
+            self.subscriber = subscriber
+            self.ssrc = ssrc
             self.publisherSid = publisherSid
             self.kind = kind
-            clockRate = kind == "audio" ? 48_000 : 90_000
         }
 
-        /// Loss and jitter from the sequence numbers and timestamps; delay from abs-capture-time,
-        /// or else from the payload's send time (`sentAt`).
-        func record(_ header: RTPHeader, packet: UnsafeRawBufferPointer, now: UInt64, captureID: UInt8, sentAt: (UnsafeRawBufferPointer) -> Int64?) {
-            packets += 1
-            bytes += packet.count
-            if firstArrival == 0 { firstArrival = now }
-            lastArrival = now
-            if receive == nil { receive = ReceiveStatistics(ssrc: header.ssrc) }
-            let arrival = UInt32(truncatingIfNeeded: now / 1000 * UInt64(clockRate) / 1_000_000)
-            _ = receive!.packetReceived(sequenceNumber: header.sequenceNumber, rtpTimestamp: header.timestamp, arrival: arrival)
+        /// Delay from abs-capture-time, or else from the payload's send time (`sentAt`).
+        func record(_ header: RTPHeader, packet: UnsafeRawBufferPointer, captureID: UInt8, sentAt: (UnsafeRawBufferPointer) -> Int64?) {
             let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
             var sent: Int64?
             if let range = header.extensionElement(id: captureID, in: packet), range.count >= 8 {
@@ -85,10 +74,6 @@ public final class LoadTester: @unchecked Sendable {
             lastPayloads.append(Array(payload))
             if lastPayloads.count > 100 { lastPayloads.removeFirst(lastPayloads.count - 100) }
         }
-
-        var jitterMs: Double { Double(receive?.jitter ?? 0) / clockRate * 1000 }
-        var expected: Int { Int(receive?.expected ?? 0) }
-        var lost: Int { max(0, Int(receive?.cumulativeLost ?? 0)) }
     }
 
     public struct Report: Codable, Sendable {
@@ -129,9 +114,9 @@ public final class LoadTester: @unchecked Sendable {
     private let chatDelays = NIOLockedValueBox<[Double]>([])
     private let failures = NIOLockedValueBox<[String]>([])
     private let tracks = NIOLockedValueBox<[TrackStats]>([])
+    private let subscribers = NIOLockedValueBox<[SubscriberConnection]>([])
     /// Publisher participant sid → its tone's frequency.
     private let frequencies = NIOLockedValueBox<[String: Double]>([:])
-    private let received = NIOLockedValueBox(0)
     /// Janus: each room's publisher feed ids, as publishers join (subscribers wait for all).
     private let janusFeeds = NIOLockedValueBox<[String: [UInt64]]>([:])
     private let janusRooms = NIOLockedValueBox<[String: UInt64]>([:])
@@ -187,11 +172,12 @@ public final class LoadTester: @unchecked Sendable {
                 while ContinuousClock.now < end {
                     try await Task.sleep(for: .seconds(1))
                     let (ok, failed) = (joined.withLockedValue { $0 }, failures.withLockedValue { $0.count })
-                    let loss = currentLoss()
+                    let received = await receivedStatistics().values.flatMap { $0 }
                     let delays = tracks.withLockedValue { $0.flatMap { $0.delaysMs.suffix(50) } }
                     progress(String(
                         format: "joined %d/%d, failed %d, packets %d, loss %.2f%%, delay p50 %.1f ms",
-                        ok, total, failed, received.withLockedValue { $0 }, loss, Self.percentile(delays, 0.5)))
+                        ok, total, failed, received.reduce(0) { $0 + $1.packetsReceived }, Self.lossPercent(received),
+                        Self.percentile(delays, 0.5)))
                 }
             }
             for (number, entry) in plan.enumerated() {
@@ -220,8 +206,18 @@ public final class LoadTester: @unchecked Sendable {
         return report
     }
 
-    private func currentLoss() -> Double {
-        let (lost, expected) = tracks.withLockedValue { all in (all.reduce(0) { $0 + $1.lost }, all.reduce(0) { $0 + $1.expected }) }
+    /// Every subscriber's per-track statistics, read on its loop.
+    private func receivedStatistics() async -> [ObjectIdentifier: [ReceivedTrackStatistics]] {
+        var all: [ObjectIdentifier: [ReceivedTrackStatistics]] = [:]
+        for subscriber in subscribers.withLockedValue({ $0 }) {
+            all[ObjectIdentifier(subscriber)] = (try? await subscriber.loop.submit { subscriber.statistics() }.get()) ?? []
+        }
+        return all
+    }
+
+    static func lossPercent(_ statistics: [ReceivedTrackStatistics]) -> Double {
+        let lost = statistics.reduce(0) { $0 + max(0, $1.packetsLost) }
+        let expected = statistics.reduce(0) { $0 + $1.packetsExpected }
         return expected > 0 ? 100 * Double(lost) / Double(expected) : 0
     }
 
@@ -379,63 +375,53 @@ public final class LoadTester: @unchecked Sendable {
         Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 
-    /// Per-track statistics for everything a subscriber receives. On its loop.
+    /// Delay and payloads of everything a subscriber receives (its connection keeps the rest). On its loop.
     private func installStatistics(on subscriber: SubscriberConnection) {
-        var byTrack: [String: TrackStats] = [:]
-        subscriber.onRTP = { [self] packet, header, track, now in
+        subscribers.withLockedValue { $0.append(subscriber) }
+        var bySSRC: [UInt32: TrackStats] = [:]
+        subscriber.onRTP = { [self] packet, header, track, _ in
             let stats: TrackStats
-            if let existing = byTrack[track.trackSid] {
+            if let existing = bySSRC[header.ssrc] {
                 stats = existing
             } else {
-                stats = TrackStats(publisherSid: track.participantSid, kind: track.kind)
-                byTrack[track.trackSid] = stats
+                stats = TrackStats(subscriber: subscriber, ssrc: header.ssrc, publisherSid: track.participantSid, kind: track.kind)
+                bySSRC[header.ssrc] = stats
                 tracks.withLockedValue { $0.append(stats) }
             }
-            tracks.withLockedValue { _ in stats.record(header, packet: packet, now: now, captureID: 4) { self.sentTime(of: $0) } }
-            received.withLockedValue { $0 += 1 }
+            tracks.withLockedValue { _ in stats.record(header, packet: packet, captureID: 4) { self.sentTime(of: $0) } }
         }
     }
 
     private func makeReport(elapsed: Duration) async -> Report {
+        let bySubscriber = await receivedStatistics()
+        let received = bySubscriber.values.flatMap { $0 }
+        func statistics(of track: TrackStats) -> ReceivedTrackStatistics? {
+            bySubscriber[ObjectIdentifier(track.subscriber)]?.first { $0.ssrc == track.ssrc }
+        }
         let everything = tracks.withLockedValue { $0 }
         let all = everything.filter { $0.kind == "audio" }
-        let videos = everything.filter { $0.kind == "video" }
-        let videoBitrates = videos.map { stats in
-            tracks.withLockedValue { _ in
-                let span = Double(stats.lastArrival &- stats.firstArrival) / 1e9
-                return span > 0 ? Double(stats.bytes) * 8 / span / 1000 : 0
-            }
-        }
+        let videoBitrates = everything.filter { $0.kind == "video" }.compactMap(statistics(of:)).map { $0.averageBitrate / 1000 }
         let frequencies = self.frequencies.withLockedValue { $0 }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         var detected = 0
-        var jitterSum = 0.0
-        var bitrateSum = 0.0
         for stats in all {
-            let (payloads, jitter, bytes, span) = tracks.withLockedValue { _ in
-                (stats.lastPayloads, stats.jitterMs, stats.bytes, Double(stats.lastArrival &- stats.firstArrival) / 1e9)
-            }
-            jitterSum += jitter
-            if span > 0 { bitrateSum += Double(bytes) * 8 / span / 1000 }
-            guard let frequency = frequencies[stats.publisherSid], let decoder = try? OpusDecoder() else { continue }
-            var pcm: [Float] = []
-            for payload in payloads { decoder.decode(payload, into: &pcm) }
-            let mono = stride(from: 0, to: pcm.count - 1, by: 2).map { pcm[$0] }
-            if ToneDetector.strength(mono, frequency: frequency) > 0.5 { detected += 1 }
+            let payloads = tracks.withLockedValue { _ in stats.lastPayloads }
+            guard let frequency = frequencies[stats.publisherSid] else { continue }
+            if ToneDetector.strength(ToneDetector.monoSamples(ofOpus: payloads), frequency: frequency) > 0.5 { detected += 1 }
         }
+        let audio = all.compactMap(statistics(of:))
         let delays = all.flatMap { stats in tracks.withLockedValue { _ in stats.delaysMs } }
         let joins = joinTimes.withLockedValue { $0 }
         let errors = failures.withLockedValue { $0 }
-        let (lost, expected, packets) = (
-            everything.reduce(0) { $0 + $1.lost }, everything.reduce(0) { $0 + $1.expected }, everything.reduce(0) { $0 + $1.packets }
-        )
         return Report(
             rooms: options.rooms, publishers: options.publishers, subscribers: options.subscribers, durationSeconds: seconds,
             joinsOK: joins.count, joinsFailed: errors.count, joinMs: Self.percentiles(joins), mediaDelayMs: Self.percentiles(delays),
-            packetsReceived: packets, packetsLost: lost, lossPercent: expected > 0 ? 100 * Double(lost) / Double(expected) : 0,
-            jitterMs: all.isEmpty ? 0 : jitterSum / Double(all.count), bitrateKbpsPerTrack: all.isEmpty ? 0 : bitrateSum / Double(all.count),
+            packetsReceived: received.reduce(0) { $0 + $1.packetsReceived }, packetsLost: received.reduce(0) { $0 + max(0, $1.packetsLost) },
+            lossPercent: Self.lossPercent(received),
+            jitterMs: audio.isEmpty ? 0 : audio.reduce(0) { $0 + $1.jitterMilliseconds } / Double(audio.count),
+            bitrateKbpsPerTrack: audio.isEmpty ? 0 : audio.reduce(0) { $0 + $1.averageBitrate / 1000 } / Double(audio.count),
             tracksReceived: all.count, tracksExpected: options.rooms * options.publishers * options.subscribers, tonesDetected: detected,
-            videoTracksReceived: videos.count,
+            videoTracksReceived: everything.count - all.count,
             videoBitrateKbpsPerTrack: videoBitrates.isEmpty ? 0 : videoBitrates.reduce(0, +) / Double(videoBitrates.count),
             chatDelayMs: Self.percentiles(chatDelays.withLockedValue { $0 }), server: options.target == "janus" ? [:] : await serverFigures(),
             errors: errors)
@@ -478,6 +464,14 @@ import FoundationNetworking
 
 /// Goertzel: how much of a mono signal's energy sits at one frequency (near 1 for a pure tone).
 public enum ToneDetector {
+    /// Decodes consecutive Opus payloads (48 kHz stereo) and keeps the left channel.
+    public static func monoSamples(ofOpus payloads: [[UInt8]]) -> [Float] {
+        guard let decoder = try? OpusDecoder() else { return [] }
+        var pcm: [Float] = []
+        for payload in payloads { decoder.decode(payload, into: &pcm) }
+        return stride(from: 0, to: max(0, pcm.count - 1), by: 2).map { pcm[$0] }
+    }
+
     public static func strength(_ samples: [Float], frequency: Double, sampleRate: Double = 48_000) -> Double {
         guard !samples.isEmpty else { return 0 }
         let coefficient = 2 * cos(2 * Double.pi * frequency / sampleRate)

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ParleyProtocol
@@ -8,6 +9,11 @@ import RTP
 /// The client SDK's room: connect with a URL and a token, then read what happens as an
 /// AsyncSequence of events, publish a (synthetic) microphone, receive everyone's media, chat and
 /// set presence. Media runs on one event loop of the room's own; signaling on the WebSocket.
+///
+/// When the signaling connection drops, the room reconnects with the same token and resumes its
+/// session (same sid, tracks and subscriptions); media keeps flowing meanwhile, since the UDP
+/// transports do not depend on the WebSocket. If the server has let the session go, the room
+/// joins afresh, with new media transports, and publishes again what it published.
 public final class ParleyRoom: @unchecked Sendable {
     public enum Event: Sendable {
         case participantJoined(ParticipantInfo)
@@ -19,67 +25,159 @@ public final class ParleyRoom: @unchecked Sendable {
         case typing(TypingEvent)
         case speakers(SpeakersEvent)
         case recording(RecordingInfo)
+        /// The signaling connection dropped; attempt `attempt` to get back is under way.
+        case reconnecting(attempt: Int)
+        /// Signaling is back. `resumed`: the server kept the session. Otherwise it is a new
+        /// one (new sid), with new media transports. Changes missed while away (participants,
+        /// tracks, presence, chat) came as events just before this one.
+        case reconnected(resumed: Bool)
         case closed(reason: String)
         /// Anything else the server sent, raw.
         case other(type: String, json: String)
     }
 
-    public let joined: Joined
-    public let events: AsyncStream<Event>
-    private let continuation: AsyncStream<Event>.Continuation
-    private let signaling: SignalingClient
-    private let subscriber: SubscriberConnection
-    private var publisher: PublisherConnection?
-    private var reader: Task<Void, Never>?
+    /// How the room gets back after its signaling connection drops: attempts spaced by a
+    /// doubling delay (the first at once), then it gives up with `.closed(reason: "reconnect_failed")`.
+    public struct ReconnectPolicy: Sendable {
+        public var maxAttempts: Int
+        public var initialDelay: Duration
+        public var maxDelay: Duration
+        /// Waits out a delay between attempts (tests pass one they control).
+        public var sleep: @Sendable (Duration) async throws -> Void
 
-    /// Received RTP of every subscribed track, on the media loop (the buffer lives during the call).
-    public var onMedia: ((UnsafeRawBufferPointer, RTPHeader, SubscriberConnection.Track) -> Void)? {
-        get { mediaHandler }
-        set {
-            mediaHandler = newValue
-            let handler = newValue
-            subscriber.loop.execute { [subscriber] in
-                subscriber.onRTP = { packet, header, track, _ in handler?(packet, header, track) }
-            }
+        /// The defaults try for about half a minute, longer than the server's default resume window.
+        public init(
+            maxAttempts: Int = 10, initialDelay: Duration = .milliseconds(250), maxDelay: Duration = .seconds(5),
+            sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+        ) {
+            self.maxAttempts = maxAttempts
+            self.initialDelay = initialDelay
+            self.maxDelay = maxDelay
+            self.sleep = sleep
+        }
+
+        /// Never reconnects: a drop ends the room.
+        public static let never = ReconnectPolicy(maxAttempts: 0)
+
+        /// Nothing before the first attempt (a cut connection is often back at once), then
+        /// `initialDelay`, doubling up to `maxDelay`.
+        public func delay(beforeAttempt attempt: Int) -> Duration {
+            guard attempt > 1 else { return .zero }
+            var delay = initialDelay
+            for _ in 0..<(attempt - 2) where delay < maxDelay { delay *= 2 }
+            return min(delay, maxDelay)
         }
     }
-    private var mediaHandler: ((UnsafeRawBufferPointer, RTPHeader, SubscriberConnection.Track) -> Void)?
 
-    private init(joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection) {
-        self.joined = joined
-        self.signaling = signaling
-        self.subscriber = subscriber
+    /// Called on the media loop, another thread than the caller's.
+    public typealias MediaHandler = @Sendable (UnsafeRawBufferPointer, RTPHeader, SubscriberConnection.Track) -> Void
+
+    private struct State {
+        var joined: Joined
+        var signaling: SignalingClient
+        var room: RoomState
+        var subscriber: SubscriberConnection
+        var publisher: PublisherConnection?
+        /// What `publishTone` published (to publish again in a new session) and the tracks it made.
+        var published: (frequency: Double, video: Bool)?
+        var publishedTracks: [TrackInfo] = []
+        var mediaHandler: MediaHandler?
+        var leaving = false
+        /// The server ended the session (room closed, kicked, replaced): nothing to come back to.
+        var ended = false
+    }
+
+    public let events: AsyncStream<Event>
+    private let continuation: AsyncStream<Event>.Continuation
+    private let state: NIOLockedValueBox<State>
+    private let url: String
+    private let token: String
+    private let reconnectPolicy: ReconnectPolicy
+    private let logger: Logger
+    private let ownedGroup: MultiThreadedEventLoopGroup
+    private var reader: Task<Void, Never>?
+
+    private init(
+        joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, url: String, token: String,
+        reconnectPolicy: ReconnectPolicy, logger: Logger, group: MultiThreadedEventLoopGroup
+    ) {
+        state = NIOLockedValueBox(State(joined: joined, signaling: signaling, room: RoomState(joined: joined), subscriber: subscriber))
+        self.url = url
+        self.token = token
+        self.reconnectPolicy = reconnectPolicy
+        self.logger = logger
+        ownedGroup = group
         (events, continuation) = AsyncStream.makeStream(of: Event.self)
     }
 
     /// Joins the room the token names; media starts flowing as the server offers tracks.
-    public static func connect(url: String, token: String, logger: Logger = Logger(label: "parley.client")) async throws -> ParleyRoom {
+    public static func connect(
+        url: String, token: String, reconnectPolicy: ReconnectPolicy = ReconnectPolicy(),
+        logger: Logger = Logger(label: "parley.client")
+    ) async throws -> ParleyRoom {
         let signaling = try await SignalingClient.connect(url: url, token: token, logger: logger)
-        let first = try await signaling.next(timeout: .seconds(15))
-        if first.type == ErrorReply.type { throw SignalingClientError.serverError(try first.decode(ErrorReply.self)) }
-        let joined = try first.decode(Joined.self)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
-        try await subscriber.start()
-        let room = ParleyRoom(joined: joined, signaling: signaling, subscriber: subscriber)
-        room.ownedGroup = group
-        room.reader = Task { await room.readEvents() }
-        return room
+        do {
+            let joined = try await awaitJoined(on: signaling)
+            let subscriber = try await makeSubscriber(on: group.next())
+            let room = ParleyRoom(
+                joined: joined, signaling: signaling, subscriber: subscriber, url: url, token: token, reconnectPolicy: reconnectPolicy,
+                logger: logger, group: group)
+            room.reader = Task { await room.run() }
+            return room
+        } catch {
+            await signaling.close()
+            try? await group.shutdownGracefully()
+            throw error
+        }
     }
 
-    private var ownedGroup: MultiThreadedEventLoopGroup?
+    private static func awaitJoined(on signaling: SignalingClient) async throws -> Joined {
+        let first = try await signaling.next(timeout: .seconds(15))
+        if first.type == ErrorReply.type { throw SignalingClientError.serverError(try first.decode(ErrorReply.self)) }
+        return try first.decode(Joined.self)
+    }
+
+    private static func makeSubscriber(on loop: any EventLoop) async throws -> SubscriberConnection {
+        let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
+        try await subscriber.start()
+        return subscriber
+    }
+
+    /// The `joined` of the current session (the latest reconnection's).
+    public var joined: Joined { state.withLockedValue { $0.joined } }
 
     public var sid: String { joined.participant.sid }
+
+    /// The other participants in the room, with their tracks and presence, as of the latest event.
+    public var participants: [ParticipantInfo] { state.withLockedValue { $0.room.participants } }
+
+    /// Received RTP of every subscribed track, on the media loop (the buffer lives during the call).
+    public var onMedia: MediaHandler? {
+        get { state.withLockedValue { $0.mediaHandler } }
+        set {
+            let subscriber = state.withLockedValue { state in
+                state.mediaHandler = newValue
+                return state.subscriber
+            }
+            Self.install(newValue, on: subscriber)
+        }
+    }
+
+    private static func install(_ handler: MediaHandler?, on subscriber: SubscriberConnection) {
+        subscriber.loop.execute { [subscriber] in
+            subscriber.onRTP = { packet, header, track, _ in handler?(packet, header, track) }
+        }
+    }
 
     /// Publishes a microphone that plays a tone at `frequency` (and with `video`, a synthetic
     /// camera); returns the tracks the server made.
     @discardableResult
     public func publishTone(frequency: Double, video: Bool = false) async throws -> [TrackInfo] {
-        let loop = subscriber.loop
+        let (loop, signaling) = state.withLockedValue { ($0.subscriber.loop, $0.signaling) }
         let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
         try await publisher.start()
-        self.publisher = publisher
+        state.withLockedValue { $0.publisher = publisher }
         let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
         let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
             .decode(AnswerMessage.self)
@@ -87,32 +185,192 @@ public final class ParleyRoom: @unchecked Sendable {
             try publisher.apply(answer: answer.sdp)
             try publisher.startSyntheticMedia(frequency: frequency, videoBitrate: video ? 500_000 : nil)
         }.get()
-        return answer.tracks ?? []
+        let tracks = answer.tracks ?? []
+        state.withLockedValue { state in
+            state.published = (frequency, video)
+            state.publishedTracks = tracks
+        }
+        return tracks
     }
 
     /// Sends a chat message to the room (or to `to` identities) and returns it as stored.
     @discardableResult
     public func sendChat(_ text: String, to: [String]? = nil) async throws -> ChatMessage {
-        try await signaling.request(ChatSend(text: text, clientMsgId: UUID().uuidString, to: to)).decode(ChatAck.self).message
+        try await currentSignaling.request(ChatSend(text: text, clientMsgId: UUID().uuidString, to: to)).decode(ChatAck.self).message
     }
 
     public func setPresence(_ status: PresenceStatus, text: String? = nil) async throws {
-        try await signaling.send(PresenceSet(status: status, text: text))
+        try await currentSignaling.send(PresenceSet(status: status, text: text))
+    }
+
+    /// Per-track statistics of what this room receives and sends.
+    public func statistics() async -> MediaStatistics {
+        let (subscriber, publisher, tracks) = state.withLockedValue { ($0.subscriber, $0.publisher, $0.publishedTracks) }
+        var trackSids: [String: String] = [:]
+        for track in tracks { if let mid = track.mid { trackSids[mid] = track.sid } }
+        let sids = trackSids
+        let statistics = try? await subscriber.loop.submit {
+            MediaStatistics(received: subscriber.statistics(), sent: publisher?.statistics(trackSids: sids) ?? [])
+        }.get()
+        return statistics ?? MediaStatistics()
+    }
+
+    /// Tests: simulated network loss on the media transports. `received` sees each incoming RTP
+    /// packet with the track it belongs to, `sent` each outgoing one (retransmissions too) with
+    /// its source; true drops the packet. Call after `publishTone` for `sent` to apply.
+    public func simulateLoss(
+        received: (@Sendable (RTPHeader, SubscriberConnection.Track?) -> Bool)? = nil,
+        sent: (@Sendable (RTPHeader, PublisherConnection.Source?) -> Bool)? = nil
+    ) async {
+        let (subscriber, publisher) = state.withLockedValue { ($0.subscriber, $0.publisher) }
+        try? await subscriber.loop.submit {
+            subscriber.transport.dropsIncomingRTP = received.map { drops in { header in drops(header, subscriber.tracksBySSRC[header.ssrc]) } }
+            publisher?.transport.dropsOutgoingRTP = sent.map { drops in
+                { header in drops(header, publisher?.sources.first { $0.ssrc == header.ssrc }) }
+            }
+        }.get()
+    }
+
+    /// Drops the signaling connection as a lost network would; the room then reconnects as it
+    /// does after any drop (`.reconnecting`, then `.reconnected`). For an app that knows its
+    /// network changed, and for tests.
+    public func reconnect() async {
+        await currentSignaling.drop()
     }
 
     /// Leaves the room and closes the media transports.
     public func leave() async {
+        let signaling = state.withLockedValue { state in
+            state.leaving = true
+            return state.signaling
+        }
+        reader?.cancel()
         try? await signaling.send(Leave())
         await signaling.close()
-        reader?.cancel()
+        let (publisher, subscriber) = state.withLockedValue { ($0.publisher, $0.subscriber) }
         await publisher?.close()
         await subscriber.close()
         continuation.finish()
-        try? await ownedGroup?.shutdownGracefully()
+        try? await ownedGroup.shutdownGracefully()
     }
 
+    private var currentSignaling: SignalingClient { state.withLockedValue { $0.signaling } }
+
+    // MARK: Reading and reconnecting
+
+    /// Reads the connection's events; when it drops, reconnects and reads the next one.
+    private func run() async {
+        while !Task.isCancelled {
+            let signaling = currentSignaling
+            await readEvents(from: signaling)
+            let (leaving, ended) = state.withLockedValue { ($0.leaving, $0.ended) }
+            if leaving || ended { break }
+            if await signaling.closedNormally() {
+                continuation.yield(.closed(reason: "connection_closed"))
+                break
+            }
+            guard await resumeSession(), !Task.isCancelled else {
+                if !state.withLockedValue({ $0.leaving }) { continuation.yield(.closed(reason: "reconnect_failed")) }
+                break
+            }
+        }
+        continuation.finish()
+    }
+
+    /// Tries to get the session back per the policy; true once signaling is back.
+    private func resumeSession() async -> Bool {
+        let policy = reconnectPolicy
+        var attempt = 0
+        while attempt < policy.maxAttempts {
+            attempt += 1
+            continuation.yield(.reconnecting(attempt: attempt))
+            do { try await policy.sleep(policy.delay(beforeAttempt: attempt)) } catch { return false }
+            guard !Task.isCancelled, !state.withLockedValue({ $0.leaving }) else { return false }
+            let signaling: SignalingClient
+            do {
+                signaling = try await SignalingClient.connect(url: url, token: token, resume: sid, logger: logger)
+            } catch {
+                logger.debug("reconnect attempt failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                continue
+            }
+            do {
+                let joined = try await Self.awaitJoined(on: signaling)
+                guard await adopt(joined, on: signaling) else { return false }
+                continuation.yield(.reconnected(resumed: joined.resumed))
+                return true
+            } catch SignalingClientError.serverError(let reply) where [.unauthorized, .forbidden, .notFound].contains(reply.code) {
+                // The token no longer admits us, or the room is gone: there is nothing to come back to.
+                logger.notice("reconnect refused", metadata: ["code": "\(reply.code.rawValue)", "reason": "\(reply.message)"])
+                await signaling.close()
+                return false
+            } catch {
+                logger.debug("reconnect attempt failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                await signaling.close()
+            }
+        }
+        return false
+    }
+
+    /// Makes a reconnection's connection the room's: brings the room state up to date (with the
+    /// events missed meanwhile), restarts media if the session is new, fetches missed chat.
+    /// False when the room was left meanwhile.
+    private func adopt(_ joined: Joined, on signaling: SignalingClient) async -> Bool {
+        let missed = state.withLockedValue { state -> [Event]? in
+            guard !state.leaving else { return nil }
+            state.signaling = signaling
+            state.joined = joined
+            return state.room.reconcile(with: joined.participants)
+        }
+        guard let missed else {
+            try? await signaling.send(Leave())
+            await signaling.close()
+            return false
+        }
+        logger.info("signaling reconnected", metadata: ["participant": "\(joined.participant.sid)", "resumed": "\(joined.resumed)"])
+        if !joined.resumed { await restartMedia() }
+        for event in missed { continuation.yield(event) }
+        await catchUpChat(on: signaling, ownIdentity: joined.participant.identity)
+        return true
+    }
+
+    /// The server let the old session go with its media transports: new ones, published again.
+    private func restartMedia() async {
+        let (subscriber, publisher, published, handler) = state.withLockedValue { state in
+            (state.subscriber, state.publisher, state.published, state.mediaHandler)
+        }
+        await publisher?.close()
+        await subscriber.close()
+        do {
+            let fresh = try await Self.makeSubscriber(on: subscriber.loop)
+            Self.install(handler, on: fresh)
+            state.withLockedValue { state in
+                state.subscriber = fresh
+                state.publisher = nil
+                state.publishedTracks = []
+            }
+            if let published { try await publishTone(frequency: published.frequency, video: published.video) }
+        } catch {
+            logger.error("could not restart media in the new session", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Chat sent while the connection was down, from the history after the last seq seen.
+    private func catchUpChat(on signaling: SignalingClient, ownIdentity: String) async {
+        for _ in 0..<Self.catchUpPages {
+            guard let after = state.withLockedValue({ $0.room.lastChatSeq }),
+                let page = try? await signaling.request(ChatHistoryRequest(after: after, limit: 200)).decode(ChatHistory.self)
+            else { return }
+            let fresh = state.withLockedValue { $0.room.caughtUp(page.messages, ownIdentity: ownIdentity) }
+            for message in fresh { continuation.yield(.chat(message)) }
+            guard page.hasMore, !page.messages.isEmpty else { return }
+        }
+    }
+
+    /// At most this many pages (of 200) of missed chat are delivered after a reconnection.
+    static let catchUpPages = 10
+
     /// Server frames that are not replies: events, and offers on the subscriber transport.
-    private func readEvents() async {
+    private func readEvents(from signaling: SignalingClient) async {
         while !Task.isCancelled {
             let frame: ServerFrame
             do {
@@ -120,47 +378,70 @@ public final class ParleyRoom: @unchecked Sendable {
             } catch SignalingClientError.timedOut {
                 continue
             } catch {
-                break
+                return
             }
-            switch frame.type {
-            case OfferMessage.type:
-                await answer(frame)
-            case ParticipantJoined.type:
-                if let event = try? frame.decode(ParticipantJoined.self) { continuation.yield(.participantJoined(event.participant)) }
-            case ParticipantLeft.type:
-                if let event = try? frame.decode(ParticipantLeft.self) { continuation.yield(.participantLeft(sid: event.participant, identity: event.identity)) }
-            case TrackPublished.type:
-                if let event = try? frame.decode(TrackPublished.self) { continuation.yield(.trackPublished(participant: event.participant, track: event.track)) }
-            case TrackUnpublished.type:
-                if let event = try? frame.decode(TrackUnpublished.self) {
-                    continuation.yield(.trackUnpublished(participant: event.participant, track: event.track))
-                }
-            case ChatEvent.type:
-                if let event = try? frame.decode(ChatEvent.self) { continuation.yield(.chat(event.message)) }
-            case PresenceEvent.type:
-                if let event = try? frame.decode(PresenceEvent.self) { continuation.yield(.presence(event)) }
-            case TypingEvent.type:
-                if let event = try? frame.decode(TypingEvent.self) { continuation.yield(.typing(event)) }
-            case SpeakersEvent.type:
-                if let event = try? frame.decode(SpeakersEvent.self) { continuation.yield(.speakers(event)) }
-            case RecordingEvent.type:
-                if let event = try? frame.decode(RecordingEvent.self) { continuation.yield(.recording(event.recording)) }
-            case RoomClosed.type:
-                if let event = try? frame.decode(RoomClosed.self) { continuation.yield(.closed(reason: event.reason)) }
-            case CandidateMessage.type:
-                break  // the server's candidates are in its SDP already
-            default:
-                continuation.yield(.other(type: frame.type, json: frame.text))
-            }
+            await handle(frame, from: signaling)
         }
-        continuation.finish()
     }
 
-    private func answer(_ frame: ServerFrame) async {
+    private func handle(_ frame: ServerFrame, from signaling: SignalingClient) async {
+        switch frame.type {
+        case OfferMessage.type:
+            await answer(frame, on: signaling)
+        case ParticipantJoined.type:
+            guard let event = try? frame.decode(ParticipantJoined.self) else { return }
+            state.withLockedValue { $0.room.update(event.participant) }
+            continuation.yield(.participantJoined(event.participant))
+        case ParticipantLeft.type:
+            guard let event = try? frame.decode(ParticipantLeft.self) else { return }
+            state.withLockedValue { state in
+                state.room.participantLeft(event.participant)
+                if event.participant == state.joined.participant.sid { state.ended = true }
+            }
+            continuation.yield(.participantLeft(sid: event.participant, identity: event.identity))
+        case TrackPublished.type:
+            guard let event = try? frame.decode(TrackPublished.self) else { return }
+            state.withLockedValue { $0.room.trackPublished(event.track, by: event.participant) }
+            continuation.yield(.trackPublished(participant: event.participant, track: event.track))
+        case TrackUnpublished.type:
+            guard let event = try? frame.decode(TrackUnpublished.self) else { return }
+            state.withLockedValue { $0.room.trackUnpublished(event.track, by: event.participant) }
+            continuation.yield(.trackUnpublished(participant: event.participant, track: event.track))
+        case ChatEvent.type:
+            guard let event = try? frame.decode(ChatEvent.self), state.withLockedValue({ $0.room.chatArrived(event.message) }) else { return }
+            continuation.yield(.chat(event.message))
+        case PresenceEvent.type:
+            guard let event = try? frame.decode(PresenceEvent.self) else { return }
+            state.withLockedValue { $0.room.presenceChanged(event) }
+            continuation.yield(.presence(event))
+        case TypingEvent.type:
+            if let event = try? frame.decode(TypingEvent.self) { continuation.yield(.typing(event)) }
+        case SpeakersEvent.type:
+            if let event = try? frame.decode(SpeakersEvent.self) { continuation.yield(.speakers(event)) }
+        case RecordingEvent.type:
+            if let event = try? frame.decode(RecordingEvent.self) { continuation.yield(.recording(event.recording)) }
+        case RoomClosed.type:
+            guard let event = try? frame.decode(RoomClosed.self) else { return }
+            state.withLockedValue { $0.ended = true }
+            continuation.yield(.closed(reason: event.reason))
+        case CandidateMessage.type:
+            break  // the server's candidates are in its SDP already
+        case ParticipantUpdated.type:
+            if let event = try? frame.decode(ParticipantUpdated.self) { state.withLockedValue { $0.room.update(event.participant) } }
+            continuation.yield(.other(type: frame.type, json: frame.text))
+        case TrackMuted.type:
+            if let event = try? frame.decode(TrackMuted.self) { state.withLockedValue { $0.room.trackMuted(event) } }
+            continuation.yield(.other(type: frame.type, json: frame.text))
+        default:
+            continuation.yield(.other(type: frame.type, json: frame.text))
+        }
+    }
+
+    private func answer(_ frame: ServerFrame, on signaling: SignalingClient) async {
         guard let json = RecordingBot.json(frame.text), json["target"] as? String == "subscriber",
             let sdp = json["sdp"] as? String, let id = json["id"] as? String
         else { return }
-        let subscriber = self.subscriber
+        let subscriber = state.withLockedValue { $0.subscriber }
         guard let answer = try? await subscriber.loop.submit({ try subscriber.answer(offer: sdp) }).get() else { return }
         try? await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: id))
     }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import RTP
 import Recording
@@ -36,6 +37,11 @@ public final class PublisherConnection: @unchecked Sendable {
         loop.preconditionInEventLoop()
         sources = [Source(kind: "audio", mid: "0", ssrc: UInt32.random(in: 1...UInt32.max), payloadType: 111)]
         if video { sources.append(Source(kind: "video", mid: "1", ssrc: UInt32.random(in: 1...UInt32.max), payloadType: 96)) }
+        // Video offers NACK (below), so its packets are kept to be sent again.
+        for source in sources {
+            transport.outbound.willSend(
+                ssrc: source.ssrc, clockRate: source.kind == "audio" ? 48_000 : 90_000, retransmittable: source.kind == "video")
+        }
         var offer = SessionDescription(lines: [
             SDPLine("o", "- \(UInt32.random(in: 1...UInt32.max)) 1 IN IP4 127.0.0.1"), SDPLine("s", "-"), SDPLine("t", "0 0"),
             SDPLine("a", "group:BUNDLE \(sources.map(\.mid).joined(separator: " "))"), SDPLine("a", "msid-semantic: WMS \(streamID)"),
@@ -87,11 +93,11 @@ public final class PublisherConnection: @unchecked Sendable {
 /// in real time on the publisher's tick, each with abs-send-time and abs-capture-time (the wall
 /// clock at sending, which the SFU forwards untouched: receivers measure one-way delay).
 public final class ToneSender: @unchecked Sendable {
-    private let encoder: OpusEncoder
+    private let frames: [[UInt8]]
+    private var nextFrame = 0
     private let source: PublisherConnection.Source
     private let transport: ClientTransport
     public let frequency: Double
-    private var phase = 0.0
     private var sequence = UInt16.random(in: 0...UInt16.max)
     private var timestamp = UInt32.random(in: 0...UInt32.max)
     private var nextSendAt: UInt64 = 0
@@ -104,7 +110,7 @@ public final class ToneSender: @unchecked Sendable {
         guard let source = connection.sources.first(where: { $0.kind == "audio" }) else {
             throw SignalingClientError.connectFailed("the offer has no audio m-line")
         }
-        encoder = try OpusEncoder()
+        frames = try EncodedTone.oneSecond(of: frequency)
         self.source = source
         transport = connection.transport
         self.frequency = frequency
@@ -124,15 +130,8 @@ public final class ToneSender: @unchecked Sendable {
     }
 
     private func sendOne(now: UInt64) {
-        var frame = [Float](repeating: 0, count: OpusEncoder.frameSamples * 2)
-        for index in 0..<OpusEncoder.frameSamples {
-            let sample = Float(0.3 * sin(phase))
-            frame[2 * index] = sample
-            frame[2 * index + 1] = sample
-            phase += 2 * Double.pi * frequency / 48_000
-        }
-        if phase > 2 * Double.pi * 1000 { phase = phase.truncatingRemainder(dividingBy: 2 * Double.pi) }
-        let payload = encoder.encode(frame[...])
+        let payload = frames[nextFrame]
+        nextFrame = (nextFrame + 1) % frames.count
         let bytes = SyntheticRTP.header(
             payloadType: source.payloadType, sequence: sequence, timestamp: timestamp, ssrc: source.ssrc, marker: false, now: now) + payload
         bytes.withUnsafeBytes { _ = transport.sendRTP($0) }
@@ -140,6 +139,32 @@ public final class ToneSender: @unchecked Sendable {
         sequence &+= 1
         timestamp &+= UInt32(OpusEncoder.frameSamples)
         packetsSent += 1
+    }
+}
+
+/// One second of a tone, encoded with libopus once per frequency and shared by every sender of
+/// it, so a load test's publishers do not spend their CPU in the encoder. A whole number of Hz
+/// fits whole cycles into the second, so the loop is seamless.
+enum EncodedTone {
+    private static let cache = NIOLockedValueBox<[Double: [[UInt8]]]>([:])
+
+    static func oneSecond(of frequency: Double) throws -> [[UInt8]] {
+        if let known = cache.withLockedValue({ $0[frequency] }) { return known }
+        let encoder = try OpusEncoder()
+        var phase = 0.0
+        var frames: [[UInt8]] = []
+        var pcm = [Float](repeating: 0, count: OpusEncoder.frameSamples * 2)
+        for _ in 0..<(48_000 / OpusEncoder.frameSamples) {
+            for index in 0..<OpusEncoder.frameSamples {
+                let sample = Float(0.3 * sin(phase))
+                pcm[2 * index] = sample
+                pcm[2 * index + 1] = sample
+                phase += 2 * Double.pi * frequency / 48_000
+            }
+            frames.append(encoder.encode(pcm[...]))
+        }
+        cache.withLockedValue { $0[frequency] = frames }
+        return frames
     }
 }
 
@@ -161,14 +186,15 @@ enum SyntheticRTP {
     }
 }
 
-/// A synthetic camera: VP8 frames (valid frame headers, a keyframe with its start code and size,
-/// filler partitions) at `fps` and about `bitrate` bits per second, packetized per RFC 7741 with
-/// a picture id. A PLI or FIR from the server makes the next frame a keyframe.
+/// A synthetic camera: real VP8 frames (`SyntheticVP8Camera`: a moving square, each frame padded
+/// to its share of `bitrate`) at `fps`, packetized per RFC 7741 with a picture id. A PLI or FIR from
+/// the server makes the next frame a keyframe.
 public final class VideoSender: @unchecked Sendable {
     private let source: PublisherConnection.Source
     private let transport: ClientTransport
     public let bitrate: Int
     public let fps: Int
+    private var camera: SyntheticVP8Camera
     private var sequence = UInt16.random(in: 0...UInt16.max)
     private var timestamp = UInt32.random(in: 0...UInt32.max)
     private var pictureID = UInt16.random(in: 0...0x7FFF)
@@ -187,6 +213,7 @@ public final class VideoSender: @unchecked Sendable {
         transport = connection.transport
         self.bitrate = bitrate
         self.fps = fps
+        camera = SyntheticVP8Camera(bitrate: bitrate, fps: fps)
         let ssrc = source.ssrc
         let previous = transport.onRTCP
         transport.onRTCP = { [weak self] compound, now in
@@ -205,22 +232,10 @@ public final class VideoSender: @unchecked Sendable {
         if nextFrameAt == 0 { nextFrameAt = now }
         guard now >= nextFrameAt else { return }
         nextFrameAt = max(nextFrameAt + interval, now - interval)
-        let keyframe = keyframeWanted || frames % (fps * 10) == 0
+        let frame = camera.nextFrame(keyframe: keyframeWanted || frames % (fps * 10) == 0)
         keyframeWanted = false
-        let size = max(64, bitrate / 8 / fps * (keyframe ? 4 : 1))
-        var frame = [UInt8](repeating: 0, count: size)
-        // Frame tag (RFC 6386 §9.1): key/inter bit, version 0, shown, first partition size.
-        let partition = UInt32(size - (keyframe ? 10 : 3))
-        let tag = (keyframe ? 0 : 1) | (1 << 4) | (partition << 5)
-        frame[0] = UInt8(tag & 0xFF)
-        frame[1] = UInt8((tag >> 8) & 0xFF)
-        frame[2] = UInt8((tag >> 16) & 0xFF)
-        if keyframe {
-            frame[3] = 0x9D; frame[4] = 0x01; frame[5] = 0x2A
-            frame[6] = 0x40; frame[7] = 0x01; frame[8] = 0xF0; frame[9] = 0x00  // 320 x 240
-            keyframesSent += 1
-        }
-        for index in (keyframe ? 10 : 3)..<size { frame[index] = UInt8(truncatingIfNeeded: index &* 31 &+ frames) }
+        if frame.isKeyframe { keyframesSent += 1 }
+        let size = frame.bytes.count
         var offset = 0
         while offset < size {
             let chunk = min(Self.maxPayload, size - offset)
@@ -229,7 +244,7 @@ public final class VideoSender: @unchecked Sendable {
             let descriptor: [UInt8] = [offset == 0 ? 0x90 : 0x80, 0x80, UInt8(0x80 | (pictureID >> 8)), UInt8(pictureID & 0xFF)]
             let bytes = SyntheticRTP.header(
                 payloadType: source.payloadType, sequence: sequence, timestamp: timestamp, ssrc: source.ssrc, marker: last, now: now)
-                + descriptor + frame[offset..<(offset + chunk)]
+                + descriptor + frame.bytes[offset..<(offset + chunk)]
             bytes.withUnsafeBytes { _ = transport.sendRTP($0) }
             sequence &+= 1
             packetsSent += 1

@@ -67,7 +67,7 @@ public final class SignalingClient: Sendable {
                         await client.inbox.put(client.frame(text))
                     }
                 }
-                await client.inbox.finish(closeCode: closeFrame.map { "\($0.closeCode)" })
+                await client.inbox.finish(closeCode: closeFrame.map { "\($0.closeCode)" }, normal: closeFrame?.closeCode == .normalClosure)
             } catch {
                 opened.continuation.yield(.failure(error))
                 await client.inbox.finish(closeCode: nil)
@@ -140,6 +140,10 @@ public final class SignalingClient: Sendable {
         await inbox.waitClosed(timeout: timeout)
     }
 
+    /// Whether the server ended the connection with a normal close, as it does when it ends a
+    /// session on purpose (leave, kick, room closed, resumed elsewhere); false for a dropped one.
+    public func closedNormally() async -> Bool { await inbox.closedNormally }
+
     /// Closes the WebSocket normally.
     public func close() async {
         if let writer = writer.withLockedValue({ $0 }) {
@@ -163,6 +167,7 @@ actor Inbox {
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var nextWaiter: UInt64 = 0
     private(set) var closeCode: String?? = nil
+    private(set) var closedNormally = false
 
     var pending: [ServerFrame] { frames }
 
@@ -175,8 +180,9 @@ actor Inbox {
         frames.append(frame)
     }
 
-    func finish(closeCode: String?) {
+    func finish(closeCode: String?, normal: Bool = false) {
         self.closeCode = .some(closeCode)
+        closedNormally = normal
         for waiter in waiters.values { waiter.continuation.resume(throwing: SignalingClientError.closed) }
         waiters.removeAll()
         for waiter in closeWaiters { waiter.resume() }

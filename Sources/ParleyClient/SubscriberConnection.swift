@@ -49,6 +49,7 @@ public final class SubscriberConnection: @unchecked Sendable {
             SDPLine("o", "- \(UInt32.random(in: 1...UInt32.max)) 2 IN IP4 127.0.0.1"), SDPLine("s", "-"), SDPLine("t", "0 0"),
         ])
         var mids: [String] = []
+        var announced: Set<UInt32> = []
         for media in offer.media {
             var lines: [SDPLine] = [SDPLine("c", "IN IP4 0.0.0.0")]
             if let mid = media.mid {
@@ -69,8 +70,11 @@ public final class SubscriberConnection: @unchecked Sendable {
                     tracksBySSRC[ssrc] = Track(
                         trackSid: msid.track ?? "", participantSid: msid.stream, kind: media.kind, codec: codec.name.lowercased())
                 }
+                announced.insert(ssrc)
+                transport.inbound.expect(ssrc: ssrc, clockRate: codec.clockRate, nack: codec.feedback.contains("nack"))
             }
         }
+        transport.inbound.keepOnly(announced)
         answer.lines.append(SDPLine("a", "group:BUNDLE \(mids.joined(separator: " "))"))
         return answer.serialized()
     }

@@ -229,15 +229,15 @@ public final class SFURoom: @unchecked Sendable {
         publication.noteReceived(header, packet: received, now: now)
         tap?.tap(self, received: received, header: header, from: publication, now: now)
         guard !publication.muted, !publication.downTracks.isEmpty, packet.count <= Self.maxPacket else { return }
-        var sent = false
+        var forwarded: UInt64 = 0
         for downTrack in publication.downTracks where downTrack.isActive {
             scratch.copyMemory(from: received)
-            if downTrack.send(scratch, length: packet.count, header: header, now: now) {
-                port.statistics.forwardedPackets += 1
-                sent = true
-            }
+            if downTrack.send(scratch, length: packet.count, header: header, now: now) { forwarded += 1 }
         }
-        if sent { port.statistics.recordForwardingDelay(nanoseconds: port.now() &- now) }
+        if forwarded > 0 {
+            port.statistics.forwardedPackets += forwarded
+            port.statistics.recordForwardingDelay(nanoseconds: port.now() &- now)
+        }
     }
 
     func handleRTCP(_ compound: UnsafeRawBufferPointer, from participant: SFUParticipant, role: TransportRole) {
@@ -282,6 +282,8 @@ public final class SFURoom: @unchecked Sendable {
             }
         } else if let remb = RTCPREMB(packet) {
             for ssrc in remb.ssrcs { subscriber.downTracksBySSRC[ssrc]?.receiverEstimate = remb.bitrate }
+        } else if packet.packetType == .receiverReport {
+            port.statistics.receiverReportsReceived += 1
         }
     }
 

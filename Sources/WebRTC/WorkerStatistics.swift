@@ -8,6 +8,8 @@ public struct WorkerStatistics: Sendable, Equatable {
     public var nacksReceived: UInt64 = 0
     public var nacksSent: UInt64 = 0
     public var plisReceived: UInt64 = 0
+    /// RTCP receiver reports from subscribers (each tells their loss and jitter).
+    public var receiverReportsReceived: UInt64 = 0
     public var plisSent: UInt64 = 0
     public var firsSent: UInt64 = 0
     public var retransmissions: UInt64 = 0
@@ -38,6 +40,7 @@ public struct WorkerStatistics: Sendable, Equatable {
         nacksReceived += other.nacksReceived
         nacksSent += other.nacksSent
         plisReceived += other.plisReceived
+        receiverReportsReceived += other.receiverReportsReceived
         plisSent += other.plisSent
         firsSent += other.firsSent
         retransmissions += other.retransmissions

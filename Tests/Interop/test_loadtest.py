@@ -37,10 +37,14 @@ def test_loadtest_exits_non_zero_when_an_slo_is_missed(server, tmp_path):
 
 
 def test_synthetic_video_is_real_vp8(server, tmp_path):
-    """--video publishers send VP8 that the SFU forwards and the recorder writes as a WebM ffprobe reads."""
+    """--video publishers send real VP8 that the SFU forwards and the recorder writes as a WebM:
+    ffmpeg decodes every frame without a warning to the camera's picture, mid-gray with a 16x16
+    square (luma 180) that moves one macroblock per frame."""
     import time
 
-    from test_recording import probe, recording_dir
+    import numpy
+
+    from test_recording import FFMPEG, probe, recording_dir
 
     out = tmp_path / "video.json"
     load = subprocess.Popen(
@@ -60,8 +64,21 @@ def test_synthetic_video_is_real_vp8(server, tmp_path):
     video = next(f for f in stopped["files"] if f["kind"] == "video")
     path = recording_dir(server, "load-0", stopped["id"]) / video["name"]
     assert probe(path)["streams"][0]["codec_name"] == "vp8"
-    # The frames are VP8-shaped (frame tags, keyframe headers, RFC 7741 descriptors) with filler
-    # partitions: counted as packets, not decoded into pictures.
     counted = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
                               "stream=nb_read_packets", "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
-    assert int(counted.stdout.strip()) >= 40, counted.stdout + counted.stderr
+    packets = int(counted.stdout.strip())
+    assert packets >= 40, counted.stdout + counted.stderr
+
+    # yuv420p as decoded: a conversion to gray would rescale the luma range.
+    decoded = subprocess.run([FFMPEG, "-nostdin", "-v", "warning", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
+                             capture_output=True, timeout=60)
+    assert decoded.returncode == 0 and not decoded.stderr, decoded.stderr.decode()[-2000:]
+    frames = numpy.frombuffer(decoded.stdout, dtype=numpy.uint8).reshape(-1, 320 * 240 * 3 // 2)[:, :320 * 240].reshape(-1, 240, 320)
+    assert len(frames) == packets, (len(frames), packets)
+    squares = []
+    for index, frame in enumerate(frames):
+        ys, xs = numpy.nonzero(frame != 128)
+        assert len(ys) == 256 and (frame[ys, xs] == 180).all(), f"frame {index}: {len(ys)} pixels off the gray"
+        assert ys.min() % 16 == 0 and xs.min() % 16 == 0 and numpy.ptp(ys) == 15 and numpy.ptp(xs) == 15, f"frame {index}"
+        squares.append((int(ys.min()) // 16, int(xs.min()) // 16))
+    assert all(before != after for before, after in zip(squares, squares[1:])), squares

@@ -52,10 +52,7 @@ import Testing
         let sent = try await loop.submit { tone.packetsSent }.get()
         #expect(packets.count >= 150, "received \(packets.count) packets; sent \(sent)")
 
-        let decoder = try OpusDecoder()
-        var pcm: [Float] = []
-        for packet in packets { decoder.decode(packet, into: &pcm) }
-        let mono = stride(from: 0, to: pcm.count - 1, by: 2).map { pcm[$0] }
+        let mono = ToneDetector.monoSamples(ofOpus: packets)
         let window = Array(mono.suffix(48_000))
         #expect(ToneDetector.strength(window, frequency: 523) > 0.5)
         #expect(ToneDetector.strength(window, frequency: 440) < 0.05)
@@ -108,10 +105,7 @@ import Testing
         try await Self.wait(for: bob, "alice's track") { if case .trackPublished(let participant, _) = $0 { participant == aliceSid } else { false } }
         let deadline = ContinuousClock.now + .seconds(10)
         while audio.withLockedValue({ $0.count }) < 100, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
-        let decoder = try OpusDecoder()
-        var pcm: [Float] = []
-        for packet in audio.withLockedValue({ $0 }) { decoder.decode(packet, into: &pcm) }
-        let mono = stride(from: 0, to: max(0, pcm.count - 1), by: 2).map { pcm[$0] }
+        let mono = ToneDetector.monoSamples(ofOpus: audio.withLockedValue { $0 })
         #expect(mono.count >= 96_000)
         #expect(ToneDetector.strength(Array(mono.suffix(48_000)), frequency: 659) > 0.5)
 

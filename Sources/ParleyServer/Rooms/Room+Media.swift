@@ -205,6 +205,16 @@ extension Room {
         }
     }
 
+    /// What was sent while a resumed participant's connection was down is lost: the subscriber
+    /// offer awaiting its answer goes again (same id), and tracks published or ended meanwhile
+    /// (subscriptions were not updated without a connection) are offered.
+    func resumeSubscriptions(of participant: Participant) {
+        if let id = participant.media.outstandingOffer, let offer = participant.media.lastOffer {
+            deliver(codec.encodeRequest(OfferMessage(target: .subscriber, sdp: offer.sdp), id: id), to: participant)
+        }
+        updateSubscriptions(of: participant)
+    }
+
     private func offerToSubscriber(_ participant: Participant) {
         guard participant.media.needsOffer, participant.media.outstandingOffer == nil else { return }
         participant.media.needsOffer = false

@@ -105,6 +105,7 @@ public actor Room {
             if let old = held.connection { old.close(.normal("resumed elsewhere")) }
             held.connection = connection
             held.heldFrames = []
+            resumeSubscriptions(of: held)
             services.metrics.resumes.increment()
             logger.info("participant resumed", metadata: ["participant": "\(held.sid)", "identity": "\(held.identity)"])
         } else {

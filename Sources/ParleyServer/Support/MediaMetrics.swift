@@ -44,6 +44,7 @@ enum MediaMetrics {
         counter("media_plis_total", "Keyframe requests: PLIs received from subscribers, PLIs and FIRs sent to publishers", [
             ("direction=\"in\"", w.plisReceived), ("direction=\"out\"", w.plisSent + w.firsSent),
         ])
+        counter("media_receiver_reports_total", "RTCP receiver reports received from subscribers", [("", w.receiverReportsReceived)])
         counter("media_retransmissions_total", "Packets resent from the packet history to answer NACKs", [("", w.retransmissions)])
         counter("media_retransmission_misses_total", "NACKed packets no longer in the history", [("", w.retransmissionMisses)])
         counter("media_remb_total", "REMB estimates sent to publishers", [("", w.rembSent)])
