@@ -148,7 +148,10 @@ let package = Package(
             dependencies: ["SFU", "WebRTC", "RTP", "STUN", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "ParleyServerTests",
-            dependencies: ["ParleyServer", "ParleyClient", "Auth", "Store", "Recording", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "ParleyServer", "ParleyClient", "Auth", "Store", "Recording", "TURN", "STUN", "NetworkAddress",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CParleyOpenSSL", "CParleySRTP", "CParleyOpus"]),

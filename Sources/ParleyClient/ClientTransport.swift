@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NetworkAddress
+import struct ParleyProtocol.ICEServer
 import RTP
 import SDP
 import STUN
@@ -10,7 +11,18 @@ import WebRTC
 /// One client-side WebRTC transport (a PeerConnection's network half): a UDP socket, ICE as the
 /// controlling agent against the server's candidates (Parley is ICE-lite, so only the client
 /// checks), the DTLS client (`a=setup:active`), and SRTP both ways. Everything runs on `loop`.
+///
+/// Under `ICETransportPolicy.relay` the checks, DTLS and SRTP go through a TURN relay instead
+/// (`TURNClient` keeps the allocation): ChannelData once a peer's channel is bound, Send
+/// indications before; what the relay brings back takes the same receive path.
 public final class ClientTransport: @unchecked Sendable {
+    /// The two ends of a path: the server's candidate, and whether we reach it from our own
+    /// socket (host) or through the relay.
+    struct CandidatePair: Equatable {
+        var remote: TransportAddress
+        var local: ICECandidate.CandidateType
+    }
+
     public let loop: any EventLoop
     private var channel: (any Channel)?
     public let localICE = ICECredentials.random()
@@ -23,7 +35,13 @@ public final class ClientTransport: @unchecked Sendable {
     /// The DTLS role the remote description leaves us: the client unless the peer is `active`.
     private var dtlsRole: DTLSEndpoint.Role = .client
     private var candidates: [TransportAddress] = []
-    private var selected: TransportAddress?
+    private var selected: CandidatePair?
+    public private(set) var iceTransportPolicy = ICETransportPolicy.all
+    private var relay: TURNClient?
+    /// `start` waits on the allocation, `close` on the deallocation.
+    private var relayAllocated: EventLoopPromise<Void>?
+    private var relayDeallocated: EventLoopPromise<Void>?
+    static let deallocationWait: TimeAmount = .seconds(1)
     private var lastCheck: UInt64 = 0
     private var lastDTLSTimer: UInt64 = 0
     private var timer: RepeatedTask?
@@ -68,29 +86,81 @@ public final class ClientTransport: @unchecked Sendable {
 
     public var isConnected: Bool { srtpInbound != nil }
     public var fingerprint: CertificateFingerprint { dtlsContext.certificate.fingerprint }
+    /// The type of our end of the path ICE selected: host, or relay through TURN. Nil before.
+    public var selectedCandidateType: ICECandidate.CandidateType? { selected?.local }
+    /// The address the TURN server relays for us, while allocated.
+    public var relayedAddress: TransportAddress? { relay?.relayedAddress }
 
-    /// Opens the UDP socket and starts the 20 ms tick.
-    public func start() async throws {
+    /// Opens the UDP socket and starts the 20 ms tick. Under `.relay` it also allocates a relay on
+    /// the first TURN server over UDP among `iceServers` and returns once it has one; when the
+    /// server refuses or stays silent it throws, with the socket closed.
+    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
+        var relayServer: (url: TURNServerURL, address: TransportAddress)?
+        if policy == .relay {
+            guard let url = TURNServerURL.first(in: iceServers) else { throw TURNClientError.noServer }
+            relayServer = (url, try Self.resolve(url))
+        }
         let channel = try await DatagramBootstrap(group: loop)
             .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ReceiveHandler(transport: self)) }
             }
             .bind(host: "0.0.0.0", port: 0).get()
-        try await loop.submit {
+        let allocated = loop.flatSubmit { () -> EventLoopFuture<Void> in
             self.channel = channel
+            self.iceTransportPolicy = policy
             self.timer = self.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in self.tick() }
-        }.get()
+            guard let relayServer else { return self.loop.makeSucceededVoidFuture() }
+            self.relay = TURNClient(server: relayServer.address, username: relayServer.url.username, password: relayServer.url.password)
+            let promise = self.loop.makePromise(of: Void.self)
+            self.relayAllocated = promise
+            self.writeToRelayServer(self.relay?.start(now: NIODeadline.now().uptimeNanoseconds) ?? [])
+            return promise.futureResult
+        }
+        do {
+            try await allocated.get()
+        } catch {
+            await close()
+            throw error
+        }
     }
 
+    /// The server's IPv4 address (the socket is IPv4): a literal as is, a name through the resolver.
+    private static func resolve(_ url: TURNServerURL) throws -> TransportAddress {
+        if let ip = IPAddress(url.host) {
+            guard ip.isIPv4 else { throw TURNClientError.unresolvable(host: url.host) }
+            return TransportAddress(ip: ip, port: url.port)
+        }
+        guard let resolved = try? SocketAddress.makeAddressResolvingHost(url.host, port: Int(url.port)),
+            let address = TransportAddress(resolved), address.ip.isIPv4
+        else { throw TURNClientError.unresolvable(host: url.host) }
+        return address
+    }
+
+    /// Says goodbye over DTLS, deallocates the relay (waiting a moment for the answer) and closes the socket.
     public func close() async {
-        let channel = try? await loop.submit { () -> (any Channel)? in
+        let closing = try? await loop.submit { () -> (channel: (any Channel)?, deallocated: EventLoopFuture<Void>?) in
             self.timer?.cancel()
             self.timer = nil
             if let dtls = self.dtls { for datagram in dtls.close() { self.send(datagram) } }
-            return self.channel
+            return (self.channel, self.deallocateRelay())
         }.get()
-        if let channel = channel ?? nil { try? await channel.close() }
+        try? await closing?.deallocated?.get()
+        if let channel = closing?.channel { try? await channel.close() }
+    }
+
+    /// Refresh with lifetime 0; the future completes with the answer, or after `deallocationWait`
+    /// (the allocation then expires on the server by itself).
+    private func deallocateRelay() -> EventLoopFuture<Void>? {
+        guard relay != nil else { return nil }
+        let datagrams = relay?.close(now: NIODeadline.now().uptimeNanoseconds) ?? []
+        relayProgressed()
+        guard !datagrams.isEmpty else { return nil }
+        writeToRelayServer(datagrams)
+        let promise = loop.makePromise(of: Void.self)
+        relayDeallocated = promise
+        loop.scheduleTask(in: Self.deallocationWait) { self.settleDeallocation() }
+        return promise.futureResult
     }
 
     /// Takes the server's ICE credentials, fingerprint and UDP host candidates from its SDP.
@@ -109,17 +179,26 @@ public final class ClientTransport: @unchecked Sendable {
                 if !candidates.contains(address) { candidates.append(address) }
             }
         }
+        if relay != nil { writeToRelayServer(relay?.permit(candidates, now: NIODeadline.now().uptimeNanoseconds) ?? []) }
     }
 
-    /// The transport attributes of every m-line this client writes, with a host candidate for
-    /// each up IPv4 interface (full ICE servers such as Janus want them; Parley learns the
-    /// address from the checks anyway).
+    /// The transport attributes of every m-line this client writes, with our candidates: a host
+    /// candidate for each up IPv4 interface, or under `.relay` the relayed address alone (full ICE
+    /// servers such as Janus want them; Parley learns the address from the checks anyway).
     func transportAttributes(setup: String) -> [SDPLine] {
         var lines = [
             SDPLine("a", "ice-ufrag:\(localICE.ufrag)"), SDPLine("a", "ice-pwd:\(localICE.password)"),
             SDPLine("a", "fingerprint:\(fingerprint.description)"), SDPLine("a", "setup:\(setup)"), SDPLine("a", "rtcp-mux"),
         ]
-        if let port = channel?.localAddress?.port {
+        if let relayed = relayedAddress {
+            // Type preference 0 (relay), local preference 65535, component 1 (RFC 8445 §5.1.2.1).
+            var candidate = ICECandidate(
+                foundation: "relay", priority: 0x00FF_FFFF, address: "\(relayed.ip)", port: Int(relayed.port), type: .relay)
+            candidate.relatedAddress = "0.0.0.0"
+            candidate.relatedPort = 0
+            lines.append(SDPLine("a", "candidate:\(candidate.value)"))
+            lines.append(SDPLine("a", "end-of-candidates"))
+        } else if iceTransportPolicy == .all, let port = channel?.localAddress?.port {
             var seen: Set<String> = []
             for device in (try? System.enumerateDevices()) ?? [] {
                 guard let address = device.address, case .v4 = address, let ip = address.ipAddress, seen.insert(ip).inserted else { continue }
@@ -173,10 +252,14 @@ public final class ClientTransport: @unchecked Sendable {
 
     private func tick() {
         let now = NIODeadline.now().uptimeNanoseconds
+        if relay != nil {
+            writeToRelayServer(relay?.tick(now: now) ?? [])
+            relayProgressed()
+        }
         // Checks every 50 ms until one succeeds, then one every 2.5 s for consent (RFC 7675).
         if let remoteICE, now >= lastCheck + (selected == nil ? 50_000_000 : 2_500_000_000) {
             lastCheck = now
-            for candidate in selected.map({ [$0] }) ?? candidates { sendCheck(to: candidate, remote: remoteICE) }
+            for pair in selected.map({ [$0] }) ?? candidatePairs { sendCheck(on: pair, remote: remoteICE) }
         }
         if let dtls, case .handshaking = dtls.state, let delay = dtls.retransmitDelayMilliseconds,
             now >= lastDTLSTimer + UInt64(delay) * 1_000_000
@@ -207,7 +290,18 @@ public final class ClientTransport: @unchecked Sendable {
         }
     }
 
-    private func sendCheck(to address: TransportAddress, remote: ICECredentials) {
+    /// What the policy lets us check: from our socket to each candidate under `.all`; through
+    /// the relay to each candidate it has a permission for.
+    private var candidatePairs: [CandidatePair] {
+        var pairs: [CandidatePair] = []
+        for remote in candidates {
+            if iceTransportPolicy == .all { pairs.append(CandidatePair(remote: remote, local: .host)) }
+            if relay?.canRelay(to: remote) == true { pairs.append(CandidatePair(remote: remote, local: .relay)) }
+        }
+        return pairs
+    }
+
+    private func sendCheck(on pair: CandidatePair, remote: ICECredentials) {
         var check = STUNMessageBuilder(type: .bindingRequest, transactionID: .random())
         check.append(.username, string: "\(remote.ufrag):\(localICE.ufrag)")
         check.append(.priority, uint32: 0x7E00_00FF)
@@ -216,7 +310,7 @@ public final class ClientTransport: @unchecked Sendable {
         check.appendMessageIntegrity(key: STUNIntegrity.shortTermKey(password: remote.password))
         check.appendFingerprint()
         counters.checks += 1
-        send(check.bytes, to: address)
+        send(check.bytes, on: pair)
     }
 
     fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
@@ -224,61 +318,79 @@ public final class ClientTransport: @unchecked Sendable {
         var buffer = envelope.data
         let now = NIODeadline.now().uptimeNanoseconds
         buffer.withUnsafeMutableReadableBytes { bytes in
-            switch PacketKind(UnsafeRawBufferPointer(bytes)) {
-            case .stun:
-                guard let message = try? STUNMessage(parsing: UnsafeRawBufferPointer(bytes)), let remoteICE else { return }
-                if message.type == .bindingRequest {
-                    // A full agent (Janus, libnice) checks back; the pair is valid for it only once answered.
-                    answerCheck(message, from: source)
-                    return
-                }
-                guard message.type == .bindingSuccess, message.hasValidIntegrity(key: STUNIntegrity.shortTermKey(password: remoteICE.password))
-                else { return }
-                if selected == nil {
-                    selected = source
-                    startDTLS()
-                }
-            case .dtls:
-                guard let dtls, source == selected else { return }
-                for datagram in dtls.receive(UnsafeRawBufferPointer(bytes)) { send(datagram) }
-                if case .connected(let keys) = dtls.state, srtpInbound == nil {
-                    srtpInbound = try? SRTPSession(keys.remote, direction: .inbound)
-                    srtpOutbound = try? SRTPSession(keys.local, direction: .outbound)
-                }
-            case .rtp:
-                if let dropsIncomingRTP, let header = RTPHeader(UnsafeRawBufferPointer(bytes)), dropsIncomingRTP(header) { return }
-                guard let srtpInbound, let length = try? srtpInbound.unprotectRTP(bytes, length: bytes.count) else {
-                    return counters.srtpFailures += 1
-                }
-                let packet = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
-                guard let header = RTPHeader(packet) else { return }
-                counters.rtpIn += 1
-                inbound.received(header, length: length, now: now)
-                onRTP?(packet, header, now)
-            case .rtcp:
-                guard let srtpInbound, let length = try? srtpInbound.unprotectRTCP(bytes, length: bytes.count) else {
-                    return counters.srtpFailures += 1
-                }
-                counters.rtcpIn += 1
-                let compound = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
-                handleFeedback(compound, now: now)
-                onRTCP?(compound, now)
-            default:
+            guard relay != nil, source == relay?.server else {
+                // Under `.relay` nothing reaches us but through the relay.
+                if iceTransportPolicy == .all { handle(bytes, on: CandidatePair(remote: source, local: .host), now: now) }
+                return
+            }
+            switch relay?.receive(UnsafeRawBufferPointer(bytes), now: now) {
+            case .relayed(let peer, let range):
+                handle(UnsafeMutableRawBufferPointer(rebasing: bytes[range]), on: CandidatePair(remote: peer, local: .relay), now: now)
+            case .control(let datagrams):
+                writeToRelayServer(datagrams)
+                relayProgressed()
+            case nil:
                 break
             }
         }
     }
 
-    private func answerCheck(_ request: STUNMessage, from source: TransportAddress) {
+    /// A datagram from the server's side of `pair`: checks, DTLS, SRTP and SRTCP.
+    private func handle(_ bytes: UnsafeMutableRawBufferPointer, on pair: CandidatePair, now: UInt64) {
+        switch PacketKind(UnsafeRawBufferPointer(bytes)) {
+        case .stun:
+            guard let message = try? STUNMessage(parsing: UnsafeRawBufferPointer(bytes)), let remoteICE else { return }
+            if message.type == .bindingRequest {
+                // A full agent (Janus, libnice) checks back; the pair is valid for it only once answered.
+                answerCheck(message, on: pair)
+                return
+            }
+            guard message.type == .bindingSuccess, message.hasValidIntegrity(key: STUNIntegrity.shortTermKey(password: remoteICE.password))
+            else { return }
+            if selected == nil {
+                selected = pair
+                startDTLS()
+            }
+        case .dtls:
+            guard let dtls, pair == selected else { return }
+            for datagram in dtls.receive(UnsafeRawBufferPointer(bytes)) { send(datagram) }
+            if case .connected(let keys) = dtls.state, srtpInbound == nil {
+                srtpInbound = try? SRTPSession(keys.remote, direction: .inbound)
+                srtpOutbound = try? SRTPSession(keys.local, direction: .outbound)
+            }
+        case .rtp:
+            if let dropsIncomingRTP, let header = RTPHeader(UnsafeRawBufferPointer(bytes)), dropsIncomingRTP(header) { return }
+            guard let srtpInbound, let length = try? srtpInbound.unprotectRTP(bytes, length: bytes.count) else {
+                return counters.srtpFailures += 1
+            }
+            let packet = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
+            guard let header = RTPHeader(packet) else { return }
+            counters.rtpIn += 1
+            inbound.received(header, length: length, now: now)
+            onRTP?(packet, header, now)
+        case .rtcp:
+            guard let srtpInbound, let length = try? srtpInbound.unprotectRTCP(bytes, length: bytes.count) else {
+                return counters.srtpFailures += 1
+            }
+            counters.rtcpIn += 1
+            let compound = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
+            handleFeedback(compound, now: now)
+            onRTCP?(compound, now)
+        default:
+            break
+        }
+    }
+
+    private func answerCheck(_ request: STUNMessage, on pair: CandidatePair) {
         let key = STUNIntegrity.shortTermKey(password: localICE.password)
         guard request.hasValidIntegrity(key: key), let username = request.string(.username),
             username.hasPrefix(localICE.ufrag + ":")
         else { return }
         var response = STUNMessageBuilder(responding: request, class: .successResponse)
-        response.append(.xorMappedAddress, xorAddress: source)
+        response.append(.xorMappedAddress, xorAddress: pair.remote)
         response.appendMessageIntegrity(key: key)
         response.appendFingerprint()
-        send(response.bytes, to: source)
+        send(response.bytes, on: pair)
     }
 
     private func startDTLS() {
@@ -290,9 +402,55 @@ public final class ClientTransport: @unchecked Sendable {
         for datagram in endpoint.start() { send(datagram) }
     }
 
-    private func send(_ bytes: [UInt8], to address: TransportAddress? = nil) {
-        guard let channel, let target = address ?? selected else { return }
-        channel.writeAndFlush(AddressedEnvelope(remoteAddress: SocketAddress(target), data: channel.allocator.buffer(bytes: bytes)), promise: nil)
+    /// Sends on `pair`, or the selected pair: straight from our socket, or framed for the relay.
+    private func send(_ bytes: [UInt8], on pair: CandidatePair? = nil) {
+        guard let pair = pair ?? selected else { return }
+        switch pair.local {
+        case .relay:
+            guard let server = relay?.server, let framed = relay?.frame(bytes, to: pair.remote) else { return }
+            write(framed, to: server)
+        default:
+            write(bytes, to: pair.remote)
+        }
+    }
+
+    private func write(_ bytes: [UInt8], to address: TransportAddress) {
+        guard let channel else { return }
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: SocketAddress(address), data: channel.allocator.buffer(bytes: bytes)), promise: nil)
+    }
+
+    // MARK: The relay
+
+    private func writeToRelayServer(_ datagrams: [[UInt8]]) {
+        guard let server = relay?.server else { return }
+        for datagram in datagrams { write(datagram, to: server) }
+    }
+
+    /// Settles what waits on the allocation's state: `start` on the allocation, `close` on the deallocation.
+    private func relayProgressed() {
+        guard let state = relay?.state else { return }
+        if let relayAllocated {
+            switch state {
+            case .allocated:
+                self.relayAllocated = nil
+                relayAllocated.succeed()
+            case .failed(let error):
+                self.relayAllocated = nil
+                relayAllocated.fail(error)
+            case .closing, .closed:
+                self.relayAllocated = nil
+                relayAllocated.fail(ChannelError.alreadyClosed)
+            case .allocating:
+                break
+            }
+        }
+        if state == .closed { settleDeallocation() }
+    }
+
+    private func settleDeallocation() {
+        guard let relayDeallocated else { return }
+        self.relayDeallocated = nil
+        relayDeallocated.succeed()
     }
 }
 

@@ -28,8 +28,10 @@ public final class LoadTester: @unchecked Sendable {
         /// Publishers also send synthetic VP8 video at this bitrate; 0 means audio only.
         public var videoBitrate = 0
         public var roomPrefix = "load"
-        /// `parley`, or `janus` (its VideoRoom over the HTTP API at `url`, e.g. http://127.0.0.1:8088/janus).
+        /// `parley`, or `janus` (its VideoRoom over the WebSocket API at `url`, e.g. ws://127.0.0.1:8188).
         public var target = "parley"
+        /// `.relay` sends Parley participants' media through the TURN server `joined` names.
+        public var iceTransportPolicy = ICETransportPolicy.all
 
         public init(url: String, apiKey: String, apiSecret: String) {
             self.url = url
@@ -242,7 +244,7 @@ public final class LoadTester: @unchecked Sendable {
             let frequency = 300.0 + 110.0 * Double(index)
             frequencies.withLockedValue { $0[joinedMessage.participant.sid] = frequency }
             let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
-            try await publisher.start()
+            try await publisher.start(iceServers: joinedMessage.iceServers, policy: options.iceTransportPolicy)
             let video = options.videoBitrate > 0
             let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
             let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
@@ -263,7 +265,7 @@ public final class LoadTester: @unchecked Sendable {
             await publisher.close()
         } else {
             let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
-            try await subscriber.start()
+            try await subscriber.start(iceServers: joinedMessage.iceServers, policy: options.iceTransportPolicy)
             try await loop.submit { [self] in installStatistics(on: subscriber) }.get()
             while ContinuousClock.now < end {
                 guard let frame = try? await signaling.next(timeout: .milliseconds(200)) else { continue }
@@ -288,8 +290,7 @@ public final class LoadTester: @unchecked Sendable {
     private func janusParticipant(
         room: String, index: Int, publishes: Bool, until end: ContinuousClock.Instant, onJoined: @escaping @Sendable () -> Void
     ) async throws {
-        guard let base = URL(string: options.url) else { throw JanusClient.JanusError(description: "bad Janus URL \(options.url)") }
-        let janus = try await JanusClient.connect(base: base)
+        let janus = try await JanusClient.connect(url: options.url)
         defer { Task { await janus.close() } }
         let roomNumber = janusRooms.withLockedValue { rooms -> UInt64 in
             if let existing = rooms[room] { return existing }

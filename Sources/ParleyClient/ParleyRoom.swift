@@ -92,6 +92,9 @@ public final class ParleyRoom: @unchecked Sendable {
     private let state: NIOLockedValueBox<State>
     private let url: String
     private let token: String
+    private let iceTransportPolicy: ICETransportPolicy
+    /// The ICE servers the app gave in place of `joined`'s; nil uses the server's.
+    private let iceServers: [ICEServer]?
     private let reconnectPolicy: ReconnectPolicy
     private let logger: Logger
     private let ownedGroup: MultiThreadedEventLoopGroup
@@ -99,11 +102,14 @@ public final class ParleyRoom: @unchecked Sendable {
 
     private init(
         joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, url: String, token: String,
-        reconnectPolicy: ReconnectPolicy, logger: Logger, group: MultiThreadedEventLoopGroup
+        iceTransportPolicy: ICETransportPolicy, iceServers: [ICEServer]?, reconnectPolicy: ReconnectPolicy, logger: Logger,
+        group: MultiThreadedEventLoopGroup
     ) {
         state = NIOLockedValueBox(State(joined: joined, signaling: signaling, room: RoomState(joined: joined), subscriber: subscriber))
         self.url = url
         self.token = token
+        self.iceTransportPolicy = iceTransportPolicy
+        self.iceServers = iceServers
         self.reconnectPolicy = reconnectPolicy
         self.logger = logger
         ownedGroup = group
@@ -111,21 +117,28 @@ public final class ParleyRoom: @unchecked Sendable {
     }
 
     /// Joins the room the token names; media starts flowing as the server offers tracks.
+    ///
+    /// `iceTransportPolicy: .relay` sends all media through a TURN relay: the server's own, from
+    /// `joined`'s ICE servers, unless `iceServers` names others. Each media transport allocates
+    /// its relay before it is used, so a refused credential or a silent TURN server throws here
+    /// (or from `publishTone`).
     public static func connect(
-        url: String, token: String, reconnectPolicy: ReconnectPolicy = ReconnectPolicy(),
-        logger: Logger = Logger(label: "parley.client")
+        url: String, token: String, iceTransportPolicy: ICETransportPolicy = .all, iceServers: [ICEServer]? = nil,
+        reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), logger: Logger = Logger(label: "parley.client")
     ) async throws -> ParleyRoom {
         let signaling = try await SignalingClient.connect(url: url, token: token, logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
             let joined = try await awaitJoined(on: signaling)
-            let subscriber = try await makeSubscriber(on: group.next())
+            let subscriber = try await makeSubscriber(on: group.next(), iceServers: iceServers ?? joined.iceServers, policy: iceTransportPolicy)
             let room = ParleyRoom(
-                joined: joined, signaling: signaling, subscriber: subscriber, url: url, token: token, reconnectPolicy: reconnectPolicy,
-                logger: logger, group: group)
+                joined: joined, signaling: signaling, subscriber: subscriber, url: url, token: token,
+                iceTransportPolicy: iceTransportPolicy, iceServers: iceServers, reconnectPolicy: reconnectPolicy, logger: logger, group: group)
             room.reader = Task { await room.run() }
             return room
         } catch {
+            // Joined but without media (a relay refused): leave, so the server holds no session to resume.
+            try? await signaling.send(Leave())
             await signaling.close()
             try? await group.shutdownGracefully()
             throw error
@@ -138,11 +151,16 @@ public final class ParleyRoom: @unchecked Sendable {
         return try first.decode(Joined.self)
     }
 
-    private static func makeSubscriber(on loop: any EventLoop) async throws -> SubscriberConnection {
+    private static func makeSubscriber(
+        on loop: any EventLoop, iceServers: [ICEServer], policy: ICETransportPolicy
+    ) async throws -> SubscriberConnection {
         let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
-        try await subscriber.start()
+        try await subscriber.start(iceServers: iceServers, policy: policy)
         return subscriber
     }
+
+    /// The ICE servers for a new media transport: the app's, or the latest `joined`'s (fresh credentials).
+    private var currentICEServers: [ICEServer] { iceServers ?? joined.iceServers }
 
     /// The `joined` of the current session (the latest reconnection's).
     public var joined: Joined { state.withLockedValue { $0.joined } }
@@ -176,7 +194,7 @@ public final class ParleyRoom: @unchecked Sendable {
     public func publishTone(frequency: Double, video: Bool = false) async throws -> [TrackInfo] {
         let (loop, signaling) = state.withLockedValue { ($0.subscriber.loop, $0.signaling) }
         let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
-        try await publisher.start()
+        try await publisher.start(iceServers: currentICEServers, policy: iceTransportPolicy)
         state.withLockedValue { $0.publisher = publisher }
         let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
         let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
@@ -210,7 +228,10 @@ public final class ParleyRoom: @unchecked Sendable {
         for track in tracks { if let mid = track.mid { trackSids[mid] = track.sid } }
         let sids = trackSids
         let statistics = try? await subscriber.loop.submit {
-            MediaStatistics(received: subscriber.statistics(), sent: publisher?.statistics(trackSids: sids) ?? [])
+            MediaStatistics(
+                received: subscriber.statistics(), sent: publisher?.statistics(trackSids: sids) ?? [],
+                subscriberCandidateType: subscriber.transport.selectedCandidateType,
+                publisherCandidateType: publisher?.transport.selectedCandidateType)
         }.get()
         return statistics ?? MediaStatistics()
     }
@@ -341,7 +362,7 @@ public final class ParleyRoom: @unchecked Sendable {
         await publisher?.close()
         await subscriber.close()
         do {
-            let fresh = try await Self.makeSubscriber(on: subscriber.loop)
+            let fresh = try await Self.makeSubscriber(on: subscriber.loop, iceServers: currentICEServers, policy: iceTransportPolicy)
             Self.install(handler, on: fresh)
             state.withLockedValue { state in
                 state.subscriber = fresh

@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import struct ParleyProtocol.ICEServer
 import RTP
 import Recording
 import SDP
@@ -29,7 +30,10 @@ public final class PublisherConnection: @unchecked Sendable {
     }
 
     public var isConnected: Bool { transport.isConnected }
-    public func start() async throws { try await transport.start() }
+    /// Opens the transport; under `.relay`, through a relay on the first TURN server of `iceServers`.
+    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
+        try await transport.start(iceServers: iceServers, policy: policy)
+    }
     public func close() async { await transport.close() }
 
     /// The offer for an audio track and, with `video`, a video track. On the loop.
@@ -175,7 +179,8 @@ enum SyntheticRTP {
         var header: [UInt8] = [0x90, payloadType | (marker ? 0x80 : 0), UInt8(sequence >> 8), UInt8(sequence & 0xFF)]
         header += [UInt8(timestamp >> 24), UInt8((timestamp >> 16) & 0xFF), UInt8((timestamp >> 8) & 0xFF), UInt8(timestamp & 0xFF)]
         header += [UInt8(ssrc >> 24), UInt8((ssrc >> 16) & 0xFF), UInt8((ssrc >> 8) & 0xFF), UInt8(ssrc & 0xFF)]
-        let absSendTime = UInt32(((now / 1000) << 18) / 1_000_000) & 0x00FF_FFFF
+        // Only the value modulo 64 s survives, so a host up for hours does not overflow it.
+        let absSendTime = AbsSendTime(nanoseconds: Int64(truncatingIfNeeded: now)).rawValue
         let capture = NTPTimestamp(unixNanoseconds: Int64(Date().timeIntervalSince1970 * 1e9)).rawValue
         header += [0xBE, 0xDE, 0x00, 0x04, (PublisherConnection.absSendTimeID << 4) | 2]
         header += [UInt8(absSendTime >> 16), UInt8((absSendTime >> 8) & 0xFF), UInt8(absSendTime & 0xFF)]

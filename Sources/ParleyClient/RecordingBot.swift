@@ -22,15 +22,21 @@ public final class RecordingBot: @unchecked Sendable {
     private let token: String
     private let directory: String
     private let mode: String
+    private let iceTransportPolicy: ICETransportPolicy
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let stopRequested = ManagedStop()
     private let logger: Logger
 
-    public init(url: String, token: String, directory: String, mode: String = "tracks", logger: Logger = Logger(label: "parley.record")) {
+    /// `iceTransportPolicy: .relay` receives through the TURN server the server's `joined` names.
+    public init(
+        url: String, token: String, directory: String, mode: String = "tracks", iceTransportPolicy: ICETransportPolicy = .all,
+        logger: Logger = Logger(label: "parley.record")
+    ) {
         self.url = url
         self.token = token
         self.directory = directory
         self.mode = mode
+        self.iceTransportPolicy = iceTransportPolicy
         self.logger = logger
     }
 
@@ -54,8 +60,9 @@ public final class RecordingBot: @unchecked Sendable {
         let signaling = try await SignalingClient.connect(url: url, token: token, logger: logger)
         let first = try await signaling.next(timeout: .seconds(10))
         guard first.type == "joined" else { throw SignalingClientError.connectFailed("expected joined, got \(first.text.prefix(300))") }
+        let joined = try first.decode(Joined.self)
         let connection = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
-        try await connection.start()
+        try await connection.start(iceServers: joined.iceServers, policy: iceTransportPolicy)
         let session = try await loop.submit {
             try RecordingSession(directory: self.directory, mode: self.mode, startedAt: NIODeadline.now().uptimeNanoseconds, label: "bot")
         }.get()

@@ -36,7 +36,7 @@ public enum SignalingClientError: Error, CustomStringConvertible {
 /// A signaling connection to a Parley server (`/v1/rtc`). Frames arrive in an inbox that callers
 /// read in order or by what they wait for; requests get ids and their replies are matched by `re`.
 public final class SignalingClient: Sendable {
-    private let inbox = Inbox()
+    private let inbox = Inbox<ServerFrame>()
     private let writer = NIOLockedValueBox<WebSocketOutboundWriter?>(nil)
     private let nextID = NIOLockedValueBox(0)
     private let runTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
@@ -53,36 +53,16 @@ public final class SignalingClient: Sendable {
         var full = url.hasSuffix("/v1/rtc") ? url : url.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/v1/rtc"
         full += "?token=\(token)"
         if let resume { full += "&resume=\(resume)" }
-        let opened = AsyncStream<Result<Void, any Error>>.makeStream()
-        let target = full
-        let task = Task {
-            do {
-                let closeFrame = try await WebSocketClient.connect(
-                    url: target, configuration: .init(maxFrameSize: 4 << 20), logger: logger
-                ) { inbound, outbound, _ in
-                    client.writer.withLockedValue { $0 = outbound }
-                    opened.continuation.yield(.success(()))
-                    for try await message in inbound.messages(maxSize: 4 << 20) {
-                        guard case .text(let text) = message else { continue }
-                        await client.inbox.put(client.frame(text))
-                    }
-                }
-                await client.inbox.finish(closeCode: closeFrame.map { "\($0.closeCode)" }, normal: closeFrame?.closeCode == .normalClosure)
-            } catch {
-                opened.continuation.yield(.failure(error))
-                await client.inbox.finish(closeCode: nil)
-            }
+        let task = try await ClientWebSocket.open(url: full, configuration: .init(maxFrameSize: 4 << 20), logger: logger) { outbound in
+            client.writer.withLockedValue { $0 = outbound }
+        } onText: { text in
+            await client.inbox.put(client.frame(text))
+        } onEnd: { closeFrame in
+            await client.inbox.finish(closeCode: closeFrame.map { "\($0.closeCode)" }, normal: closeFrame?.closeCode == .normalClosure)
             client.writer.withLockedValue { $0 = nil }
-            opened.continuation.finish()
         }
         client.runTask.withLockedValue { $0 = task }
-        for await result in opened.stream {
-            switch result {
-            case .success: return client
-            case .failure(let error): throw SignalingClientError.connectFailed("\(error)")
-            }
-        }
-        throw SignalingClientError.connectFailed("connection ended before it opened")
+        return client
     }
 
     private func frame(_ text: String) -> ServerFrame {
@@ -161,17 +141,17 @@ public final class SignalingClient: Sendable {
 }
 
 /// Frames received, in order, with waiters for ones not yet here.
-actor Inbox {
-    private var frames: [ServerFrame] = []
-    private var waiters: [UInt64: (matches: @Sendable (ServerFrame) -> Bool, continuation: CheckedContinuation<ServerFrame, any Error>)] = [:]
+actor Inbox<Frame: Sendable> {
+    private var frames: [Frame] = []
+    private var waiters: [UInt64: (matches: @Sendable (Frame) -> Bool, continuation: CheckedContinuation<Frame, any Error>)] = [:]
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var nextWaiter: UInt64 = 0
     private(set) var closeCode: String?? = nil
     private(set) var closedNormally = false
 
-    var pending: [ServerFrame] { frames }
+    var pending: [Frame] { frames }
 
-    func put(_ frame: ServerFrame) {
+    func put(_ frame: Frame) {
         for (id, waiter) in waiters.sorted(by: { $0.key < $1.key }) where waiter.matches(frame) {
             waiters[id] = nil
             waiter.continuation.resume(returning: frame)
@@ -189,7 +169,7 @@ actor Inbox {
         closeWaiters.removeAll()
     }
 
-    func take(where matches: @escaping @Sendable (ServerFrame) -> Bool, timeout: Duration, what: String) async throws -> ServerFrame {
+    func take(where matches: @escaping @Sendable (Frame) -> Bool, timeout: Duration, what: String) async throws -> Frame {
         if let index = frames.firstIndex(where: matches) { return frames.remove(at: index) }
         if closeCode != nil { throw SignalingClientError.closed }
         nextWaiter += 1

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import struct ParleyProtocol.ICEServer
 import RTP
 import SDP
 
@@ -37,7 +38,10 @@ public final class SubscriberConnection: @unchecked Sendable {
     }
 
     public var isConnected: Bool { transport.isConnected }
-    public func start() async throws { try await transport.start() }
+    /// Opens the transport; under `.relay`, through a relay on the first TURN server of `iceServers`.
+    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
+        try await transport.start(iceServers: iceServers, policy: policy)
+    }
     public func close() async { await transport.close() }
 
     /// Applies a server offer and returns the answer SDP. On the loop.

@@ -1,4 +1,5 @@
 import RTP
+import SDP
 
 /// What this client measured of one track it receives (RFC 3550 accounting of the SSRC the
 /// server's offer names for the track).
@@ -51,14 +52,23 @@ public struct SentTrackStatistics: Sendable, Equatable {
     public var remoteJitterMilliseconds: Double?
 }
 
-/// Per-track statistics of a room's media, both directions.
+/// Per-track statistics of a room's media, both directions, and the path each transport took.
 public struct MediaStatistics: Sendable, Equatable {
     public var received: [ReceivedTrackStatistics]
     public var sent: [SentTrackStatistics]
+    /// Our end of each transport's selected ICE path: host, or relay through TURN; nil before
+    /// ICE succeeded (and for a publisher that does not exist).
+    public var subscriberCandidateType: ICECandidate.CandidateType?
+    public var publisherCandidateType: ICECandidate.CandidateType?
 
-    public init(received: [ReceivedTrackStatistics] = [], sent: [SentTrackStatistics] = []) {
+    public init(
+        received: [ReceivedTrackStatistics] = [], sent: [SentTrackStatistics] = [],
+        subscriberCandidateType: ICECandidate.CandidateType? = nil, publisherCandidateType: ICECandidate.CandidateType? = nil
+    ) {
         self.received = received
         self.sent = sent
+        self.subscriberCandidateType = subscriberCandidateType
+        self.publisherCandidateType = publisherCandidateType
     }
 }
 

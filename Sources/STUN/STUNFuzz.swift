@@ -11,7 +11,8 @@ public enum STUNFuzz {
         for type in [STUNAttributeType.username, .realm, .nonce, .software] { _ = message.string(type) }
         for type in [STUNAttributeType.xorMappedAddress, .xorPeerAddress, .xorRelayedAddress] { _ = message.xorAddress(type) }
         _ = message.xorAddresses(.xorPeerAddress)
-        _ = message.value(.requestedTransport)
+        _ = message.requestedTransport
+        _ = message.channelNumber
         _ = message.uint32(.lifetime)
         _ = message.plainAddress(.mappedAddress)
         _ = message.uint32(.priority)

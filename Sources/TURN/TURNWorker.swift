@@ -29,7 +29,6 @@ final class TURNWorker: @unchecked Sendable {
         .data, .requestedTransport, .requestedAddressFamily, .evenPort, .dontFragment, .reservationToken, .channelNumber,
         .bandwidth,
     ]
-    static let udpProtocolNumber: UInt8 = 17
 
     init(
         engine: UDPEngine, configuration: TURNConfiguration, nonces: NonceIssuer, quota: AllocationQuota,
@@ -223,10 +222,10 @@ final class TURNWorker: @unchecked Sendable {
             }
             return sendToClient(existing.allocateResponse, link: request.link)  // a retransmission
         }
-        guard let transport = message.value(.requestedTransport), transport.count == 4 else {
+        guard let transport = message.requestedTransport else {
             return reject(message, 400, "REQUESTED-TRANSPORT is required", link: request.link, key: request.integrityKey)
         }
-        guard transport.first == Self.udpProtocolNumber else {
+        guard transport == TURNTransport.udpProtocolNumber else {
             return reject(message, 442, "Unsupported Transport Protocol", link: request.link, key: request.integrityKey)
         }
         if let family = message.value(.requestedAddressFamily) {
@@ -333,10 +332,9 @@ final class TURNWorker: @unchecked Sendable {
 
     private func channelBind(_ request: AuthenticatedRequest, _ allocation: Allocation) {
         let message = request.message
-        guard let value = message.value(.channelNumber), value.count == 4,
-            case let number = UInt16(value[value.startIndex]) << 8 | UInt16(value[value.startIndex + 1]),
-            ChannelData.channelRange.contains(number)
-        else { return reject(message, 400, "CHANNEL-NUMBER must be 0x4000 to 0x7FFF", link: request.link, key: request.integrityKey) }
+        guard let number = message.channelNumber, ChannelData.channelRange.contains(number) else {
+            return reject(message, 400, "CHANNEL-NUMBER must be 0x4000 to 0x7FFF", link: request.link, key: request.integrityKey)
+        }
         guard let peer = message.xorAddress(.xorPeerAddress) else {
             return reject(message, 400, "XOR-PEER-ADDRESS is required", link: request.link, key: request.integrityKey)
         }
@@ -403,11 +401,9 @@ final class TURNWorker: @unchecked Sendable {
                 writeToStream(buffer, connection)
             }
         } else {
-            var indication = STUNMessageBuilder(
-                type: STUNMessageType(method: .data, class: .indication), transactionID: .random(using: &random))
-            indication.append(.xorPeerAddress, xorAddress: peer)
-            indication.append(.data, UnsafeRawBufferPointer(payload))
-            sendToClient(indication.bytes, link: allocation.link)
+            let indication = STUNMessageBuilder.relayIndication(
+                .data, peer: peer, data: UnsafeRawBufferPointer(payload), transactionID: .random(using: &random))
+            sendToClient(indication, link: allocation.link)
         }
     }
 

@@ -140,6 +140,7 @@ struct Record: AsyncParsableCommand {
     @Option(help: "tracks, mix or both") var mode = "tracks"
     @Option(help: "A join token (with subscribe); without one, one is minted from the API credentials") var token: String?
     @Option(help: "Identity the bot joins with") var identity = "recorder"
+    @Flag(help: "Receive through the server's TURN relay only (iceTransportPolicy relay)") var relay = false
     @OptionGroup var credentials: Credentials
 
     func run() async throws {
@@ -150,7 +151,7 @@ struct Record: AsyncParsableCommand {
             for name in ["join", "subscribe", "hidden", "record"] { _ = grants.enable(name) }
             joinToken = try await credentials.issuer().mint(identity: identity, grants: grants, name: "Recorder", ttl: 24 * 3600)
         }
-        let bot = RecordingBot(url: url, token: joinToken!, directory: out, mode: mode)
+        let bot = RecordingBot(url: url, token: joinToken!, directory: out, mode: mode, iceTransportPolicy: relay ? .relay : .all)
         // Ctrl-C and SIGTERM end the recording; the files are finished before exiting.
         let sources = [SIGINT, SIGTERM].map { number -> any DispatchSourceSignal in
             signal(number, SIG_IGN)
@@ -179,7 +180,7 @@ struct LoadTest: AsyncParsableCommand {
         commandName: "loadtest",
         abstract: "Drive synthetic participants (libopus tones over real ICE/DTLS/SRTP) and report joins, delay, loss and jitter.")
 
-    @Option(help: "Server URL, e.g. ws://127.0.0.1:7880") var url: String
+    @Option(help: "Server URL, e.g. ws://127.0.0.1:7880 (Janus's WebSocket API with --target janus, e.g. ws://127.0.0.1:8188)") var url: String
     @OptionGroup var credentials: Credentials
     @Option(help: "Rooms") var rooms = 1
     @Option(help: "Publishers per room (each sends a distinct tone)") var publishers = 1
@@ -188,8 +189,9 @@ struct LoadTest: AsyncParsableCommand {
     @Option(help: "Participants started per second, e.g. 10/s") var ramp = "10/s"
     @Option(name: .customLong("chat-rate"), help: "Chat messages per second per room") var chatRate = 0.0
     @Flag(help: "Publishers also send synthetic VP8 video (keyframes on PLI)") var video = false
-    @Option(help: "parley, or janus (its VideoRoom; --url is then its HTTP API, e.g. http://127.0.0.1:8088/janus)") var target = "parley"
+    @Option(help: "parley, or janus (its VideoRoom; --url is then its WebSocket API, e.g. ws://127.0.0.1:8188)") var target = "parley"
     @Option(name: .customLong("video-bitrate"), help: "Bits per second of each synthetic video track") var videoBitrate = 500_000
+    @Flag(help: "Send and receive all media through the server's TURN relay (iceTransportPolicy relay; Parley only)") var relay = false
     @Option(help: "Write the full report as JSON here") var json: String?
     @Option(name: .customLong("slo-loss"), help: "Fail when packet loss is above this, e.g. 1%") var sloLoss: String?
     @Option(name: .customLong("slo-latency-p99"), help: "Fail when the media delay p99 is above this, e.g. 100ms") var sloLatencyP99: String?
@@ -217,6 +219,8 @@ struct LoadTest: AsyncParsableCommand {
         options.chatRate = chatRate
         guard ["parley", "janus"].contains(target) else { throw ValidationError("--target must be parley or janus") }
         options.target = target
+        guard !relay || target == "parley" else { throw ValidationError("--relay uses Parley's TURN server: --target parley") }
+        options.iceTransportPolicy = relay ? .relay : .all
         options.videoBitrate = video ? max(50_000, videoBitrate) : 0
         let report = try await LoadTester(options: options).run { line in
             FileHandle.standardError.write(Data(("\r" + line.prefix(160) + "\u{1B}[K").utf8))

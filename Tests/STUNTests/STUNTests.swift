@@ -242,6 +242,23 @@ func hex(_ text: String) -> [UInt8] {
         ([0x3F, 0xFF, 0, 0] as [UInt8]).withUnsafeBytes { #expect(ChannelData($0) == nil) }  // below 0x4000
         ([0x40, 0x00, 0, 9, 1] as [UInt8]).withUnsafeBytes { #expect(ChannelData($0) == nil) }  // length beyond the data
     }
+
+    @Test func turnAttributesAndIndicationsRoundTrip() throws {
+        var request = STUNMessageBuilder(type: STUNMessageType(method: .channelBind, class: .request), transactionID: .random())
+        request.append(channelNumber: 0x4A01)
+        request.append(requestedTransport: TURNTransport.udpProtocolNumber)
+        let parsed = try STUNMessage(parsing: request.bytes)
+        #expect(parsed.value(.channelNumber).map(Array.init) == [0x4A, 0x01, 0, 0])
+        #expect(parsed.channelNumber == 0x4A01)
+        #expect(parsed.requestedTransport == 17)
+
+        let peer = TransportAddress(ip: IPAddress("192.0.2.7")!, port: 5004)
+        let send = STUNMessageBuilder.relayIndication(.send, peer: peer, data: [9, 8, 7], transactionID: .random())
+        let indication = try STUNMessage(parsing: send)
+        #expect(indication.type == STUNMessageType(method: .send, class: .indication))
+        #expect(indication.xorAddress(.xorPeerAddress) == peer)
+        #expect(indication.value(.data).map(Array.init) == [9, 8, 7])
+    }
 }
 
 /// A small seeded generator so random tests are repeatable.
