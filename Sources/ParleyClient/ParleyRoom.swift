@@ -23,6 +23,7 @@ public final class ParleyRoom: @unchecked Sendable {
         case chat(ChatMessage)
         case presence(PresenceEvent)
         case typing(TypingEvent)
+        case trackMuted(participant: String, track: String, muted: Bool)
         case speakers(SpeakersEvent)
         case recording(RecordingInfo)
         /// The signaling connection dropped; attempt `attempt` to get back is under way.
@@ -219,6 +220,23 @@ public final class ParleyRoom: @unchecked Sendable {
 
     public func setPresence(_ status: PresenceStatus, text: String? = nil) async throws {
         try await currentSignaling.send(PresenceSet(status: status, text: text))
+    }
+
+    /// Tells the others this participant is (or stopped) typing.
+    public func setTyping(_ active: Bool) async throws {
+        try await currentSignaling.send(TypingRequest(active: active))
+    }
+
+    /// Stops receiving the given tracks (`subscribe: false`) or receives them again; everything is
+    /// received by default. The server re-offers the subscriber transport and the room answers.
+    public func subscribe(tracks: [String], _ subscribe: Bool = true) async throws {
+        try await currentSignaling.send(SubscribeRequest(tracks: tracks, subscribe: subscribe))
+    }
+
+    /// Mutes or unmutes one of this participant's published tracks; returns once the server has
+    /// applied it (the others get `.trackMuted`).
+    public func setMuted(_ muted: Bool, track: String) async throws {
+        _ = try await currentSignaling.request(MuteRequest(track: track, muted: muted)).decode(TrackMuted.self)
     }
 
     /// Per-track statistics of what this room receives and sends.
@@ -451,8 +469,9 @@ public final class ParleyRoom: @unchecked Sendable {
             if let event = try? frame.decode(ParticipantUpdated.self) { state.withLockedValue { $0.room.update(event.participant) } }
             continuation.yield(.other(type: frame.type, json: frame.text))
         case TrackMuted.type:
-            if let event = try? frame.decode(TrackMuted.self) { state.withLockedValue { $0.room.trackMuted(event) } }
-            continuation.yield(.other(type: frame.type, json: frame.text))
+            guard let event = try? frame.decode(TrackMuted.self) else { return }
+            state.withLockedValue { $0.room.trackMuted(event) }
+            continuation.yield(.trackMuted(participant: event.participant, track: event.track, muted: event.muted))
         default:
             continuation.yield(.other(type: frame.type, json: frame.text))
         }

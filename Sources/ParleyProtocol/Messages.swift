@@ -238,12 +238,22 @@ public struct SubscribeRequest: SignalMessage, Equatable {
     public static let type = "subscribe"
     public var tracks: [String]
     public var subscribe: Bool
+
+    public init(tracks: [String], subscribe: Bool) {
+        self.tracks = tracks
+        self.subscribe = subscribe
+    }
 }
 
 public struct MuteRequest: SignalMessage, Equatable {
     public static let type = "mute"
     public var track: String
     public var muted: Bool
+
+    public init(track: String, muted: Bool) {
+        self.track = track
+        self.muted = muted
+    }
 }
 
 public struct RecordingStartRequest: SignalMessage, Equatable {

@@ -121,4 +121,41 @@ import Testing
         await bob.leave()
         try await server.stop()
     }
+
+    @Test func selectiveSubscriptionMuteAndTyping() async throws {
+        let server = try await TestServer.start()
+        let alice = try await ParleyRoom.connect(url: server.url, token: try await server.token("alice", room: "choosy"))
+        let bob = try await ParleyRoom.connect(url: server.url, token: try await server.token("bob", room: "choosy"))
+        let packets = NIOLockedValueBox(0)
+        bob.onMedia = { _, _, track in if track.kind == "audio" { packets.withLockedValue { $0 += 1 } } }
+        /// Audio packets bob receives over `window`.
+        func arriving(over window: Duration) async throws -> Int {
+            let before = packets.withLockedValue { $0 }
+            try await Task.sleep(for: window)
+            return packets.withLockedValue { $0 } - before
+        }
+        let track = try #require(try await alice.publishTone(frequency: 523).first?.sid)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while packets.withLockedValue({ $0 }) < 25, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try await arriving(over: .seconds(1)) > 30, "bob hears alice")
+
+        try await bob.subscribe(tracks: [track], false)
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await arriving(over: .seconds(1)) == 0, "nothing arrives once bob unsubscribed")
+        try await bob.subscribe(tracks: [track])
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await arriving(over: .seconds(1)) > 30, "audio is back after subscribing again")
+
+        try await alice.setMuted(true, track: track)
+        try await Self.wait(for: bob, "alice's mute") {
+            if case .trackMuted(_, let mutedTrack, true) = $0 { mutedTrack == track } else { false }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await arriving(over: .seconds(1)) == 0, "a muted track is not forwarded")
+        try await alice.setTyping(true)
+        try await Self.wait(for: bob, "alice typing") { if case .typing(let event) = $0 { event.active } else { false } }
+        await alice.leave()
+        await bob.leave()
+        try await server.stop()
+    }
 }
