@@ -454,6 +454,24 @@ public final class ClientTransport: @unchecked Sendable {
     }
 }
 
+/// The publisher and the subscriber connection: each a `ClientTransport` in its own SDP role,
+/// opened, watched and closed the same way.
+public protocol TransportConnection: AnyObject {
+    var transport: ClientTransport { get }
+}
+
+extension TransportConnection {
+    public var loop: any EventLoop { transport.loop }
+    public var isConnected: Bool { transport.isConnected }
+
+    /// Opens the transport; under `.relay`, through a relay on the first TURN server of `iceServers`.
+    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
+        try await transport.start(iceServers: iceServers, policy: policy)
+    }
+
+    public func close() async { await transport.close() }
+}
+
 private final class ReceiveHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     let transport: ClientTransport

@@ -1,7 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
-import struct ParleyProtocol.ICEServer
 import RTP
 import Recording
 import SDP
@@ -9,7 +8,7 @@ import SDP
 /// The sending half of a client: the publisher transport, where the client offers. It writes an
 /// offer with an Opus m-line and, when asked, a VP8 one (each sendonly, with its SSRC and msid),
 /// applies the server's answer, and sends what the media sources produce.
-public final class PublisherConnection: @unchecked Sendable {
+public final class PublisherConnection: TransportConnection, @unchecked Sendable {
     public struct Source: Sendable, Equatable {
         public var kind: String
         public var mid: String
@@ -18,7 +17,6 @@ public final class PublisherConnection: @unchecked Sendable {
     }
 
     public let transport: ClientTransport
-    public var loop: any EventLoop { transport.loop }
     public private(set) var sources: [Source] = []
     private let streamID = "stream-\(UInt32.random(in: 1...UInt32.max))"
     /// The extension ids the offer gives abs-send-time and abs-capture-time.
@@ -28,13 +26,6 @@ public final class PublisherConnection: @unchecked Sendable {
     public init(loop: any EventLoop) throws {
         transport = try ClientTransport(loop: loop)
     }
-
-    public var isConnected: Bool { transport.isConnected }
-    /// Opens the transport; under `.relay`, through a relay on the first TURN server of `iceServers`.
-    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
-        try await transport.start(iceServers: iceServers, policy: policy)
-    }
-    public func close() async { await transport.close() }
 
     /// The offer for an audio track and, with `video`, a video track. On the loop.
     public func makeOffer(video: Bool) -> String {

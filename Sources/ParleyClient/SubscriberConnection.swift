@@ -1,13 +1,12 @@
 import Foundation
 import NIOCore
-import struct ParleyProtocol.ICEServer
 import RTP
 import SDP
 
 /// The receiving half of a client: the subscriber transport, where the server offers. It answers
 /// every offer (each m-line received with the server's codecs and extensions) and tells which
 /// track each packet belongs to, from the offer's `a=ssrc` and `a=msid` lines.
-public final class SubscriberConnection: @unchecked Sendable {
+public final class SubscriberConnection: TransportConnection, @unchecked Sendable {
     /// What the offer said about the track an SSRC carries.
     public struct Track: Sendable, Equatable {
         public var trackSid: String
@@ -18,7 +17,6 @@ public final class SubscriberConnection: @unchecked Sendable {
     }
 
     public let transport: ClientTransport
-    public var loop: any EventLoop { transport.loop }
     public private(set) var tracksBySSRC: [UInt32: Track] = [:]
     /// Names the track of an m-line by its mid, for servers whose msid says nothing useful
     /// (Janus); nil uses `a=msid` (Parley: "<participant sid> <track sid>").
@@ -36,13 +34,6 @@ public final class SubscriberConnection: @unchecked Sendable {
     public init(loop: any EventLoop) throws {
         transport = try ClientTransport(loop: loop)
     }
-
-    public var isConnected: Bool { transport.isConnected }
-    /// Opens the transport; under `.relay`, through a relay on the first TURN server of `iceServers`.
-    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
-        try await transport.start(iceServers: iceServers, policy: policy)
-    }
-    public func close() async { await transport.close() }
 
     /// Applies a server offer and returns the answer SDP. On the loop.
     public func answer(offer text: String) throws -> String {
