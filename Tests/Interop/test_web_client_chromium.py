@@ -97,9 +97,13 @@ def test_two_relay_only_browsers_see_and_hear_each_other_through_turn(server):
                 lambda d=driver: (lambda s: s.get("framesDecoded", 0) > 10 and s.get("audioBytesReceived", 0) > 1000)(stats(d)),
                 40, "remote video frames and audio bytes through TURN")
             assert stats(driver)["candidateTypes"] == ["relay"], stats(driver)
+
+        def relayed() -> float:
+            metrics = server.http("GET", "/metrics").text
+            return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("parley_turn_relayed_packets_total"))
+
+        # Decoding can start before 500 packets have crossed the relay: wait while media flows.
+        wait_until(lambda: relayed() > 500, 20, "more than 500 packets relayed by Parley's TURN")
     finally:
         for driver in drivers:
             driver.quit()
-    metrics = server.http("GET", "/metrics").text
-    relayed = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("parley_turn_relayed_packets_total"))
-    assert relayed > 500, relayed
