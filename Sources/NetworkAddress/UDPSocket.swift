@@ -63,7 +63,18 @@ public struct SocketError: Error, CustomStringConvertible {
 }
 
 /// A non-blocking UDP socket bound to `address`, with `bufferBytes` of send and receive buffer.
+///
+/// With `reusePort` and port 0, the kernel may pick a port that another SO_REUSEPORT socket of
+/// the same user holds, and the two would share its datagrams (two servers in one test process
+/// did). So the port is chosen by a plain bind first, then bound again with the options.
 public func bindUDPSocket(_ address: TransportAddress, reusePort: Bool = false, bufferBytes: Int32 = 1 << 20) throws -> Int32 {
+    if reusePort, address.port == 0 {
+        let probe = try bindUDPSocket(address, bufferBytes: 4096)
+        let picked = localAddress(of: probe)?.port ?? 0
+        close(probe)
+        guard picked != 0 else { throw SocketError(operation: "getsockname", code: errno) }
+        return try bindUDPSocket(TransportAddress(ip: address.ip, port: picked), reusePort: true, bufferBytes: bufferBytes)
+    }
     let family = address.ip.isIPv4 ? AF_INET : AF_INET6
     let fd = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw SocketError(operation: "socket", code: errno) }

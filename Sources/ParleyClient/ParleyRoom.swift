@@ -286,6 +286,9 @@ public final class ParleyRoom: @unchecked Sendable {
         reader?.cancel()
         try? await signaling.send(Leave())
         await signaling.close()
+        // The reader (or a reconnection in progress) may still submit work to the media loop:
+        // it must be done before the loop goes, or that work is dropped and its caller hangs.
+        await reader?.value
         let (publisher, subscriber) = state.withLockedValue { ($0.publisher, $0.subscriber) }
         await publisher?.close()
         await subscriber.close()
@@ -482,7 +485,12 @@ public final class ParleyRoom: @unchecked Sendable {
             let sdp = json["sdp"] as? String, let id = json["id"] as? String
         else { return }
         let subscriber = state.withLockedValue { $0.subscriber }
-        guard let answer = try? await subscriber.loop.submit({ try subscriber.answer(offer: sdp) }).get() else { return }
-        try? await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: id))
+        do {
+            let answer = try await subscriber.loop.submit { try subscriber.answer(offer: sdp) }.get()
+            try await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: id))
+        } catch {
+            // Nothing is received until the next offer; say why.
+            logger.warning("could not answer the subscriber offer", metadata: ["error": "\(error)"])
+        }
     }
 }

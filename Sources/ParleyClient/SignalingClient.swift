@@ -179,13 +179,26 @@ actor Inbox<Frame: Sendable> {
             self.expire(id, what: what)
         }
         defer { timer.cancel() }
-        return try await withCheckedThrowingContinuation { continuation in
-            waiters[id] = (matches, continuation)
+        // A cancelled caller stops waiting at once (a test's time limit, a room that is left).
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                if Task.isCancelled {
+                    continuation.resume(throwing: CancellationError())
+                } else {
+                    waiters[id] = (matches, continuation)
+                }
+            }
+        } onCancel: {
+            Task { await self.cancelWaiter(id) }
         }
     }
 
     private func expire(_ id: UInt64, what: String) {
         waiters.removeValue(forKey: id)?.continuation.resume(throwing: SignalingClientError.timedOut(what))
+    }
+
+    private func cancelWaiter(_ id: UInt64) {
+        waiters.removeValue(forKey: id)?.continuation.resume(throwing: CancellationError())
     }
 
     @discardableResult

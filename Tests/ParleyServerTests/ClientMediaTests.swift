@@ -10,7 +10,7 @@ import Testing
 /// The Swift client's media against a live server: one participant publishes a libopus tone
 /// through `PublisherConnection`, another receives it through `SubscriberConnection`, and the
 /// received packets decode to the tone.
-@Suite(.serialized) struct ClientMediaTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct ClientMediaTests {
     @Test func aSwiftPublishersToneReachesASwiftSubscriber() async throws {
         let server = try await TestServer.start()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -67,7 +67,7 @@ import Testing
 }
 
 /// The SDK's room API end to end: events as an AsyncSequence, publish, receive, chat, presence, leave.
-@Suite(.serialized) struct ParleyRoomTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct ParleyRoomTests {
     /// Collects events until `found` matches one, or `timeout` passes.
     static func wait(
         for room: ParleyRoom, _ what: String, timeout: Duration = .seconds(10), _ found: @escaping @Sendable (ParleyRoom.Event) -> Bool

@@ -6,7 +6,7 @@ import Testing
 /// The client's RTCP bookkeeping with times passed in: receiver reports and NACKs for what it
 /// receives, retransmissions and feedback counts for what it sends; the room state a
 /// reconnection reconciles; the reconnect backoff.
-@Suite struct ClientRTCPTests {
+@Suite(.timeLimit(.minutes(2))) struct ClientRTCPTests {
     static let millisecond: UInt64 = 1_000_000
 
     /// An RTP packet as the synthetic senders write it, 90 kHz timestamps 10 ms apart.

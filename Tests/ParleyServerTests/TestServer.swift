@@ -1,6 +1,7 @@
 import Auth
 import Foundation
 import Logging
+import Testing
 import ParleyClient
 import ParleyProtocol
 @testable import ParleyServer
@@ -40,8 +41,22 @@ final class TestServer: Sendable {
     var url: String { "ws://127.0.0.1:\(port)" }
     var httpURL: String { "http://127.0.0.1:\(port)" }
 
-    func stop() async throws {
+    /// Shuts the server down and waits for it to end; one that has not ended after `limit` is a
+    /// failed test (with what it still ran), not a hung run.
+    func stop(limit: Duration = .seconds(30)) async throws {
         await server.shutdown()
+        let task = self.task
+        let ended = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { _ = try? await task.value; return true }
+            group.addTask { try? await Task.sleep(for: limit); return false }
+            defer { group.cancelAll() }
+            return await group.next() ?? false
+        }
+        guard ended else {
+            let sessions = server.sessions.active
+            Issue.record("the server did not stop within \(limit): \(sessions) signaling sessions still running")
+            return
+        }
         try await task.value
     }
 

@@ -124,7 +124,7 @@ func videoPacket(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: UIn
     return packet + [UInt8](repeating: payload, count: 100)
 }
 
-@Suite(.serialized) struct SFUForwardingTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct SFUForwardingTests {
     static let vp8 = RTPCodec(payloadType: 96, name: "VP8", clockRate: 90_000)
     static let feedback = Publication.Feedback(nack: true, pli: true, fir: true, remb: true)
 

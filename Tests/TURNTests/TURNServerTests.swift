@@ -37,7 +37,7 @@ final class UDPTestClient {
 }
 
 /// The server with both clocks in the test's hands: allocations and nonces expire without sleeping.
-@Suite(.serialized) struct TURNServerClockTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct TURNServerClockTests {
     static let user = "ninefingers", password = "youhavetoberealistic"
     let monotonic = NIOLockedValueBox<UInt64>(1_000_000_000)
     let wall = NIOLockedValueBox<UInt64>(1_700_000_000)

@@ -2,7 +2,7 @@ import Testing
 @testable import WebRTC
 
 /// Two endpoints in one process, datagrams passed by hand: the handshake, the keys, the checks.
-@Suite struct DTLSTests {
+@Suite(.timeLimit(.minutes(2))) struct DTLSTests {
     static let context: DTLSContext = try! DTLSContext(certificate: DTLSCertificate())
     static let otherContext: DTLSContext = try! DTLSContext(certificate: DTLSCertificate())
 

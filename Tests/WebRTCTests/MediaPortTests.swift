@@ -85,7 +85,7 @@ final class EchoDelegate: WebRTCTransportDelegate, @unchecked Sendable {
     func transport(_ transport: WebRTCTransport, didClose reason: WebRTCTransport.CloseReason) { closedReason = reason }
 }
 
-@Suite(.serialized) struct MediaPortTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct MediaPortTests {
     static let clientICE = ICECredentials(ufrag: "cli1", password: "client-password-0123456789")
 
     static func check(to server: ICECredentials, useCandidate: Bool) -> [UInt8] {

@@ -25,6 +25,10 @@ public actor Room {
     var participants: [Participant] = []
     private var closed = false
     private var emptyGeneration = 0
+    /// Timers not yet fired, cancelled when the room closes: none may wake after its media
+    /// worker (this actor's executor) has shut down.
+    private var pendingTimers: [Int: Task<Void, Never>] = [:]
+    private var nextTimerID = 0
     private let onClose: @Sendable (Room) async -> Void
     /// The forwarding core, made on first use (on this room's loop, which it needs).
     private var sfuStorage: SFURoom?
@@ -198,9 +202,17 @@ public actor Room {
         let generation = participant.resumeGeneration
         let window = services.config.resumeWindow
         logger.info("participant connection lost; holding for resume", metadata: ["participant": "\(sid)"])
-        Task {
-            try await self.services.clock.sleep(for: window)
-            self.resumeWindowExpired(sid: sid, generation: generation)
+        after(window) { room in room.resumeWindowExpired(sid: sid, generation: generation) }
+    }
+
+    /// Runs `fire` on this room after `delay`, unless the room closes first.
+    private func after(_ delay: Duration, _ fire: @escaping @Sendable (isolated Room) async -> Void) {
+        nextTimerID += 1
+        let id = nextTimerID
+        pendingTimers[id] = Task {
+            defer { self.pendingTimers[id] = nil }
+            guard (try? await self.services.clock.sleep(for: delay)) != nil, !self.closed else { return }
+            await fire(self)
         }
     }
 
@@ -236,10 +248,7 @@ public actor Room {
         emptyGeneration += 1
         let generation = emptyGeneration
         let timeout = options.emptyTimeout
-        Task {
-            try await self.services.clock.sleep(for: timeout)
-            await self.emptyTimerFired(generation)
-        }
+        after(timeout) { room in await room.emptyTimerFired(generation) }
     }
 
     private func emptyTimerFired(_ generation: Int) async {
@@ -261,6 +270,7 @@ public actor Room {
             services.metrics.participants.decrement()
         }
         participants.removeAll()
+        for timer in pendingTimers.values { timer.cancel() }
         sfuStorage?.close()
         sfuStorage = nil
         services.metrics.rooms.decrement()
