@@ -288,12 +288,15 @@ public final class SFURoom: @unchecked Sendable {
     }
 
     /// PLI (or FIR when the publisher did not offer PLI), at most once per `pliInterval`.
-    func requestKeyframe(_ publication: Publication, now: UInt64, force: Bool = false) {
+    /// False when the publisher cannot be asked yet (its transport is not connected): the
+    /// caller keeps the request for later.
+    @discardableResult
+    func requestKeyframe(_ publication: Publication, now: UInt64, force: Bool = false) -> Bool {
         guard publication.kind == .video, let ssrc = publication.ssrc,
             let publisher = participants[publication.participantSid], let transport = publisher.publisher, transport.isConnected
-        else { return }
+        else { return false }
         guard force || publication.lastKeyframeRequest == 0 || now &- publication.lastKeyframeRequest >= configuration.pliIntervalNanoseconds
-        else { return }
+        else { return true }
         publication.lastKeyframeRequest = now
         let length: Int?
         if publication.feedback.pli || !publication.feedback.fir {
@@ -307,6 +310,7 @@ public final class SFURoom: @unchecked Sendable {
             port.statistics.firsSent += 1
         }
         if let length { transport.sendRTCP(rtcpScratch, length: length) }
+        return true
     }
 
     // MARK: Timers
@@ -315,9 +319,9 @@ public final class SFURoom: @unchecked Sendable {
         guard !closed else { return }
         for participant in participants.values {
             sendNacks(for: participant, now: now)
+            // A subscriber that connected before its publisher keeps asking until the publisher can hear it.
             for downTrack in participant.downTracks where downTrack.keyframeRequested && downTrack.isActive {
-                downTrack.keyframeRequested = false
-                requestKeyframe(downTrack.publication, now: now, force: true)
+                if requestKeyframe(downTrack.publication, now: now, force: true) { downTrack.keyframeRequested = false }
             }
         }
         if now &- lastReportsAt >= configuration.reportIntervalNanoseconds {

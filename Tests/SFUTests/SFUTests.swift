@@ -218,6 +218,41 @@ func videoPacket(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: UIn
         try await fixture.shutdown()
     }
 
+    /// The subscriber connects (and asks for a keyframe) before the publisher's transport does:
+    /// the request waits and reaches the publisher once it is connected.
+    @Test func aKeyframeRequestWaitsForThePublisherToConnect() async throws {
+        let fixture = try RoomFixture()
+        let plis = try await fixture.onLoop { () -> [Int] in
+            let now = fixture.port.now()
+            let publication = fixture.room.publish(
+                participant: "pub", trackSid: "TR_v", kind: .video, mid: "0", ssrc: 0xAAAA_0001, codecs: [Self.vp8],
+                extensions: RTPExtensionIDs(mid: 1, absSendTime: 3), feedback: Self.feedback)
+            _ = try fixture.connect("sub", role: .subscriber)
+            let downTrack = fixture.room.subscribe("sub", to: publication, mid: "0")
+            fixture.room.negotiate(downTrack, codecs: [Self.vp8], extensions: RTPExtensionIDs(mid: 1, absSendTime: 3))
+            fixture.room.tick(now: now)  // nobody to ask yet
+            let publisher = try fixture.connect("pub", role: .publisher)
+            var counts: [Int] = []
+            for step in 1...2 {
+                fixture.room.tick(now: now + UInt64(step) * 20_000_000)
+                var count = 0
+                for compound in publisher.received(from: fixture.sink).rtcp {
+                    compound.withUnsafeBytes { bytes in
+                        var iterator = RTCPCompoundIterator(bytes)
+                        while let packet = iterator.next() {
+                            if let pli = RTCPPictureLossIndication(packet), pli.mediaSSRC == 0xAAAA_0001 { count += 1 }
+                        }
+                    }
+                }
+                counts.append(count)
+            }
+            return counts
+        }
+        // One PLI on the first tick after the publisher connected, and the request is then done.
+        #expect(plis == [1, 0])
+        try await fixture.shutdown()
+    }
+
     @Test func unmutingContinuesTheStreamWithoutAGap() async throws {
         let fixture = try RoomFixture()
         let (publisher, subscriber, _) = try await Self.setUp(fixture)
