@@ -86,7 +86,17 @@ public final class ParleyRoom: @unchecked Sendable {
         var leaving = false
         /// The server ended the session (room closed, kicked, replaced): nothing to come back to.
         var ended = false
+        /// False between a drop and the reconnection that follows it.
+        var signalingUp = true
+        /// The room is over (left, closed, or gave up reconnecting): requests fail at once.
+        var over = false
+        /// Requests made while reconnecting, waiting for the next connection.
+        var signalingWaiters: [Int: CheckedContinuation<SignalingClient, any Error>] = [:]
+        var nextWaiter = 0
     }
+
+    /// How long a request made while reconnecting waits for the connection to come back.
+    public var reconnectWait: Duration = .seconds(30)
 
     public let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
@@ -191,9 +201,15 @@ public final class ParleyRoom: @unchecked Sendable {
 
     /// Publishes a microphone that plays a tone at `frequency` (and with `video`, a synthetic
     /// camera); returns the tracks the server made.
+    /// While the room is reconnecting it waits for the connection first.
     @discardableResult
     public func publishTone(frequency: Double, video: Bool = false) async throws -> [TrackInfo] {
-        let (loop, signaling) = state.withLockedValue { ($0.subscriber.loop, $0.signaling) }
+        try await publishTone(frequency: frequency, video: video, on: liveSignaling(replacing: nil))
+    }
+
+    @discardableResult
+    private func publishTone(frequency: Double, video: Bool, on signaling: SignalingClient) async throws -> [TrackInfo] {
+        let loop = state.withLockedValue { $0.subscriber.loop }
         let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
         try await publisher.start(iceServers: currentICEServers, policy: iceTransportPolicy)
         state.withLockedValue { $0.publisher = publisher }
@@ -213,30 +229,96 @@ public final class ParleyRoom: @unchecked Sendable {
     }
 
     /// Sends a chat message to the room (or to `to` identities) and returns it as stored.
+    /// While the room is reconnecting it waits (up to `reconnectWait`) and sends it then; a
+    /// message whose connection dropped before the answer is sent again with the same id, which
+    /// the server stores once.
     @discardableResult
     public func sendChat(_ text: String, to: [String]? = nil) async throws -> ChatMessage {
-        try await currentSignaling.request(ChatSend(text: text, clientMsgId: UUID().uuidString, to: to)).decode(ChatAck.self).message
+        let message = ChatSend(text: text, clientMsgId: UUID().uuidString, to: to)
+        return try await withSignaling { try await $0.request(message).decode(ChatAck.self).message }
     }
 
+    /// Sets this participant's presence (waits for a reconnection in progress, as `sendChat` does).
     public func setPresence(_ status: PresenceStatus, text: String? = nil) async throws {
-        try await currentSignaling.send(PresenceSet(status: status, text: text))
+        try await withSignaling { try await $0.send(PresenceSet(status: status, text: text)) }
     }
 
     /// Tells the others this participant is (or stopped) typing.
     public func setTyping(_ active: Bool) async throws {
-        try await currentSignaling.send(TypingRequest(active: active))
+        try await withSignaling { try await $0.send(TypingRequest(active: active)) }
     }
 
     /// Stops receiving the given tracks (`subscribe: false`) or receives them again; everything is
     /// received by default. The server re-offers the subscriber transport and the room answers.
     public func subscribe(tracks: [String], _ subscribe: Bool = true) async throws {
-        try await currentSignaling.send(SubscribeRequest(tracks: tracks, subscribe: subscribe))
+        try await withSignaling { try await $0.send(SubscribeRequest(tracks: tracks, subscribe: subscribe)) }
     }
 
     /// Mutes or unmutes one of this participant's published tracks; returns once the server has
     /// applied it (the others get `.trackMuted`).
     public func setMuted(_ muted: Bool, track: String) async throws {
-        _ = try await currentSignaling.request(MuteRequest(track: track, muted: muted)).decode(TrackMuted.self)
+        _ = try await withSignaling { try await $0.request(MuteRequest(track: track, muted: muted)).decode(TrackMuted.self) }
+    }
+
+    /// Runs `body` on the live signaling connection, waiting for one while reconnecting; when the
+    /// connection drops under it, runs it again on the next one (the requests above are
+    /// idempotent). Throws `SignalingClientError.closed` once the room is over.
+    private func withSignaling<T>(_ body: (SignalingClient) async throws -> T) async throws -> T {
+        var dead: SignalingClient?
+        for _ in 0..<3 {
+            let signaling = try await liveSignaling(replacing: dead)
+            do {
+                return try await body(signaling)
+            } catch SignalingClientError.closed {
+                dead = signaling
+            }
+        }
+        throw SignalingClientError.closed
+    }
+
+    /// The current connection, unless it is `dead` or the room is reconnecting: then the next one.
+    private func liveSignaling(replacing dead: SignalingClient?) async throws -> SignalingClient {
+        let wait = reconnectWait
+        let id: Int
+        let ready = try state.withLockedValue { state -> SignalingClient? in
+            if state.over || state.leaving { throw SignalingClientError.closed }
+            if state.signalingUp, state.signaling !== dead { return state.signaling }
+            return nil
+        }
+        if let ready { return ready }
+        id = state.withLockedValue { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        let timer = Task {
+            try await Task.sleep(for: wait)
+            self.releaseSignalingWaiter(id, with: .failure(SignalingClientError.timedOut("the connection to come back")))
+        }
+        defer { timer.cancel() }
+        return try await withCheckedThrowingContinuation { continuation in
+            let immediate = state.withLockedValue { state -> Result<SignalingClient, any Error>? in
+                if state.over || state.leaving { return .failure(SignalingClientError.closed) }
+                if state.signalingUp, state.signaling !== dead { return .success(state.signaling) }
+                state.signalingWaiters[id] = continuation
+                return nil
+            }
+            if let immediate { continuation.resume(with: immediate) }
+        }
+    }
+
+    private func releaseSignalingWaiter(_ id: Int, with result: Result<SignalingClient, any Error>) {
+        state.withLockedValue { $0.signalingWaiters.removeValue(forKey: id) }?.resume(with: result)
+    }
+
+    /// Marks the connection down (a drop) or up (with the connection waiters get), or the room over.
+    private func setSignaling(up: Bool, over: Bool = false) {
+        let (waiters, signaling) = state.withLockedValue { state in
+            state.signalingUp = up
+            if over { state.over = true }
+            defer { if up || over { state.signalingWaiters.removeAll() } }
+            return (up || over ? Array(state.signalingWaiters.values) : [], state.signaling)
+        }
+        for waiter in waiters { if over { waiter.resume(throwing: SignalingClientError.closed) } else { waiter.resume(returning: signaling) } }
     }
 
     /// Per-track statistics of what this room receives and sends.
@@ -284,6 +366,7 @@ public final class ParleyRoom: @unchecked Sendable {
             return state.signaling
         }
         reader?.cancel()
+        setSignaling(up: false, over: true)
         try? await signaling.send(Leave())
         await signaling.close()
         // The reader (or a reconnection in progress) may still submit work to the media loop:
@@ -311,11 +394,13 @@ public final class ParleyRoom: @unchecked Sendable {
                 continuation.yield(.closed(reason: "connection_closed"))
                 break
             }
+            setSignaling(up: false)
             guard await resumeSession(), !Task.isCancelled else {
                 if !state.withLockedValue({ $0.leaving }) { continuation.yield(.closed(reason: "reconnect_failed")) }
                 break
             }
         }
+        setSignaling(up: false, over: true)
         continuation.finish()
     }
 
@@ -369,14 +454,15 @@ public final class ParleyRoom: @unchecked Sendable {
             return false
         }
         logger.info("signaling reconnected", metadata: ["participant": "\(joined.participant.sid)", "resumed": "\(joined.resumed)"])
-        if !joined.resumed { await restartMedia() }
+        if !joined.resumed { await restartMedia(on: signaling) }
         for event in missed { continuation.yield(event) }
         await catchUpChat(on: signaling, ownIdentity: joined.participant.identity)
+        setSignaling(up: true)
         return true
     }
 
     /// The server let the old session go with its media transports: new ones, published again.
-    private func restartMedia() async {
+    private func restartMedia(on signaling: SignalingClient) async {
         let (subscriber, publisher, published, handler) = state.withLockedValue { state in
             (state.subscriber, state.publisher, state.published, state.mediaHandler)
         }
@@ -390,7 +476,7 @@ public final class ParleyRoom: @unchecked Sendable {
                 state.publisher = nil
                 state.publishedTracks = []
             }
-            if let published { try await publishTone(frequency: published.frequency, video: published.video) }
+            if let published { try await publishTone(frequency: published.frequency, video: published.video, on: signaling) }
         } catch {
             logger.error("could not restart media in the new session", metadata: ["error": "\(error)"])
         }
@@ -488,6 +574,8 @@ public final class ParleyRoom: @unchecked Sendable {
         do {
             let answer = try await subscriber.loop.submit { try subscriber.answer(offer: sdp) }.get()
             try await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: id))
+        } catch is CancellationError {
+            return  // leaving
         } catch {
             // Nothing is received until the next offer; say why.
             logger.warning("could not answer the subscriber offer", metadata: ["error": "\(error)"])

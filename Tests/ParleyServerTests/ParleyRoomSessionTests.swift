@@ -89,6 +89,36 @@ import Testing
         try await server.stop(leaving: carol, alice, bob)
     }
 
+    @Test func requestsMadeWhileReconnectingWaitAndGoThroughOnce() async throws {
+        let server = try await TestServer.start()
+        let cutEnds = Gate()
+        let alice = try await server.room("alice", room: "patient")
+        let bob = try await server.room("bob", room: "patient", reconnectPolicy: cutEnds.reconnectPolicy)
+        let (aliceEvents, bobEvents) = (EventLog(alice), EventLog(bob))
+        await bob.reconnect()
+        try await bobEvents.first("reconnecting") { if case .reconnecting(1) = $0 { true } else { false } }
+
+        // Made while the connection is down: they wait instead of failing.
+        let chat = Task { try await bob.sendChat("typed while away") }
+        let presence = Task { try await bob.setPresence(.away, text: "on a train") }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!aliceEvents.all.contains { if case .chat = $0 { true } else { false } })
+        await cutEnds.open()
+
+        let sent = try await chat.value
+        try await presence.value
+        #expect(sent.text == "typed while away")
+        try await aliceEvents.first("bob's chat") { if case .chat(let message) = $0 { message.text == "typed while away" } else { false } }
+        try await aliceEvents.first("bob's presence") { if case .presence(let event) = $0 { event.identity == "bob" && event.status == .away } else { false } }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(aliceEvents.all.filter { if case .chat = $0 { true } else { false } }.count == 1)
+
+        // Once the room is left, a request fails at once.
+        await bob.leave()
+        await #expect(throws: SignalingClientError.self) { try await bob.sendChat("too late") }
+        try await server.stop(leaving: alice)
+    }
+
     @Test func aSessionTheServerLetGoStartsAgainAndPublishesAgain() async throws {
         let clock = ManualClock()
         let server = try await TestServer.start(clock: clock, ["signaling.resumeWindow=20s"])
