@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import NetworkAddress
@@ -24,6 +25,7 @@ public final class ClientTransport: @unchecked Sendable {
     }
 
     public let loop: any EventLoop
+    public var logger = Logger(label: "parley.client.transport")
     private var channel: (any Channel)?
     public let localICE = ICECredentials.random()
     let dtlsContext: DTLSContext
@@ -38,6 +40,24 @@ public final class ClientTransport: @unchecked Sendable {
     private var selected: CandidatePair?
     public private(set) var iceTransportPolicy = ICETransportPolicy.all
     private var relay: TURNClient?
+    /// The relay's own socket: each allocation gets a fresh one, since a TURN server refuses a
+    /// second allocation on a 5-tuple whose first it still holds (RFC 8656 §7.2: 437), as it does
+    /// after a refresh refused for expired credentials.
+    private var relayChannel: (any Channel)?
+    private var openingRelay = false
+    private var closed = false
+    /// The TURN server (and credentials) a relay is allocated on: at start under `.relay`, or
+    /// when host checks go unanswered under `.all`. `updateICEServers` replaces the credentials.
+    private var relayServer: (url: TURNServerURL, address: TransportAddress)?
+    /// When checks started without an answer yet (for the fallback to a relay under `.all`).
+    private var checksStartedAt: UInt64?
+    /// When a relay may be allocated again after one failed (a refused refresh: expired credentials).
+    private var nextRelayAttemptAt: UInt64 = 0
+    private var relayRetryDelay: UInt64 = ClientTransport.firstRelayRetryNanoseconds
+    static let firstRelayRetryNanoseconds: UInt64 = 500_000_000
+    static let maxRelayRetryNanoseconds: UInt64 = 10_000_000_000
+    /// Under `.all`, how long checks from our own socket go unanswered before a relay is tried too.
+    public static let relayFallbackNanoseconds: UInt64 = 2_000_000_000
     /// `start` waits on the allocation, `close` on the deallocation.
     private var relayAllocated: EventLoopPromise<Void>?
     private var relayDeallocated: EventLoopPromise<Void>?
@@ -69,6 +89,9 @@ public final class ClientTransport: @unchecked Sendable {
     /// Tests: simulated network loss of sent RTP packets (originals and retransmissions alike),
     /// after they were counted and kept for retransmission.
     public var dropsOutgoingRTP: ((RTPHeader) -> Bool)?
+    /// Tests and demos: a firewall that lets only the TURN server through, so checks sent to the
+    /// server directly go unanswered (and under `.all` the transport falls back to a relay).
+    public var firewalled = false
 
     public struct Counters: Sendable {
         public var rtpIn = 0
@@ -79,8 +102,12 @@ public final class ClientTransport: @unchecked Sendable {
         public var checks = 0
     }
 
-    public init(loop: any EventLoop) throws {
+    /// Monotonic nanoseconds: pacing, retransmissions, TURN refreshes, statistics.
+    public let clock: MediaClock
+
+    public init(loop: any EventLoop, clock: @escaping MediaClock = MediaClocks.system) throws {
         self.loop = loop
+        self.clock = clock
         dtlsContext = try DTLSContext(certificate: DTLSCertificate())
     }
 
@@ -95,26 +122,25 @@ public final class ClientTransport: @unchecked Sendable {
     /// the first TURN server over UDP among `iceServers` and returns once it has one; when the
     /// server refuses or stays silent it throws, with the socket closed.
     public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
-        var relayServer: (url: TURNServerURL, address: TransportAddress)?
+        let relayServer: (url: TURNServerURL, address: TransportAddress)?
         if policy == .relay {
             guard let url = TURNServerURL.first(in: iceServers) else { throw TURNClientError.noServer }
             relayServer = (url, try Self.resolve(url))
+        } else if let url = TURNServerURL.first(in: iceServers), let address = try? Self.resolve(url) {
+            relayServer = (url, address)  // only used if the direct path fails
+        } else {
+            relayServer = nil
         }
-        let channel = try await DatagramBootstrap(group: loop)
-            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ReceiveHandler(transport: self)) }
-            }
-            .bind(host: "0.0.0.0", port: 0).get()
+        let channel = try await openSocket(viaRelay: false).get()
         let allocated = loop.flatSubmit { () -> EventLoopFuture<Void> in
             self.channel = channel
             self.iceTransportPolicy = policy
+            self.relayServer = relayServer
             self.timer = self.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in self.tick() }
-            guard let relayServer else { return self.loop.makeSucceededVoidFuture() }
-            self.relay = TURNClient(server: relayServer.address, username: relayServer.url.username, password: relayServer.url.password)
+            guard policy == .relay else { return self.loop.makeSucceededVoidFuture() }
             let promise = self.loop.makePromise(of: Void.self)
             self.relayAllocated = promise
-            self.writeToRelayServer(self.relay?.start(now: NIODeadline.now().uptimeNanoseconds) ?? [])
+            self.allocateRelay(now: self.clock())
             return promise.futureResult
         }
         do {
@@ -123,6 +149,18 @@ public final class ClientTransport: @unchecked Sendable {
             await close()
             throw error
         }
+    }
+
+    /// A UDP socket on an ephemeral port whose datagrams come to `receive`.
+    private func openSocket(viaRelay: Bool) -> EventLoopFuture<any Channel> {
+        DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ReceiveHandler(transport: self, viaRelay: viaRelay))
+                }
+            }
+            .bind(host: "0.0.0.0", port: 0)
     }
 
     /// The server's IPv4 address (the socket is IPv4): a literal as is, a name through the resolver.
@@ -139,21 +177,22 @@ public final class ClientTransport: @unchecked Sendable {
 
     /// Says goodbye over DTLS, deallocates the relay (waiting a moment for the answer) and closes the socket.
     public func close() async {
-        let closing = try? await loop.submit { () -> (channel: (any Channel)?, deallocated: EventLoopFuture<Void>?) in
+        let closing = try? await loop.submit { () -> (channels: [any Channel], deallocated: EventLoopFuture<Void>?) in
+            self.closed = true
             self.timer?.cancel()
             self.timer = nil
             if let dtls = self.dtls { for datagram in dtls.close() { self.send(datagram) } }
-            return (self.channel, self.deallocateRelay())
+            return ([self.channel, self.relayChannel].compactMap { $0 }, self.deallocateRelay())
         }.get()
         try? await closing?.deallocated?.get()
-        if let channel = closing?.channel { try? await channel.close() }
+        for channel in closing?.channels ?? [] { try? await channel.close() }
     }
 
     /// Refresh with lifetime 0; the future completes with the answer, or after `deallocationWait`
     /// (the allocation then expires on the server by itself).
     private func deallocateRelay() -> EventLoopFuture<Void>? {
         guard relay != nil else { return nil }
-        let datagrams = relay?.close(now: NIODeadline.now().uptimeNanoseconds) ?? []
+        let datagrams = relay?.close(now: clock()) ?? []
         relayProgressed()
         guard !datagrams.isEmpty else { return nil }
         writeToRelayServer(datagrams)
@@ -161,6 +200,17 @@ public final class ClientTransport: @unchecked Sendable {
         relayDeallocated = promise
         loop.scheduleTask(in: Self.deallocationWait) { self.settleDeallocation() }
         return promise.futureResult
+    }
+
+    /// New credentials for the TURN server (a resumed session's `joined` has fresh ones): the next
+    /// allocation uses them, so a relay whose refresh was refused for expired credentials comes
+    /// back. On the loop.
+    public func updateICEServers(_ servers: [ICEServer]) {
+        loop.preconditionInEventLoop()
+        guard let url = TURNServerURL.first(in: servers), let address = try? Self.resolve(url) else { return }
+        relayServer = (url, address)
+        relayRetryDelay = Self.firstRelayRetryNanoseconds
+        nextRelayAttemptAt = 0
     }
 
     /// Takes the server's ICE credentials, fingerprint and UDP host candidates from its SDP.
@@ -179,7 +229,7 @@ public final class ClientTransport: @unchecked Sendable {
                 if !candidates.contains(address) { candidates.append(address) }
             }
         }
-        if relay != nil { writeToRelayServer(relay?.permit(candidates, now: NIODeadline.now().uptimeNanoseconds) ?? []) }
+        if relay != nil { writeToRelayServer(relay?.permit(candidates, now: clock()) ?? []) }
     }
 
     /// The transport attributes of every m-line this client writes, with our candidates: a host
@@ -215,7 +265,7 @@ public final class ClientTransport: @unchecked Sendable {
     @discardableResult
     public func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool {
         guard srtpOutbound != nil, let header = RTPHeader(packet) else { return false }
-        outbound.sent(packet, header: header, now: NIODeadline.now().uptimeNanoseconds)
+        outbound.sent(packet, header: header, now: clock())
         return transmitRTP(packet, header: header)
     }
 
@@ -251,12 +301,16 @@ public final class ClientTransport: @unchecked Sendable {
     // MARK: ICE, DTLS and SRTP
 
     private func tick() {
-        let now = NIODeadline.now().uptimeNanoseconds
+        let now = clock()
         if relay != nil {
             writeToRelayServer(relay?.tick(now: now) ?? [])
             relayProgressed()
         }
+        if relay == nil, !openingRelay, relayServer != nil, now >= nextRelayAttemptAt, wantsRelay(now: now) {
+            allocateRelay(now: now)
+        }
         // Checks every 50 ms until one succeeds, then one every 2.5 s for consent (RFC 7675).
+        if remoteICE != nil, !candidates.isEmpty, checksStartedAt == nil { checksStartedAt = now }
         if let remoteICE, now >= lastCheck + (selected == nil ? 50_000_000 : 2_500_000_000) {
             lastCheck = now
             for pair in selected.map({ [$0] }) ?? candidatePairs { sendCheck(on: pair, remote: remoteICE) }
@@ -290,6 +344,39 @@ public final class ClientTransport: @unchecked Sendable {
         }
     }
 
+    /// A relay is wanted under `.relay` always, and under `.all` once checks from our own socket
+    /// have gone unanswered for `relayFallbackNanoseconds` (a firewall that drops UDP to the server).
+    private func wantsRelay(now: UInt64) -> Bool {
+        switch iceTransportPolicy {
+        case .relay: return true
+        case .all: return selected == nil && checksStartedAt.map { now >= $0 + Self.relayFallbackNanoseconds } == true
+        }
+    }
+
+    /// Allocates on `relayServer` with its latest credentials; the server's candidates are
+    /// permitted as soon as the allocation stands.
+    private func allocateRelay(now: UInt64) {
+        guard relayServer != nil, !openingRelay else { return }
+        openingRelay = true
+        openSocket(viaRelay: true).whenComplete { result in
+            self.openingRelay = false
+            switch result {
+            case .success(let channel):
+                guard !self.closed, let relayServer = self.relayServer else { return channel.close(promise: nil) }
+                self.relayChannel?.close(promise: nil)
+                self.relayChannel = channel
+                self.relay = TURNClient(server: relayServer.address, username: relayServer.url.username, password: relayServer.url.password)
+                let now = self.clock()
+                self.writeToRelayServer(self.relay?.start(now: now) ?? [])
+                self.writeToRelayServer(self.relay?.permit(self.candidates, now: now) ?? [])
+            case .failure(let error):
+                self.relayAllocated?.fail(error)
+                self.relayAllocated = nil
+                self.nextRelayAttemptAt = self.clock() + self.relayRetryDelay
+            }
+        }
+    }
+
     /// What the policy lets us check: from our socket to each candidate under `.all`; through
     /// the relay to each candidate it has a permission for.
     private var candidatePairs: [CandidatePair] {
@@ -313,16 +400,17 @@ public final class ClientTransport: @unchecked Sendable {
         send(check.bytes, on: pair)
     }
 
-    fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
+    fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>, viaRelay: Bool) {
         guard let source = TransportAddress(envelope.remoteAddress) else { return }
         var buffer = envelope.data
-        let now = NIODeadline.now().uptimeNanoseconds
+        let now = clock()
         buffer.withUnsafeMutableReadableBytes { bytes in
-            guard relay != nil, source == relay?.server else {
+            guard viaRelay else {
                 // Under `.relay` nothing reaches us but through the relay.
-                if iceTransportPolicy == .all { handle(bytes, on: CandidatePair(remote: source, local: .host), now: now) }
+                if iceTransportPolicy == .all, !firewalled { handle(bytes, on: CandidatePair(remote: source, local: .host), now: now) }
                 return
             }
+            guard relay != nil, source == relay?.server else { return }
             switch relay?.receive(UnsafeRawBufferPointer(bytes), now: now) {
             case .relayed(let peer, let range):
                 handle(UnsafeMutableRawBufferPointer(rebasing: bytes[range]), on: CandidatePair(remote: peer, local: .relay), now: now)
@@ -398,7 +486,7 @@ public final class ClientTransport: @unchecked Sendable {
             let endpoint = try? DTLSEndpoint(context: dtlsContext, role: dtlsRole, remoteFingerprint: remoteFingerprint)
         else { return }
         dtls = endpoint
-        lastDTLSTimer = NIODeadline.now().uptimeNanoseconds
+        lastDTLSTimer = clock()
         for datagram in endpoint.start() { send(datagram) }
     }
 
@@ -407,14 +495,15 @@ public final class ClientTransport: @unchecked Sendable {
         guard let pair = pair ?? selected else { return }
         switch pair.local {
         case .relay:
-            guard let server = relay?.server, let framed = relay?.frame(bytes, to: pair.remote) else { return }
-            write(framed, to: server)
+            guard let framed = relay?.frame(bytes, to: pair.remote) else { return }
+            writeToRelayServer([framed])
         default:
-            write(bytes, to: pair.remote)
+            guard !firewalled else { return }
+            write(bytes, to: pair.remote, on: channel)
         }
     }
 
-    private func write(_ bytes: [UInt8], to address: TransportAddress) {
+    private func write(_ bytes: [UInt8], to address: TransportAddress, on channel: (any Channel)?) {
         guard let channel else { return }
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: SocketAddress(address), data: channel.allocator.buffer(bytes: bytes)), promise: nil)
     }
@@ -423,12 +512,26 @@ public final class ClientTransport: @unchecked Sendable {
 
     private func writeToRelayServer(_ datagrams: [[UInt8]]) {
         guard let server = relay?.server else { return }
-        for datagram in datagrams { write(datagram, to: server) }
+        for datagram in datagrams { write(datagram, to: server, on: relayChannel) }
     }
 
     /// Settles what waits on the allocation's state: `start` on the allocation, `close` on the deallocation.
     private func relayProgressed() {
         guard let state = relay?.state else { return }
+        if relayAllocated == nil, case .failed(let error) = state {
+            // Lost after it stood (or a fallback that failed): the path through it is gone. Checks
+            // start again and a new allocation is tried, with the latest credentials, after a pause.
+            logger.warning("TURN relay lost; allocating again", metadata: ["error": "\(error)"])
+            relay = nil
+            relayChannel?.close(promise: nil)
+            relayChannel = nil
+            if selected?.local == .relay { selected = nil }
+            let now = clock()
+            nextRelayAttemptAt = now + relayRetryDelay
+            relayRetryDelay = min(relayRetryDelay * 2, Self.maxRelayRetryNanoseconds)
+            return
+        }
+        if case .allocated = state { relayRetryDelay = Self.firstRelayRetryNanoseconds }
         if let relayAllocated {
             switch state {
             case .allocated:
@@ -454,6 +557,13 @@ public final class ClientTransport: @unchecked Sendable {
     }
 }
 
+/// A monotonic clock in nanoseconds; a room's transports share one (tests pass one they move).
+public typealias MediaClock = @Sendable () -> UInt64
+
+public enum MediaClocks {
+    public static let system: MediaClock = { NIODeadline.now().uptimeNanoseconds }
+}
+
 /// The publisher and the subscriber connection: each a `ClientTransport` in its own SDP role,
 /// opened, watched and closed the same way.
 public protocol TransportConnection: AnyObject {
@@ -475,10 +585,14 @@ extension TransportConnection {
 private final class ReceiveHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     let transport: ClientTransport
+    let viaRelay: Bool
 
-    init(transport: ClientTransport) { self.transport = transport }
+    init(transport: ClientTransport, viaRelay: Bool) {
+        self.transport = transport
+        self.viaRelay = viaRelay
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        transport.receive(unwrapInboundIn(data))
+        transport.receive(unwrapInboundIn(data), viaRelay: viaRelay)
     }
 }

@@ -107,14 +107,16 @@ public final class ParleyRoom: @unchecked Sendable {
     /// The ICE servers the app gave in place of `joined`'s; nil uses the server's.
     private let iceServers: [ICEServer]?
     private let reconnectPolicy: ReconnectPolicy
+    private let firewalled: Bool
+    private let clock: MediaClock
     private let logger: Logger
     private let ownedGroup: MultiThreadedEventLoopGroup
     private var reader: Task<Void, Never>?
 
     private init(
         joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, url: String, token: String,
-        iceTransportPolicy: ICETransportPolicy, iceServers: [ICEServer]?, reconnectPolicy: ReconnectPolicy, logger: Logger,
-        group: MultiThreadedEventLoopGroup
+        iceTransportPolicy: ICETransportPolicy, iceServers: [ICEServer]?, reconnectPolicy: ReconnectPolicy, firewalled: Bool,
+        clock: @escaping MediaClock, logger: Logger, group: MultiThreadedEventLoopGroup
     ) {
         state = NIOLockedValueBox(State(joined: joined, signaling: signaling, room: RoomState(joined: joined), subscriber: subscriber))
         self.url = url
@@ -122,6 +124,8 @@ public final class ParleyRoom: @unchecked Sendable {
         self.iceTransportPolicy = iceTransportPolicy
         self.iceServers = iceServers
         self.reconnectPolicy = reconnectPolicy
+        self.firewalled = firewalled
+        self.clock = clock
         self.logger = logger
         ownedGroup = group
         (events, continuation) = AsyncStream.makeStream(of: Event.self)
@@ -132,19 +136,27 @@ public final class ParleyRoom: @unchecked Sendable {
     /// `iceTransportPolicy: .relay` sends all media through a TURN relay: the server's own, from
     /// `joined`'s ICE servers, unless `iceServers` names others. Each media transport allocates
     /// its relay before it is used, so a refused credential or a silent TURN server throws here
-    /// (or from `publishTone`).
+    /// (or from `publishTone`). Under `.all` a transport whose checks to the server go unanswered
+    /// for two seconds tries a relay on the same TURN server too.
+    ///
+    /// `firewalled` (tests and demos) drops everything the transports send to the server
+    /// directly, as a firewall that lets only the TURN server through would. `clock` paces the
+    /// media transports (tests pass one they move).
     public static func connect(
         url: String, token: String, iceTransportPolicy: ICETransportPolicy = .all, iceServers: [ICEServer]? = nil,
-        reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), logger: Logger = Logger(label: "parley.client")
+        reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), firewalled: Bool = false, clock: @escaping MediaClock = MediaClocks.system,
+        logger: Logger = Logger(label: "parley.client")
     ) async throws -> ParleyRoom {
         let signaling = try await SignalingClient.connect(url: url, token: token, logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
             let joined = try await awaitJoined(on: signaling)
-            let subscriber = try await makeSubscriber(on: group.next(), iceServers: iceServers ?? joined.iceServers, policy: iceTransportPolicy)
+            let subscriber = try await makeSubscriber(
+                on: group.next(), iceServers: iceServers ?? joined.iceServers, policy: iceTransportPolicy, firewalled: firewalled, clock: clock)
             let room = ParleyRoom(
                 joined: joined, signaling: signaling, subscriber: subscriber, url: url, token: token,
-                iceTransportPolicy: iceTransportPolicy, iceServers: iceServers, reconnectPolicy: reconnectPolicy, logger: logger, group: group)
+                iceTransportPolicy: iceTransportPolicy, iceServers: iceServers, reconnectPolicy: reconnectPolicy, firewalled: firewalled,
+                clock: clock, logger: logger, group: group)
             room.reader = Task { await room.run() }
             return room
         } catch {
@@ -163,9 +175,13 @@ public final class ParleyRoom: @unchecked Sendable {
     }
 
     private static func makeSubscriber(
-        on loop: any EventLoop, iceServers: [ICEServer], policy: ICETransportPolicy
+        on loop: any EventLoop, iceServers: [ICEServer], policy: ICETransportPolicy, firewalled: Bool, clock: @escaping MediaClock
     ) async throws -> SubscriberConnection {
-        let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
+        let subscriber = try await loop.submit {
+            let subscriber = try SubscriberConnection(loop: loop, clock: clock)
+            subscriber.transport.firewalled = firewalled
+            return subscriber
+        }.get()
         try await subscriber.start(iceServers: iceServers, policy: policy)
         return subscriber
     }
@@ -210,7 +226,12 @@ public final class ParleyRoom: @unchecked Sendable {
     @discardableResult
     private func publishTone(frequency: Double, video: Bool, on signaling: SignalingClient) async throws -> [TrackInfo] {
         let loop = state.withLockedValue { $0.subscriber.loop }
-        let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
+        let (firewalled, clock) = (firewalled, clock)
+        let publisher = try await loop.submit {
+            let publisher = try PublisherConnection(loop: loop, clock: clock)
+            publisher.transport.firewalled = firewalled
+            return publisher
+        }.get()
         try await publisher.start(iceServers: currentICEServers, policy: iceTransportPolicy)
         state.withLockedValue { $0.publisher = publisher }
         let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
@@ -454,7 +475,16 @@ public final class ParleyRoom: @unchecked Sendable {
             return false
         }
         logger.info("signaling reconnected", metadata: ["participant": "\(joined.participant.sid)", "resumed": "\(joined.resumed)"])
-        if !joined.resumed { await restartMedia(on: signaling) }
+        if joined.resumed {
+            // Fresh TURN credentials: a relay refused for expired ones allocates again with these.
+            let servers = currentICEServers
+            let (subscriber, publisher) = state.withLockedValue { ($0.subscriber, $0.publisher) }
+            for transport in [subscriber.transport, publisher?.transport].compactMap({ $0 }) {
+                transport.loop.execute { transport.updateICEServers(servers) }
+            }
+        } else {
+            await restartMedia(on: signaling)
+        }
         for event in missed { continuation.yield(event) }
         await catchUpChat(on: signaling, ownIdentity: joined.participant.identity)
         setSignaling(up: true)
@@ -469,7 +499,8 @@ public final class ParleyRoom: @unchecked Sendable {
         await publisher?.close()
         await subscriber.close()
         do {
-            let fresh = try await Self.makeSubscriber(on: subscriber.loop, iceServers: currentICEServers, policy: iceTransportPolicy)
+            let fresh = try await Self.makeSubscriber(
+                on: subscriber.loop, iceServers: currentICEServers, policy: iceTransportPolicy, firewalled: firewalled, clock: clock)
             Self.install(handler, on: fresh)
             state.withLockedValue { state in
                 state.subscriber = fresh

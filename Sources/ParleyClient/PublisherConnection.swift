@@ -23,8 +23,8 @@ public final class PublisherConnection: TransportConnection, @unchecked Sendable
     public static let absSendTimeID: UInt8 = 3
     public static let absCaptureTimeID: UInt8 = 4
 
-    public init(loop: any EventLoop) throws {
-        transport = try ClientTransport(loop: loop)
+    public init(loop: any EventLoop, clock: @escaping MediaClock = MediaClocks.system) throws {
+        transport = try ClientTransport(loop: loop, clock: clock)
     }
 
     /// The offer for an audio track and, with `video`, a video track. On the loop.

@@ -31,8 +31,8 @@ public final class SubscriberConnection: TransportConnection, @unchecked Sendabl
         }
     }
 
-    public init(loop: any EventLoop) throws {
-        transport = try ClientTransport(loop: loop)
+    public init(loop: any EventLoop, clock: @escaping MediaClock = MediaClocks.system) throws {
+        transport = try ClientTransport(loop: loop, clock: clock)
     }
 
     /// Applies a server offer and returns the answer SDP. On the loop.

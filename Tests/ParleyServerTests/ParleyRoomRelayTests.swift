@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import ParleyClient
 import ParleyProtocol
 import Testing
@@ -62,5 +63,58 @@ import Testing
             try await ParleyRoom.connect(url: server.url, token: try await server.token("alice", room: "no-turn"), iceTransportPolicy: .relay)
         }
         try await server.stop()
+    }
+
+    @Test func behindAFirewallTheDefaultPolicyFallsBackToTheRelay() async throws {
+        let server = try await TestServer.start()
+        let alice = try await ParleyRoom.connect(url: server.url, token: try await server.token("alice", room: "fallback"), firewalled: true)
+        let bob = try await server.room("bob", room: "fallback")
+        let bobHears = AudioCollector(bob, from: alice.sid)
+        let aliceHears = AudioCollector(alice, from: bob.sid)
+        try await alice.publishTone(frequency: 587)
+        try await bob.publishTone(frequency: 880)
+
+        // Direct checks go unanswered for two seconds, then both of alice's transports use a relay.
+        try await waitUntil(timeout: .seconds(20)) { bobHears.count >= 100 && aliceHears.count >= 100 }
+        #expect(ToneDetector.strength(Array(ToneDetector.monoSamples(ofOpus: bobHears.payloads).suffix(48_000)), frequency: 587) > 0.5)
+        #expect(ToneDetector.strength(Array(ToneDetector.monoSamples(ofOpus: aliceHears.payloads).suffix(48_000)), frequency: 880) > 0.5)
+        let paths = await alice.statistics()
+        #expect(paths.publisherCandidateType == .relay)
+        #expect(paths.subscriberCandidateType == .relay)
+        #expect(try await server.metric("parley_turn_allocations") == 2)
+        await alice.leave()
+        #expect(try await server.metric("parley_turn_allocations") == 0)
+        try await server.stop(leaving: bob)
+    }
+
+    /// TURN credentials last 3 s here. Once they have expired, alice's clock jumps past the
+    /// allocation's refresh time (30 s of its 60): the refresh is refused and the relay lost. A
+    /// resumed session brings fresh credentials; the transport allocates again with them, from a
+    /// new socket (the server still holds the old 5-tuple's allocation), and the media comes back.
+    @Test func aRelayRefusedForExpiredCredentialsComesBackWithTheResumedSessionsOnes() async throws {
+        let server = try await TestServer.start(["turn.credentialTTL=3s", "turn.defaultLifetime=60s", "turn.maxLifetime=60s"])
+        let skew = NIOLockedValueBox<UInt64>(0)
+        let alice = try await ParleyRoom.connect(
+            url: server.url, token: try await server.token("alice", room: "expiry"), iceTransportPolicy: .relay,
+            clock: { MediaClocks.system() + skew.withLockedValue { $0 } })
+        let bob = try await server.room("bob", room: "expiry")
+        let bobHears = AudioCollector(bob, from: alice.sid)
+        try await alice.publishTone(frequency: 659)
+        try await waitUntil { bobHears.count >= 50 }
+        let firstRelay = try #require(await alice.statistics().publisherCandidateType)
+        #expect(firstRelay == .relay)
+
+        try await Task.sleep(for: .seconds(4.5))
+        skew.withLockedValue { $0 = 31_000_000_000 }
+        try await waitUntil(timeout: .seconds(10)) { try await server.metric("parley_turn_auth_failures_total") >= 2 }
+        let stalled = bobHears.count
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(bobHears.count - stalled < 10, "media still flowing through a relay that lost its allocation")
+
+        await alice.reconnect()
+        try await waitUntil(timeout: .seconds(10)) { bobHears.count >= stalled + 100 }
+        #expect(ToneDetector.strength(Array(ToneDetector.monoSamples(ofOpus: bobHears.payloads).suffix(48_000)), frequency: 659) > 0.5)
+        #expect(await alice.statistics().publisherCandidateType == .relay)
+        try await server.stop(leaving: alice, bob)
     }
 }
