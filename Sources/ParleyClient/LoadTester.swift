@@ -282,6 +282,8 @@ public final class LoadTester: @unchecked Sendable {
             }
             await subscriber.close()
         }
+        // Leaving (rather than dropping) frees the session at once: a room the next run joins holds no ghosts.
+        try? await signaling.send(Leave())
         await signaling.close()
     }
 
