@@ -370,20 +370,34 @@ public final class SFURoom: @unchecked Sendable {
             }
         }
         if let transport = participant.subscriber, transport.isConnected {
+            // One compound packet carries the sender reports of all the subscriber's tracks
+            // (RFC 3550 §6.1): one SRTCP protection and one datagram instead of one per track.
             let ntp = NTPTimestamp(unixNanoseconds: wall)
+            var length = 0
             for downTrack in participant.downTracks where downTrack.sentAny {
+                if length + Self.senderReportLength > Self.maxCompoundLength {
+                    transport.sendRTCP(rtcpScratch, length: length)
+                    length = 0
+                }
                 // The RTP time of "now", extrapolated from the last packet sent.
                 let elapsed = now &- downTrack.lastSentAt
                 let ticks = UInt32(truncatingIfNeeded: elapsed / 1000 * UInt64(downTrack.publication.clockRate) / 1_000_000)
                 guard
-                    let length = RTCPBuilder.senderReport(
+                    let written = RTCPBuilder.senderReport(
                         ssrc: downTrack.outgoingSSRC, ntp: ntp, rtpTimestamp: downTrack.lastOutgoingTimestamp &+ ticks,
-                        packetCount: downTrack.packetsSent, octetCount: downTrack.octetsSent, reportBlocks: [ReportBlock](), into: rtcpScratch)
+                        packetCount: downTrack.packetsSent, octetCount: downTrack.octetsSent, reportBlocks: [ReportBlock](),
+                        into: UnsafeMutableRawBufferPointer(rebasing: rtcpScratch[length...]))
                 else { continue }
-                transport.sendRTCP(rtcpScratch, length: length)
+                length += written
             }
+            if length > 0 { transport.sendRTCP(rtcpScratch, length: length) }
         }
     }
+
+    /// A sender report without report blocks, and how much of a compound packet they may fill
+    /// (the scratch buffer also holds the SRTCP trailer).
+    static let senderReportLength = 28
+    static let maxCompoundLength = 1200
 
     /// Loudest participants over the last interval; the delegate hears only changes.
     private func updateSpeakers() {

@@ -271,6 +271,39 @@ func videoPacket(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: UIn
         try await fixture.shutdown()
     }
 
+    /// A subscriber's tracks share one compound packet of sender reports each second.
+    @Test func theSenderReportsOfASubscribersTracksGoInOneCompound() async throws {
+        let fixture = try RoomFixture()
+        let (publisher, subscriber, videoSSRC) = try await Self.setUp(fixture)
+        let compounds = try await fixture.onLoop { () -> [[UInt32]] in
+            let opus = RTPCodec(payloadType: 111, name: "opus", clockRate: 48_000, channels: 2)
+            let audio = fixture.room.publish(
+                participant: "pub", trackSid: "TR_a", kind: .audio, mid: "1", ssrc: 0xAAAA_0002, codecs: [opus],
+                extensions: RTPExtensionIDs(mid: 1, absSendTime: 3), feedback: Publication.Feedback(nack: false, pli: false, fir: false, remb: false))
+            let audioDown = fixture.room.subscribe("sub", to: audio, mid: "1")
+            fixture.room.negotiate(audioDown, codecs: [opus], extensions: RTPExtensionIDs(mid: 2, absSendTime: 4))
+            let now = fixture.port.now()
+            try publisher.sendRTP(videoPacket(ssrc: 0xAAAA_0001, sequence: 1, timestamp: 3000), now: now)
+            var audioPacket = videoPacket(ssrc: 0xAAAA_0002, sequence: 1, timestamp: 960)
+            audioPacket[1] = 111
+            try publisher.sendRTP(audioPacket, now: now)
+            _ = subscriber.received(from: fixture.sink)
+            fixture.room.tick(now: now + 2_000_000_000)
+            return subscriber.received(from: fixture.sink).rtcp.map { compound in
+                compound.withUnsafeBytes { bytes in
+                    var ssrcs: [UInt32] = []
+                    var iterator = RTCPCompoundIterator(bytes)
+                    while let packet = iterator.next() { if let report = RTCPSenderReport(packet) { ssrcs.append(report.ssrc) } }
+                    return ssrcs
+                }
+            }
+        }
+        #expect(compounds.count == 1, "one datagram: \(compounds)")
+        #expect(compounds.first?.count == 2)
+        #expect(compounds.first?.contains(videoSSRC) == true)
+        try await fixture.shutdown()
+    }
+
     @Test func gapsAreNackedUpstreamAndReportsGoOutEachSecond() async throws {
         let fixture = try RoomFixture()
         let (publisher, subscriber, outgoingSSRC) = try await Self.setUp(fixture)

@@ -100,7 +100,7 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         if let manifest = try? encoder.encode(info) {
-            FileManager.default.createFile(atPath: (directory as NSString).appendingPathComponent("manifest.json"), contents: manifest)
+            _ = FileManager.default.createFile(atPath: (directory as NSString).appendingPathComponent("manifest.json"), contents: manifest)
         }
         return info
     }
