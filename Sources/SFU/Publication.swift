@@ -23,6 +23,8 @@ public final class Publication {
     var statistics: ReceiveStatistics?
     var nacks = NackTracker(maxRetries: 3)
     let history: PacketHistory?
+    /// Gaps in it are NACKed upstream (video that offered NACK, with a history to answer from).
+    var isNacked: Bool { feedback.nack && history != nil }
     var lastKeyframeRequest: UInt64 = 0
     var keyframeRequestSequence: UInt8 = 0
     var packetsReceived: UInt64 = 0
@@ -74,7 +76,7 @@ public final class Publication {
         if statistics?.ssrc != header.ssrc { statistics = ReceiveStatistics(ssrc: header.ssrc) }
         let arrival = UInt32(truncatingIfNeeded: now / 1000 * UInt64(clockRate) / 1_000_000)
         statistics?.packetReceived(sequenceNumber: header.sequenceNumber, rtpTimestamp: header.timestamp, arrival: arrival)
-        if feedback.nack, history != nil { nacks.packetReceived(sequenceNumber: header.sequenceNumber) }
+        if isNacked { nacks.packetReceived(sequenceNumber: header.sequenceNumber) }
         history?.store(packet, sequenceNumber: header.sequenceNumber)
         if extensions.audioLevel != 0, let range = header.extensionElement(id: extensions.audioLevel, in: packet),
             let level = AudioLevel(extensionData: UnsafeRawBufferPointer(rebasing: packet[range]))

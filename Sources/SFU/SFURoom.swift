@@ -43,6 +43,10 @@ public final class SFURoom: @unchecked Sendable {
     /// One packet buffer for every copy sent: each down-track rewrites and protects in it.
     private let scratch: UnsafeMutableRawBufferPointer
     private let rtcpScratch: UnsafeMutableRawBufferPointer
+    /// Publications whose gaps are NACKed upstream, and whether any down-track waits for a
+    /// keyframe: the tick walks the participants only when one of them says so.
+    private var nackedPublications = 0
+    private var keyframeRequestsPending = false
     private var lastReportsAt: UInt64 = 0
     private var lastSpeakersAt: UInt64 = 0
     private var lastSpeakers: [ActiveSpeaker] = []
@@ -137,6 +141,7 @@ public final class SFURoom: @unchecked Sendable {
             trackSid: trackSid, participantSid: sid, kind: kind, mid: mid, ssrc: ssrc, codecs: codecs, extensions: extensions,
             feedback: feedback, historySize: configuration.packetHistory)
         participant.publications.append(publication)
+        if publication.isNacked { nackedPublications += 1 }
         if let ssrc { participant.publicationsBySSRC[ssrc] = publication }
         tap?.tap(self, published: publication)
         return publication
@@ -150,7 +155,9 @@ public final class SFURoom: @unchecked Sendable {
     private func unpublish(_ publication: Publication, from participant: SFUParticipant) {
         for downTrack in publication.downTracks { unsubscribe(downTrack) }
         tap?.tap(self, unpublished: publication)
+        let count = participant.publications.count
         participant.publications.removeAll { $0 === publication }
+        if participant.publications.count < count, publication.isNacked { nackedPublications -= 1 }
         participant.publicationsBySSRC = participant.publicationsBySSRC.filter { $0.value !== publication }
     }
 
@@ -202,7 +209,7 @@ public final class SFURoom: @unchecked Sendable {
     public func negotiate(_ downTrack: DownTrack, codecs: [RTPCodec], extensions: RTPExtensionIDs) {
         let wasNegotiated = downTrack.isNegotiated
         downTrack.negotiate(codecs: codecs, extensions: extensions)
-        if !wasNegotiated, downTrack.publication.kind == .video { downTrack.keyframeRequested = true }
+        if !wasNegotiated, downTrack.publication.kind == .video { wantKeyframe(for: downTrack) }
     }
 
     /// Server-side or client-announced mute: a muted publication forwards nothing; unmuting asks
@@ -315,14 +322,30 @@ public final class SFURoom: @unchecked Sendable {
 
     // MARK: Timers
 
+    /// Marks a keyframe wanted for `downTrack`; the next tick asks its publisher.
+    func wantKeyframe(for downTrack: DownTrack) {
+        downTrack.keyframeRequested = true
+        keyframeRequestsPending = true
+    }
+
     func tick(now: UInt64) {
         guard !closed else { return }
-        for participant in participants.values {
-            sendNacks(for: participant, now: now)
-            // A subscriber that connected before its publisher keeps asking until the publisher can hear it.
-            for downTrack in participant.downTracks where downTrack.keyframeRequested && downTrack.isActive {
-                if requestKeyframe(downTrack.publication, now: now, force: true) { downTrack.keyframeRequested = false }
+        // Most ticks of an audio room have nothing to do here: no walk over its participants then.
+        if nackedPublications > 0 || keyframeRequestsPending {
+            var stillPending = false
+            for participant in participants.values {
+                if nackedPublications > 0 { sendNacks(for: participant, now: now) }
+                guard keyframeRequestsPending else { continue }
+                // A subscriber that connected before its publisher keeps asking until the publisher can hear it.
+                for downTrack in participant.downTracks where downTrack.keyframeRequested {
+                    if downTrack.isActive, requestKeyframe(downTrack.publication, now: now, force: true) {
+                        downTrack.keyframeRequested = false
+                    } else {
+                        stillPending = true
+                    }
+                }
             }
+            keyframeRequestsPending = stillPending
         }
         if now &- lastReportsAt >= configuration.reportIntervalNanoseconds {
             lastReportsAt = now
@@ -337,7 +360,7 @@ public final class SFURoom: @unchecked Sendable {
     /// NACKs upstream for gaps in a publisher's video.
     private func sendNacks(for participant: SFUParticipant, now: UInt64) {
         guard let transport = participant.publisher, transport.isConnected else { return }
-        for publication in participant.publications where publication.feedback.nack && publication.history != nil {
+        for publication in participant.publications where publication.isNacked {
             guard let ssrc = publication.ssrc else { continue }
             let due = publication.nacks.dueNacks(nowNanoseconds: Int64(truncatingIfNeeded: now), retryIntervalNanoseconds: configuration.nackRetryNanoseconds)
             guard !due.isEmpty,
@@ -420,7 +443,7 @@ public final class SFURoom: @unchecked Sendable {
 
     func transportDidConnect(_ participant: SFUParticipant, role: TransportRole) {
         if role == .subscriber {
-            for downTrack in participant.downTracks where downTrack.publication.kind == .video { downTrack.keyframeRequested = true }
+            for downTrack in participant.downTracks where downTrack.publication.kind == .video { wantKeyframe(for: downTrack) }
         }
     }
 

@@ -24,7 +24,12 @@ public final class MediaPort: @unchecked Sendable {
     /// One per channel, same index: the socket's descriptor and its queued sends.
     private var outboxes: [Outbox] = []
     private var byUfrag: [String: WebRTCTransport] = [:]
+    /// Every registered transport once (an ICE restart leaves one under two ufrags for a while);
+    /// kept as a list so the 50 Hz tick does not rebuild it.
+    private var transports: [WebRTCTransport] = []
     private var byAddress: [TransportAddress: Route] = [:]
+    /// The same routes without the transport: copying one on every send retains nothing.
+    private var sendRoutes: [TransportAddress: SendRoute] = [:]
     /// The socket the datagram being handled came in on; replies go out the same way (aioice
     /// drops a response from another address).
     private var currentSocket = 0
@@ -51,6 +56,17 @@ public final class MediaPort: @unchecked Sendable {
         let socket: Int
         /// The peer's address in the kernel's form, made once.
         let rawAddress: RawSocketAddress
+    }
+
+    struct SendRoute {
+        let socket: Int
+        let rawAddress: RawSocketAddress
+    }
+
+    private func addRoute(_ address: TransportAddress, to transport: WebRTCTransport, socket: Int) {
+        let raw = RawSocketAddress(address)
+        byAddress[address] = Route(transport: transport, socket: socket, rawAddress: raw)
+        sendRoutes[address] = SendRoute(socket: socket, rawAddress: raw)
     }
 
     public struct PortCounters: Sendable, Equatable {
@@ -107,7 +123,7 @@ public final class MediaPort: @unchecked Sendable {
         let channels = try? await loop.submit { () -> [any Channel] in
             self.tickTask?.cancel()
             self.tickTask = nil
-            for transport in self.uniqueTransports { transport.close() }
+            for transport in self.transports { transport.close() }
             self.flush()
             defer {
                 self.channels = []
@@ -125,6 +141,7 @@ public final class MediaPort: @unchecked Sendable {
         loop.preconditionInEventLoop()
         transport.sink = self
         byUfrag[transport.localICE.ufrag] = transport
+        if !transports.contains(where: { $0 === transport }) { transports.append(transport) }
         ensureTicking()
     }
 
@@ -138,27 +155,26 @@ public final class MediaPort: @unchecked Sendable {
     public func unregister(_ transport: WebRTCTransport) {
         loop.preconditionInEventLoop()
         byUfrag = byUfrag.filter { $0.value !== transport }
-        for (address, route) in byAddress where route.transport === transport { byAddress[address] = nil }
+        transports.removeAll { $0 === transport }
+        for (address, route) in byAddress where route.transport === transport {
+            byAddress[address] = nil
+            sendRoutes[address] = nil
+        }
         retiredTransportCounters.add(transport.counters)
         transport.sink = nil
     }
 
     public var transportCount: Int {
         loop.preconditionInEventLoop()
-        return uniqueTransports.count
+        return transports.count
     }
 
-    /// Each transport once (after an ICE restart one may sit under two ufrags).
-    private var uniqueTransports: [WebRTCTransport] {
-        var seen = Set<ObjectIdentifier>()
-        return byUfrag.values.filter { seen.insert(ObjectIdentifier($0)).inserted }
-    }
 
     /// Totals over live and removed transports, for metrics.
     public func transportTotals() -> TransportCounters {
         loop.preconditionInEventLoop()
         var totals = retiredTransportCounters
-        for transport in uniqueTransports { totals.add(transport.counters) }
+        for transport in transports { totals.add(transport.counters) }
         return totals
     }
 
@@ -168,7 +184,6 @@ public final class MediaPort: @unchecked Sendable {
         var snapshot = MediaSnapshot()
         snapshot.port = counters
         snapshot.transports = transportTotals()
-        let transports = uniqueTransports
         snapshot.activeTransports = transports.count
         snapshot.connectedTransports = transports.filter(\.isConnected).count
         snapshot.worker = statistics
@@ -208,7 +223,7 @@ public final class MediaPort: @unchecked Sendable {
                 }
                 transport.handleSTUN(message, from: source, now: now)
                 if transport.ice.accepts(source), byAddress[source] == nil {
-                    byAddress[source] = Route(transport: transport, socket: socket, rawAddress: RawSocketAddress(source))
+                    addRoute(source, to: transport, socket: socket)
                 }
             case .dtls, .rtp, .rtcp:
                 guard let route = byAddress[source] else { return counters.droppedUnknownSource += 1 }
@@ -229,7 +244,6 @@ public final class MediaPort: @unchecked Sendable {
     private func tick() {
         flushPending = true
         let now = now()
-        let transports = uniqueTransports
         for transport in transports { transport.tick(now: now) }
         for handler in Array(tickHandlers.values) { handler(now) }
         flush()
@@ -242,7 +256,7 @@ public final class MediaPort: @unchecked Sendable {
 
 extension MediaPort: DatagramSink {
     public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
-        let route = byAddress[address]
+        let route = sendRoutes[address]
         let socket = route?.socket ?? currentSocket
         guard socket < outboxes.count, datagram.count <= Outbox.slotSize else { return counters.sendFailures += 1 }
         counters.sendFailures += UInt64(outboxes[socket].enqueue(datagram, to: route?.rawAddress ?? RawSocketAddress(address)))
@@ -254,7 +268,7 @@ extension MediaPort: DatagramSink {
     }
 
     public func transport(_ transport: WebRTCTransport, didSelect address: TransportAddress, previous: TransportAddress?) {
-        byAddress[address] = Route(transport: transport, socket: currentSocket, rawAddress: RawSocketAddress(address))
+        addRoute(address, to: transport, socket: currentSocket)
     }
 }
 
