@@ -261,6 +261,22 @@ extension MediaPort: DatagramSink {
         guard socket < outboxes.count, datagram.count <= Outbox.slotSize else { return counters.sendFailures += 1 }
         counters.sendFailures += UInt64(outboxes[socket].enqueue(datagram, to: route?.rawAddress ?? RawSocketAddress(address)))
         counters.datagramsOut += 1
+        scheduleFlush()
+    }
+
+    public func route(to address: TransportAddress) -> DatagramRoute? {
+        guard let route = sendRoutes[address] else { return nil }
+        return DatagramRoute(address: address, socket: route.socket, rawAddress: route.rawAddress)
+    }
+
+    public func send(_ datagram: UnsafeRawBufferPointer, via route: DatagramRoute) {
+        guard route.socket < outboxes.count, datagram.count <= Outbox.slotSize else { return counters.sendFailures += 1 }
+        counters.sendFailures += UInt64(outboxes[route.socket].enqueue(datagram, to: route.rawAddress))
+        counters.datagramsOut += 1
+        scheduleFlush()
+    }
+
+    private func scheduleFlush() {
         if !flushPending {
             flushPending = true
             loop.execute { self.flush() }

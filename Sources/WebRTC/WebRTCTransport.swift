@@ -5,6 +5,29 @@ public protocol DatagramSink: AnyObject {
     func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress)
     /// The peer nominated (or moved to) `address`: packets from it now belong to `transport`.
     func transport(_ transport: WebRTCTransport, didSelect address: TransportAddress, previous: TransportAddress?)
+    /// How to reach `address`, resolved once so that each packet need not look it up; nil
+    /// when the sink has no faster way than `send(_:to:)`.
+    func route(to address: TransportAddress) -> DatagramRoute?
+    func send(_ datagram: UnsafeRawBufferPointer, via route: DatagramRoute)
+}
+
+/// A resolved way out: the peer's address, the sink's socket for it and the address in the
+/// kernel's form.
+public struct DatagramRoute: Sendable {
+    public let address: TransportAddress
+    public let socket: Int
+    public let rawAddress: RawSocketAddress
+
+    public init(address: TransportAddress, socket: Int, rawAddress: RawSocketAddress) {
+        self.address = address
+        self.socket = socket
+        self.rawAddress = rawAddress
+    }
+}
+
+extension DatagramSink {
+    public func route(to address: TransportAddress) -> DatagramRoute? { nil }
+    public func send(_ datagram: UnsafeRawBufferPointer, via route: DatagramRoute) { send(datagram, to: route.address) }
 }
 
 /// What a transport reports to the SFU above it.
@@ -50,7 +73,11 @@ public final class WebRTCTransport {
     public private(set) var counters = TransportCounters()
     /// Strong, because a weak reference costs a side-table load on every packet sent; the port
     /// clears it when it unregisters the transport, which breaks the cycle.
-    public var sink: (any DatagramSink)?
+    public var sink: (any DatagramSink)? {
+        didSet { route = nil }
+    }
+    /// The sink's route to the selected address, looked up when the address changes.
+    private var route: DatagramRoute?
     public weak var delegate: (any WebRTCTransportDelegate)?
 
     private let dtlsContext: DTLSContext
@@ -162,6 +189,7 @@ public final class WebRTCTransport {
             response.withUnsafeBytes { sink?.send($0, to: source) }
             if nominated {
                 sink?.transport(self, didSelect: source, previous: previous)
+                route = nil
                 if dtls?.role == .client, case .handshaking = dtls?.state, nextDTLSTimer == nil { startClientHandshake(now: now) }
             }
             if state == .new { state = .checking }
@@ -243,7 +271,7 @@ public final class WebRTCTransport {
         }
         counters.rtpPacketsOut += 1
         counters.rtpBytesOut += UInt64(protected)
-        sink?.send(UnsafeRawBufferPointer(rebasing: buffer[0..<protected]), to: address)
+        sendMedia(UnsafeRawBufferPointer(rebasing: buffer[0..<protected]), to: address)
         return true
     }
 
@@ -256,8 +284,15 @@ public final class WebRTCTransport {
         }
         counters.rtcpPacketsOut += 1
         counters.rtcpBytesOut += UInt64(protected)
-        sink?.send(UnsafeRawBufferPointer(rebasing: buffer[0..<protected]), to: address)
+        sendMedia(UnsafeRawBufferPointer(rebasing: buffer[0..<protected]), to: address)
         return true
+    }
+
+    /// SRTP and SRTCP go out by the cached route (no lookup per packet).
+    private func sendMedia(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+        guard let sink else { return }
+        if route?.address != address { route = sink.route(to: address) }
+        if let route { sink.send(datagram, via: route) } else { sink.send(datagram, to: address) }
     }
 
     /// Convenience for the control path (tests, RTCP built as arrays).
