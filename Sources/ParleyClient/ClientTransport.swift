@@ -50,6 +50,12 @@ public final class ClientTransport: @unchecked Sendable {
     /// The TURN server (and credentials) a relay is allocated on: at start under `.relay`, or
     /// when host checks go unanswered under `.all`. `updateICEServers` replaces the credentials.
     private var relayServer: (url: TURNServerURL, address: TransportAddress)?
+    /// The same TURN server over TCP (`?transport=tcp`), tried when UDP to it goes unanswered.
+    private var relayServerOverTCP: (url: TURNServerURL, address: TransportAddress)?
+    /// When the current allocation was asked for.
+    private var relayStartedAt: UInt64 = 0
+    /// An Allocate over UDP unanswered this long moves the relay to TCP (when the server offers it).
+    static let tcpFallbackNanoseconds: UInt64 = 2_000_000_000
     /// When checks started without an answer yet (for the fallback to a relay under `.all`).
     private var checksStartedAt: UInt64?
     /// When a relay may be allocated again after one failed (a refused refresh: expired credentials).
@@ -93,7 +99,7 @@ public final class ClientTransport: @unchecked Sendable {
     public var dropsOutgoingRTP: ((RTPHeader) -> Bool)?
     /// Tests and demos: a firewall that lets only the TURN server through, so checks sent to the
     /// server directly go unanswered (and under `.all` the transport falls back to a relay).
-    public var firewalled = false
+    public var firewall = SimulatedFirewall.none
 
     public struct Counters: Sendable {
         public var rtpIn = 0
@@ -133,11 +139,13 @@ public final class ClientTransport: @unchecked Sendable {
         } else {
             relayServer = nil
         }
+        let overTCP = TURNServerURL.firstOverTCP(in: iceServers).flatMap { url in (try? Self.resolve(url)).map { (url, $0) } }
         let channel = try await openSocket(viaRelay: false).get()
         let allocated = loop.flatSubmit { () -> EventLoopFuture<Void> in
             self.channel = channel
             self.iceTransportPolicy = policy
             self.relayServer = relayServer
+            self.relayServerOverTCP = overTCP
             self.ticking = true
             LoopTicker.on(self.loop).add(self)
             guard policy == .relay else { return self.loop.makeSucceededVoidFuture() }
@@ -164,6 +172,27 @@ public final class ClientTransport: @unchecked Sendable {
                 }
             }
             .bind(host: "0.0.0.0", port: 0)
+    }
+
+    /// A TCP connection to the TURN server whose STUN messages and ChannelData frames come to
+    /// `receiveFromRelay`; the relay is lost when it closes.
+    private func openRelayStream(to server: TransportAddress) -> EventLoopFuture<any Channel> {
+        ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(STUNStreamDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(RelayStreamHandler(transport: self))
+                }
+            }
+            .connect(to: SocketAddress(server))
+    }
+
+    /// The TCP connection to the TURN server closed: unless given up on already, the relay is gone.
+    fileprivate func relayStreamClosed(_ channel: any Channel) {
+        guard channel === relayChannel, !closed, relay != nil, relay?.state != .closed else { return }
+        relayLost(TURNClientError.rejected(method: "TCP", code: 0, reason: "the connection to the TURN server closed"))
     }
 
     /// The server's IPv4 address (the socket is IPv4): a literal as is, a name through the resolver.
@@ -211,7 +240,10 @@ public final class ClientTransport: @unchecked Sendable {
     public func updateICEServers(_ servers: [ICEServer]) {
         loop.preconditionInEventLoop()
         guard let url = TURNServerURL.first(in: servers), let address = try? Self.resolve(url) else { return }
-        relayServer = (url, address)
+        // Stay on TCP if UDP to the server was found blocked.
+        let onTCP = relayServer?.url.overTCP == true
+        relayServerOverTCP = TURNServerURL.firstOverTCP(in: servers).flatMap { url in (try? Self.resolve(url)).map { (url, $0) } }
+        relayServer = onTCP ? (relayServerOverTCP ?? (url, address)) : (url, address)
         relayRetryDelay = Self.firstRelayRetryNanoseconds
         nextRelayAttemptAt = 0
     }
@@ -309,6 +341,17 @@ public final class ClientTransport: @unchecked Sendable {
             writeToRelayServer(relay?.tick(now: now) ?? [])
             relayProgressed()
         }
+        if relay?.state == .allocating, relay?.overTCP == false, let overTCP = relayServerOverTCP,
+            now >= relayStartedAt + Self.tcpFallbackNanoseconds
+        {
+            // UDP to the TURN server seems blocked: the same server over TCP (the pending promise carries over).
+            logger.info("TURN over UDP unanswered; trying TCP", metadata: ["server": "\(overTCP.address)"])
+            relay = nil
+            relayChannel?.close(promise: nil)
+            relayChannel = nil
+            relayServer = overTCP
+            allocateRelay(now: now)
+        }
         if relay == nil, !openingRelay, relayServer != nil, now >= nextRelayAttemptAt, wantsRelay(now: now) {
             allocateRelay(now: now)
         }
@@ -359,17 +402,21 @@ public final class ClientTransport: @unchecked Sendable {
     /// Allocates on `relayServer` with its latest credentials; the server's candidates are
     /// permitted as soon as the allocation stands.
     private func allocateRelay(now: UInt64) {
-        guard relayServer != nil, !openingRelay else { return }
+        guard let server = relayServer, !openingRelay else { return }
         openingRelay = true
-        openSocket(viaRelay: true).whenComplete { result in
+        let opened = server.url.overTCP ? openRelayStream(to: server.address) : openSocket(viaRelay: true)
+        opened.whenComplete { result in
             self.openingRelay = false
             switch result {
             case .success(let channel):
                 guard !self.closed, let relayServer = self.relayServer else { return channel.close(promise: nil) }
                 self.relayChannel?.close(promise: nil)
                 self.relayChannel = channel
-                self.relay = TURNClient(server: relayServer.address, username: relayServer.url.username, password: relayServer.url.password)
+                self.relay = TURNClient(
+                    server: relayServer.address, username: relayServer.url.username, password: relayServer.url.password,
+                    overTCP: relayServer.url.overTCP)
                 let now = self.clock()
+                self.relayStartedAt = now
                 self.writeToRelayServer(self.relay?.start(now: now) ?? [])
                 self.writeToRelayServer(self.relay?.permit(self.candidates, now: now) ?? [])
             case .failure(let error):
@@ -405,15 +452,25 @@ public final class ClientTransport: @unchecked Sendable {
 
     fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>, viaRelay: Bool) {
         guard let source = TransportAddress(envelope.remoteAddress) else { return }
-        var buffer = envelope.data
+        guard viaRelay else {
+            // Under `.relay` nothing reaches us but through the relay.
+            guard iceTransportPolicy == .all, firewall == .none else { return }
+            var buffer = envelope.data
+            let now = clock()
+            buffer.withUnsafeMutableReadableBytes { handle($0, on: CandidatePair(remote: source, local: .host), now: now) }
+            return
+        }
+        guard relay?.overTCP == false, source == relay?.server, firewall != .onlyTCP else { return }
+        receiveFromRelay(envelope.data)
+    }
+
+    /// A datagram (or, over TCP, a frame) from the TURN server: relayed data or a response.
+    fileprivate func receiveFromRelay(_ data: ByteBuffer, on channel: (any Channel)? = nil) {
+        if let channel, channel !== relayChannel { return }  // a stream given up on
+        guard relay != nil else { return }
+        var buffer = data
         let now = clock()
         buffer.withUnsafeMutableReadableBytes { bytes in
-            guard viaRelay else {
-                // Under `.relay` nothing reaches us but through the relay.
-                if iceTransportPolicy == .all, !firewalled { handle(bytes, on: CandidatePair(remote: source, local: .host), now: now) }
-                return
-            }
-            guard relay != nil, source == relay?.server else { return }
             switch relay?.receive(UnsafeRawBufferPointer(bytes), now: now) {
             case .relayed(let peer, let range):
                 handle(UnsafeMutableRawBufferPointer(rebasing: bytes[range]), on: CandidatePair(remote: peer, local: .relay), now: now)
@@ -503,7 +560,7 @@ public final class ClientTransport: @unchecked Sendable {
             guard let framed = relay?.frame(bytes, to: pair.remote) else { return }
             writeToRelayServer([framed])
         default:
-            guard !firewalled else { return }
+            guard firewall == .none else { return }
             write(bytes, to: pair.remote, on: channel)
         }
     }
@@ -516,24 +573,20 @@ public final class ClientTransport: @unchecked Sendable {
     // MARK: The relay
 
     private func writeToRelayServer(_ datagrams: [[UInt8]]) {
-        guard let server = relay?.server else { return }
-        for datagram in datagrams { write(datagram, to: server, on: relayChannel) }
+        guard let relay, let relayChannel else { return }
+        if relay.overTCP {
+            for frame in datagrams { relayChannel.write(relayChannel.allocator.buffer(bytes: frame), promise: nil) }
+            relayChannel.flush()
+        } else if firewall != .onlyTCP {
+            for datagram in datagrams { write(datagram, to: relay.server, on: relayChannel) }
+        }
     }
 
     /// Settles what waits on the allocation's state: `start` on the allocation, `close` on the deallocation.
     private func relayProgressed() {
         guard let state = relay?.state else { return }
         if relayAllocated == nil, case .failed(let error) = state {
-            // Lost after it stood (or a fallback that failed): the path through it is gone. Checks
-            // start again and a new allocation is tried, with the latest credentials, after a pause.
-            logger.warning("TURN relay lost; allocating again", metadata: ["error": "\(error)"])
-            relay = nil
-            relayChannel?.close(promise: nil)
-            relayChannel = nil
-            if selected?.local == .relay { selected = nil }
-            let now = clock()
-            nextRelayAttemptAt = now + relayRetryDelay
-            relayRetryDelay = min(relayRetryDelay * 2, Self.maxRelayRetryNanoseconds)
+            relayLost(error)
             return
         }
         if case .allocated = state { relayRetryDelay = Self.firstRelayRetryNanoseconds }
@@ -553,6 +606,18 @@ public final class ClientTransport: @unchecked Sendable {
             }
         }
         if state == .closed { settleDeallocation() }
+    }
+
+    /// The relay stood (or was a fallback) and failed: the path through it is gone. Checks start
+    /// again and a new allocation is tried, with the latest credentials, after a pause.
+    private func relayLost(_ error: any Error) {
+        logger.warning("TURN relay lost; allocating again", metadata: ["error": "\(error)"])
+        relay = nil
+        relayChannel?.close(promise: nil)
+        relayChannel = nil
+        if selected?.local == .relay { selected = nil }
+        nextRelayAttemptAt = clock() + relayRetryDelay
+        relayRetryDelay = min(relayRetryDelay * 2, Self.maxRelayRetryNanoseconds)
     }
 
     private func settleDeallocation() {
@@ -635,6 +700,36 @@ private final class LoopTicker: @unchecked Sendable {
         let phase = phases[nextPhase]
         nextPhase = (nextPhase + 1) % Self.phases
         for transport in phase { transport.tick() }
+    }
+}
+
+/// For tests and demos: what a firewall between the client and the server lets through.
+public enum SimulatedFirewall: Sendable {
+    case none
+    /// Only the TURN server (UDP or TCP): checks sent to the server directly go unanswered.
+    case onlyTURN
+    /// Only TCP to the TURN server: no UDP at all.
+    case onlyTCP
+}
+
+/// Frames from the TURN server over TCP.
+private final class RelayStreamHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    let transport: ClientTransport
+
+    init(transport: ClientTransport) { self.transport = transport }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        transport.receiveFromRelay(unwrapInboundIn(data), on: context.channel)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        transport.relayStreamClosed(context.channel)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)  // a broken stream cannot be resynchronised
     }
 }
 

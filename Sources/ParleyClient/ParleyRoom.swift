@@ -107,7 +107,7 @@ public final class ParleyRoom: @unchecked Sendable {
     /// The ICE servers the app gave in place of `joined`'s; nil uses the server's.
     private let iceServers: [ICEServer]?
     private let reconnectPolicy: ReconnectPolicy
-    private let firewalled: Bool
+    private let firewall: SimulatedFirewall
     private let clock: MediaClock
     private let logger: Logger
     private let ownedGroup: MultiThreadedEventLoopGroup
@@ -115,7 +115,7 @@ public final class ParleyRoom: @unchecked Sendable {
 
     private init(
         joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, url: String, token: String,
-        iceTransportPolicy: ICETransportPolicy, iceServers: [ICEServer]?, reconnectPolicy: ReconnectPolicy, firewalled: Bool,
+        iceTransportPolicy: ICETransportPolicy, iceServers: [ICEServer]?, reconnectPolicy: ReconnectPolicy, firewall: SimulatedFirewall,
         clock: @escaping MediaClock, logger: Logger, group: MultiThreadedEventLoopGroup
     ) {
         state = NIOLockedValueBox(State(joined: joined, signaling: signaling, room: RoomState(joined: joined), subscriber: subscriber))
@@ -124,7 +124,7 @@ public final class ParleyRoom: @unchecked Sendable {
         self.iceTransportPolicy = iceTransportPolicy
         self.iceServers = iceServers
         self.reconnectPolicy = reconnectPolicy
-        self.firewalled = firewalled
+        self.firewall = firewall
         self.clock = clock
         self.logger = logger
         ownedGroup = group
@@ -139,12 +139,12 @@ public final class ParleyRoom: @unchecked Sendable {
     /// (or from `publishTone`). Under `.all` a transport whose checks to the server go unanswered
     /// for two seconds tries a relay on the same TURN server too.
     ///
-    /// `firewalled` (tests and demos) drops everything the transports send to the server
-    /// directly, as a firewall that lets only the TURN server through would. `clock` paces the
+    /// `firewall` (tests and demos) drops what a firewall would: everything sent to the server
+    /// directly (`.onlyTURN`), or all UDP (`.onlyTCP`, leaving TURN over TCP). `clock` paces the
     /// media transports (tests pass one they move).
     public static func connect(
         url: String, token: String, iceTransportPolicy: ICETransportPolicy = .all, iceServers: [ICEServer]? = nil,
-        reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), firewalled: Bool = false, clock: @escaping MediaClock = MediaClocks.system,
+        reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), firewall: SimulatedFirewall = .none, clock: @escaping MediaClock = MediaClocks.system,
         logger: Logger = Logger(label: "parley.client")
     ) async throws -> ParleyRoom {
         let signaling = try await SignalingClient.connect(url: url, token: token, logger: logger)
@@ -152,10 +152,10 @@ public final class ParleyRoom: @unchecked Sendable {
         do {
             let joined = try await awaitJoined(on: signaling)
             let subscriber = try await makeSubscriber(
-                on: group.next(), iceServers: iceServers ?? joined.iceServers, policy: iceTransportPolicy, firewalled: firewalled, clock: clock)
+                on: group.next(), iceServers: iceServers ?? joined.iceServers, policy: iceTransportPolicy, firewall: firewall, clock: clock)
             let room = ParleyRoom(
                 joined: joined, signaling: signaling, subscriber: subscriber, url: url, token: token,
-                iceTransportPolicy: iceTransportPolicy, iceServers: iceServers, reconnectPolicy: reconnectPolicy, firewalled: firewalled,
+                iceTransportPolicy: iceTransportPolicy, iceServers: iceServers, reconnectPolicy: reconnectPolicy, firewall: firewall,
                 clock: clock, logger: logger, group: group)
             room.reader = Task { await room.run() }
             return room
@@ -175,11 +175,11 @@ public final class ParleyRoom: @unchecked Sendable {
     }
 
     private static func makeSubscriber(
-        on loop: any EventLoop, iceServers: [ICEServer], policy: ICETransportPolicy, firewalled: Bool, clock: @escaping MediaClock
+        on loop: any EventLoop, iceServers: [ICEServer], policy: ICETransportPolicy, firewall: SimulatedFirewall, clock: @escaping MediaClock
     ) async throws -> SubscriberConnection {
         let subscriber = try await loop.submit {
             let subscriber = try SubscriberConnection(loop: loop, clock: clock)
-            subscriber.transport.firewalled = firewalled
+            subscriber.transport.firewall = firewall
             return subscriber
         }.get()
         try await subscriber.start(iceServers: iceServers, policy: policy)
@@ -226,10 +226,10 @@ public final class ParleyRoom: @unchecked Sendable {
     @discardableResult
     private func publishTone(frequency: Double, video: Bool, on signaling: SignalingClient) async throws -> [TrackInfo] {
         let loop = state.withLockedValue { $0.subscriber.loop }
-        let (firewalled, clock) = (firewalled, clock)
+        let (firewall, clock) = (firewall, clock)
         let publisher = try await loop.submit {
             let publisher = try PublisherConnection(loop: loop, clock: clock)
-            publisher.transport.firewalled = firewalled
+            publisher.transport.firewall = firewall
             return publisher
         }.get()
         try await publisher.start(iceServers: currentICEServers, policy: iceTransportPolicy)
@@ -500,7 +500,7 @@ public final class ParleyRoom: @unchecked Sendable {
         await subscriber.close()
         do {
             let fresh = try await Self.makeSubscriber(
-                on: subscriber.loop, iceServers: currentICEServers, policy: iceTransportPolicy, firewalled: firewalled, clock: clock)
+                on: subscriber.loop, iceServers: currentICEServers, policy: iceTransportPolicy, firewall: firewall, clock: clock)
             Self.install(handler, on: fresh)
             state.withLockedValue { state in
                 state.subscriber = fresh

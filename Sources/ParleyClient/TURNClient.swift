@@ -8,7 +8,7 @@ public enum ICETransportPolicy: Sendable {
 }
 
 public enum TURNClientError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// `.relay` was asked for, but no ICE server is a `turn:` URL over UDP with credentials.
+    /// `.relay` was asked for, but no ICE server is a `turn:` URL (UDP or TCP) with credentials.
     case noServer
     case unresolvable(host: String)
     /// The server refused the username and credential.
@@ -19,7 +19,7 @@ public enum TURNClientError: Error, Equatable, Sendable, CustomStringConvertible
 
     public var description: String {
         switch self {
-        case .noServer: "no TURN server over UDP with credentials among the ICE servers"
+        case .noServer: "no TURN server (UDP or TCP) with credentials among the ICE servers"
         case .unresolvable(let host): "the TURN server \(host) has no IPv4 address"
         case .unauthorized: "the TURN server refused the credentials (401)"
         case .rejected(let method, let code, let reason): "TURN \(method) refused: \(code) \(reason)"
@@ -28,8 +28,8 @@ public enum TURNClientError: Error, Equatable, Sendable, CustomStringConvertible
     }
 }
 
-/// A TURN server a client may relay through: a `turn:` URL (RFC 7065) over UDP and the long-term
-/// credentials to use with it.
+/// A TURN server a client may relay through: a `turn:` URL (RFC 7065) over UDP or TCP and the
+/// long-term credentials to use with it.
 struct TURNServerURL: Equatable, Sendable {
     static let defaultPort: UInt16 = 3478
 
@@ -37,15 +37,22 @@ struct TURNServerURL: Equatable, Sendable {
     var port: UInt16
     var username: String
     var password: String
+    /// `?transport=tcp`: the client reaches the server over TCP (the relay to peers is UDP still).
+    var overTCP = false
 
-    /// Parses `turn:host[:port][?transport=udp]`; nil for `turns:`, TCP, or anything else.
+    /// Parses `turn:host[:port][?transport=udp|tcp]`; nil for `turns:` or anything else.
     init?(_ url: String, username: String, password: String) {
         guard url.hasPrefix("turn:") else { return nil }
         let rest = url.dropFirst("turn:".count)
         let parts = rest.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         if parts.count == 2 {
-            let parameters = parts[1].split(separator: "&").map { $0.lowercased() }
-            guard parameters.allSatisfy({ !$0.hasPrefix("transport=") || $0 == "transport=udp" }) else { return nil }
+            for parameter in parts[1].split(separator: "&").map({ $0.lowercased() }) where parameter.hasPrefix("transport=") {
+                switch parameter {
+                case "transport=udp": overTCP = false
+                case "transport=tcp": overTCP = true
+                default: return nil
+                }
+            }
         }
         let hostPort = parts[0]
         var host = Substring(hostPort)
@@ -70,15 +77,26 @@ struct TURNServerURL: Equatable, Sendable {
         self.password = password
     }
 
-    /// The first URL of `servers` this client can relay through.
+    /// The first URL of `servers` this client can relay through, over UDP if one is.
     static func first(in servers: [ICEServer]) -> TURNServerURL? {
+        let usable = all(in: servers)
+        return usable.first { !$0.overTCP } ?? usable.first
+    }
+
+    /// The first URL over TCP among `servers`, for when UDP to the server is blocked.
+    static func firstOverTCP(in servers: [ICEServer]) -> TURNServerURL? {
+        all(in: servers).first { $0.overTCP }
+    }
+
+    static func all(in servers: [ICEServer]) -> [TURNServerURL] {
+        var usable: [TURNServerURL] = []
         for server in servers {
             guard let username = server.username, let credential = server.credential else { continue }
             for url in server.urls {
-                if let parsed = TURNServerURL(url, username: username, password: credential) { return parsed }
+                if let parsed = TURNServerURL(url, username: username, password: credential) { usable.append(parsed) }
             }
         }
-        return nil
+        return usable
     }
 }
 
@@ -151,6 +169,8 @@ struct TURNClient {
     static let maxStaleRetries = 3
 
     let server: TransportAddress
+    /// Reached over TCP: ChannelData is padded to a multiple of four bytes (RFC 8656 §12.5).
+    let overTCP: Bool
     private let username: String
     private let password: String
     private(set) var state = State.allocating
@@ -165,8 +185,9 @@ struct TURNClient {
     private var channelNumbers: [TransportAddress: UInt16] = [:]
     private var peersByChannel: [UInt16: TransportAddress] = [:]
 
-    init(server: TransportAddress, username: String, password: String) {
+    init(server: TransportAddress, username: String, password: String, overTCP: Bool = false) {
         self.server = server
+        self.overTCP = overTCP
         self.username = username
         self.password = password
     }
@@ -196,7 +217,7 @@ struct TURNClient {
     func frame(_ data: some Collection<UInt8>, to peer: TransportAddress) -> [UInt8]? {
         guard canRelay(to: peer) else { return nil }
         if channels[peer]?.granted == true, let number = channelNumbers[peer] {
-            return ChannelData.encode(channel: number, data: data, padForTCP: false)
+            return ChannelData.encode(channel: number, data: data, padForTCP: overTCP)
         }
         return STUNMessageBuilder.relayIndication(.send, peer: peer, data: data, transactionID: .random())
     }

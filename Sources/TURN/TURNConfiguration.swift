@@ -53,6 +53,8 @@ public struct TURNConfiguration: Sendable {
 /// One worker's TURN counters: plain integers on its loop; `/metrics` sums snapshots.
 public struct TURNStatistics: Sendable, Equatable {
     public var allocationsActive = 0
+    /// Clients connected over TCP now.
+    public var tcpConnections = 0
     public var allocationsCreated: UInt64 = 0
     public var packetsToPeers: UInt64 = 0
     public var bytesToPeers: UInt64 = 0
@@ -74,6 +76,7 @@ public struct TURNStatistics: Sendable, Equatable {
 
     public mutating func add(_ other: TURNStatistics) {
         allocationsActive += other.allocationsActive
+        tcpConnections += other.tcpConnections
         allocationsCreated += other.allocationsCreated
         packetsToPeers += other.packetsToPeers
         bytesToPeers += other.bytesToPeers

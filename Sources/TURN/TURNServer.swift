@@ -174,9 +174,18 @@ final class TCPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        let worker = self.worker
+        worker.engine.execute { worker.statistics.tcpConnections += 1 }
+        context.fireChannelActive()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         let (worker, key) = (self.worker, self.key)
-        worker.engine.execute { worker.connectionClosed(key) }
+        worker.engine.execute {
+            worker.statistics.tcpConnections -= 1
+            worker.connectionClosed(key)
+        }
         context.fireChannelInactive()
     }
 
@@ -186,29 +195,5 @@ final class TCPClientHandler: ChannelInboundHandler, @unchecked Sendable {
             worker.engine.execute { worker.statistics.droppedMalformed += 1 }
         }
         context.close(promise: nil)
-    }
-}
-
-/// Splits a TCP byte stream into STUN messages and padded ChannelData frames (RFC 8656 §12.5).
-struct STUNStreamDecoder: ByteToMessageDecoder {
-    typealias InboundOut = ByteBuffer
-    struct InvalidFrame: Error {}
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        let frame = buffer.withUnsafeReadableBytes { STUNFraming.nextFrame($0) }
-        switch frame {
-        case .needMore:
-            return .needMoreData
-        case .invalid:
-            throw InvalidFrame()
-        case .complete(let length):
-            guard let slice = buffer.readSlice(length: length) else { return .needMoreData }
-            context.fireChannelRead(wrapInboundOut(slice))
-            return .continue
-        }
-    }
-
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try decode(context: context, buffer: &buffer)
     }
 }

@@ -67,14 +67,34 @@ import Testing
 
     @Test func behindAFirewallTheDefaultPolicyFallsBackToTheRelay() async throws {
         let server = try await TestServer.start()
-        let alice = try await ParleyRoom.connect(url: server.url, token: try await server.token("alice", room: "fallback"), firewalled: true)
-        let bob = try await server.room("bob", room: "fallback")
+        let alice = try await ParleyRoom.connect(url: server.url, token: try await server.token("alice", room: "fallback"), firewall: .onlyTURN)
+        // Direct checks go unanswered for two seconds, then both of alice's transports use a relay.
+        let bob = try await hearEachOtherThroughAlicesRelays(server, alice: alice, room: "fallback")
+        await alice.leave()
+        #expect(try await server.metric("parley_turn_allocations") == 0)
+        try await server.stop(leaving: bob)
+    }
+
+    @Test func withNoUDPAtAllTheRelayRunsOverTCP() async throws {
+        let server = try await TestServer.start()
+        let alice = try await ParleyRoom.connect(
+            url: server.url, token: try await server.token("alice", room: "tcp-only"), iceTransportPolicy: .relay, firewall: .onlyTCP)
+        // The Allocate over UDP goes unanswered for two seconds, then each transport allocates over TCP.
+        let bob = try await hearEachOtherThroughAlicesRelays(server, alice: alice, room: "tcp-only")
+        #expect(try await server.metric("parley_turn_tcp_connections") == 2)
+        await alice.leave()
+        #expect(try await server.metric("parley_turn_allocations") == 0)
+        try await server.stop(leaving: bob)
+    }
+
+    /// Bob joins directly; he and alice publish tones and each hears the other's, alice through a
+    /// relay on each of her two transports. Returns bob.
+    private func hearEachOtherThroughAlicesRelays(_ server: TestServer, alice: ParleyRoom, room: String) async throws -> ParleyRoom {
+        let bob = try await server.room("bob", room: room)
         let bobHears = AudioCollector(bob, from: alice.sid)
         let aliceHears = AudioCollector(alice, from: bob.sid)
         try await alice.publishTone(frequency: 587)
         try await bob.publishTone(frequency: 880)
-
-        // Direct checks go unanswered for two seconds, then both of alice's transports use a relay.
         try await waitUntil(timeout: .seconds(20)) { bobHears.count >= 100 && aliceHears.count >= 100 }
         #expect(ToneDetector.strength(Array(ToneDetector.monoSamples(ofOpus: bobHears.payloads).suffix(48_000)), frequency: 587) > 0.5)
         #expect(ToneDetector.strength(Array(ToneDetector.monoSamples(ofOpus: aliceHears.payloads).suffix(48_000)), frequency: 880) > 0.5)
@@ -82,9 +102,7 @@ import Testing
         #expect(paths.publisherCandidateType == .relay)
         #expect(paths.subscriberCandidateType == .relay)
         #expect(try await server.metric("parley_turn_allocations") == 2)
-        await alice.leave()
-        #expect(try await server.metric("parley_turn_allocations") == 0)
-        try await server.stop(leaving: bob)
+        return bob
     }
 
     /// TURN credentials last 3 s here. Once they have expired, alice's clock jumps past the

@@ -180,7 +180,8 @@ import Glibc
         #expect(TURNServerURL("turn:127.0.0.1:3478?transport=udp", username: "u", password: "p")?.port == 3478)
         #expect(TURNServerURL("turn:example.org", username: "u", password: "p")?.host == "example.org")
         #expect(TURNServerURL("turn:[::1]:5349", username: "u", password: "p").map { "\($0.host) \($0.port)" } == "::1 5349")
-        #expect(TURNServerURL("turn:127.0.0.1:3478?transport=tcp", username: "u", password: "p") == nil)
+        #expect(TURNServerURL("turn:127.0.0.1:3478?transport=tcp", username: "u", password: "p")?.overTCP == true)
+        #expect(TURNServerURL("turn:127.0.0.1:3478?transport=sctp", username: "u", password: "p") == nil)
         #expect(TURNServerURL("turns:127.0.0.1:5349", username: "u", password: "p") == nil)
         #expect(TURNServerURL("stun:127.0.0.1:3478", username: "u", password: "p") == nil)
         let servers = [
@@ -188,6 +189,7 @@ import Glibc
             ICEServer(urls: ["turn:10.0.0.1:3478?transport=tcp", "turn:10.0.0.1:3478?transport=udp"], username: "u", credential: "p"),
         ]
         #expect(TURNServerURL.first(in: servers) == TURNServerURL("turn:10.0.0.1:3478", username: "u", password: "p"))
+        #expect(TURNServerURL.firstOverTCP(in: servers)?.overTCP == true)
     }
 }
 

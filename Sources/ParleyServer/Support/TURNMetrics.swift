@@ -9,6 +9,7 @@ enum TURNMetrics {
             for sample in samples { out += "parley_turn_\(name)\(sample.labels.isEmpty ? "" : "{\(sample.labels)}") \(sample.value)\n" }
         }
         metric("allocations", "gauge", "TURN allocations open", [("", UInt64(s.allocationsActive))])
+        metric("tcp_connections", "gauge", "TURN clients connected over TCP", [("", UInt64(max(0, s.tcpConnections)))])
         metric("allocations_created_total", "counter", "TURN allocations made", [("", s.allocationsCreated)])
         metric("relayed_packets_total", "counter", "Datagrams relayed, to peers and to clients", [
             ("direction=\"to_peer\"", s.packetsToPeers), ("direction=\"to_client\"", s.packetsToClients),
