@@ -75,6 +75,9 @@ public final class ClientTransport: @unchecked Sendable {
     private var ticking = false
     private let tieBreaker = UInt64.random(in: 0...UInt64.max)
     private var sendBuffer = [UInt8](repeating: 0, count: 1500 + SRTPSession.maxTrailer + 16)
+    /// Where a received datagram is decrypted in place: NIO's buffer is shared (writing to it
+    /// would copy it into a fresh allocation per packet).
+    private let receiveScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
     /// Decrypted RTP and RTCP, on the loop (the buffer is valid during the call).
     public var onRTP: ((UnsafeRawBufferPointer, RTPHeader, UInt64) -> Void)?
     public var onRTCP: ((UnsafeRawBufferPointer, UInt64) -> Void)?
@@ -118,6 +121,8 @@ public final class ClientTransport: @unchecked Sendable {
         self.clock = clock
         dtlsContext = try DTLSContext(certificate: DTLSCertificate())
     }
+
+    deinit { receiveScratch.deallocate() }
 
     public var isConnected: Bool { srtpInbound != nil }
     public var fingerprint: CertificateFingerprint { dtlsContext.certificate.fingerprint }
@@ -455,22 +460,31 @@ public final class ClientTransport: @unchecked Sendable {
         guard viaRelay else {
             // Under `.relay` nothing reaches us but through the relay.
             guard iceTransportPolicy == .all, firewall == .none else { return }
-            var buffer = envelope.data
             let now = clock()
-            buffer.withUnsafeMutableReadableBytes { handle($0, on: CandidatePair(remote: source, local: .host), now: now) }
+            withWritableCopy(of: envelope.data) { handle($0, on: CandidatePair(remote: source, local: .host), now: now) }
             return
         }
         guard relay?.overTCP == false, source == relay?.server, firewall != .onlyTCP else { return }
         receiveFromRelay(envelope.data)
     }
 
+    /// `data` where it may be written: in the scratch buffer, or (larger than it) a copy of its own.
+    private func withWritableCopy(of data: ByteBuffer, _ body: (UnsafeMutableRawBufferPointer) -> Void) {
+        guard data.readableBytes <= receiveScratch.count else {
+            var copy = data
+            return copy.withUnsafeMutableReadableBytes(body)
+        }
+        let bytes = UnsafeMutableRawBufferPointer(rebasing: receiveScratch[0..<data.readableBytes])
+        data.withUnsafeReadableBytes { bytes.copyMemory(from: $0) }
+        body(bytes)
+    }
+
     /// A datagram (or, over TCP, a frame) from the TURN server: relayed data or a response.
     fileprivate func receiveFromRelay(_ data: ByteBuffer, on channel: (any Channel)? = nil) {
         if let channel, channel !== relayChannel { return }  // a stream given up on
         guard relay != nil else { return }
-        var buffer = data
         let now = clock()
-        buffer.withUnsafeMutableReadableBytes { bytes in
+        withWritableCopy(of: data) { bytes in
             switch relay?.receive(UnsafeRawBufferPointer(bytes), now: now) {
             case .relayed(let peer, let range):
                 handle(UnsafeMutableRawBufferPointer(rebasing: bytes[range]), on: CandidatePair(remote: peer, local: .relay), now: now)
