@@ -102,7 +102,7 @@ public final class ClientTransport: @unchecked Sendable {
     public var dropsOutgoingRTP: ((RTPHeader) -> Bool)?
     /// Tests and demos: a firewall that lets only the TURN server through, so checks sent to the
     /// server directly go unanswered (and under `.all` the transport falls back to a relay).
-    public var firewall = SimulatedFirewall.none
+    public private(set) var firewall = SimulatedFirewall.none
 
     public struct Counters: Sendable {
         public var rtpIn = 0
@@ -133,22 +133,22 @@ public final class ClientTransport: @unchecked Sendable {
 
     /// Opens the UDP socket and starts the 20 ms tick. Under `.relay` it also allocates a relay on
     /// the first TURN server over UDP among `iceServers` and returns once it has one; when the
-    /// server refuses or stays silent it throws, with the socket closed.
-    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
+    /// server refuses or stays silent it throws, with the socket closed. `firewall` (tests and
+    /// demos) drops what such a firewall would.
+    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all, firewall: SimulatedFirewall = .none) async throws {
         let relayServer: (url: TURNServerURL, address: TransportAddress)?
         if policy == .relay {
             guard let url = TURNServerURL.first(in: iceServers) else { throw TURNClientError.noServer }
             relayServer = (url, try Self.resolve(url))
-        } else if let url = TURNServerURL.first(in: iceServers), let address = try? Self.resolve(url) {
-            relayServer = (url, address)  // only used if the direct path fails
         } else {
-            relayServer = nil
+            relayServer = Self.resolved(TURNServerURL.first(in: iceServers))  // only used if the direct path fails
         }
-        let overTCP = TURNServerURL.firstOverTCP(in: iceServers).flatMap { url in (try? Self.resolve(url)).map { (url, $0) } }
+        let overTCP = Self.resolved(TURNServerURL.firstOverTCP(in: iceServers))
         let channel = try await openSocket(viaRelay: false).get()
         let allocated = loop.flatSubmit { () -> EventLoopFuture<Void> in
             self.channel = channel
             self.iceTransportPolicy = policy
+            self.firewall = firewall
             self.relayServer = relayServer
             self.relayServerOverTCP = overTCP
             self.ticking = true
@@ -200,6 +200,12 @@ public final class ClientTransport: @unchecked Sendable {
         relayLost(TURNClientError.rejected(method: "TCP", code: 0, reason: "the connection to the TURN server closed"))
     }
 
+    /// `url` with its address, when it has one.
+    private static func resolved(_ url: TURNServerURL?) -> (url: TURNServerURL, address: TransportAddress)? {
+        guard let url, let address = try? resolve(url) else { return nil }
+        return (url, address)
+    }
+
     /// The server's IPv4 address (the socket is IPv4): a literal as is, a name through the resolver.
     private static func resolve(_ url: TURNServerURL) throws -> TransportAddress {
         if let ip = IPAddress(url.host) {
@@ -244,11 +250,11 @@ public final class ClientTransport: @unchecked Sendable {
     /// back. On the loop.
     public func updateICEServers(_ servers: [ICEServer]) {
         loop.preconditionInEventLoop()
-        guard let url = TURNServerURL.first(in: servers), let address = try? Self.resolve(url) else { return }
+        guard let preferred = Self.resolved(TURNServerURL.first(in: servers)) else { return }
         // Stay on TCP if UDP to the server was found blocked.
         let onTCP = relayServer?.url.overTCP == true
-        relayServerOverTCP = TURNServerURL.firstOverTCP(in: servers).flatMap { url in (try? Self.resolve(url)).map { (url, $0) } }
-        relayServer = onTCP ? (relayServerOverTCP ?? (url, address)) : (url, address)
+        relayServerOverTCP = Self.resolved(TURNServerURL.firstOverTCP(in: servers))
+        relayServer = onTCP ? (relayServerOverTCP ?? preferred) : preferred
         relayRetryDelay = Self.firstRelayRetryNanoseconds
         nextRelayAttemptAt = 0
     }
@@ -351,9 +357,7 @@ public final class ClientTransport: @unchecked Sendable {
         {
             // UDP to the TURN server seems blocked: the same server over TCP (the pending promise carries over).
             logger.info("TURN over UDP unanswered; trying TCP", metadata: ["server": "\(overTCP.address)"])
-            relay = nil
-            relayChannel?.close(promise: nil)
-            relayChannel = nil
+            dropRelay()
             relayServer = overTCP
             allocateRelay(now: now)
         }
@@ -626,12 +630,17 @@ public final class ClientTransport: @unchecked Sendable {
     /// again and a new allocation is tried, with the latest credentials, after a pause.
     private func relayLost(_ error: any Error) {
         logger.warning("TURN relay lost; allocating again", metadata: ["error": "\(error)"])
-        relay = nil
-        relayChannel?.close(promise: nil)
-        relayChannel = nil
+        dropRelay()
         if selected?.local == .relay { selected = nil }
         nextRelayAttemptAt = clock() + relayRetryDelay
         relayRetryDelay = min(relayRetryDelay * 2, Self.maxRelayRetryNanoseconds)
+    }
+
+    /// Forgets the relay and closes its socket (a later close of that channel is ignored).
+    private func dropRelay() {
+        relay = nil
+        relayChannel?.close(promise: nil)
+        relayChannel = nil
     }
 
     private func settleDeallocation() {
@@ -659,8 +668,8 @@ extension TransportConnection {
     public var isConnected: Bool { transport.isConnected }
 
     /// Opens the transport; under `.relay`, through a relay on the first TURN server of `iceServers`.
-    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all) async throws {
-        try await transport.start(iceServers: iceServers, policy: policy)
+    public func start(iceServers: [ICEServer] = [], policy: ICETransportPolicy = .all, firewall: SimulatedFirewall = .none) async throws {
+        try await transport.start(iceServers: iceServers, policy: policy, firewall: firewall)
     }
 
     public func close() async { await transport.close() }

@@ -93,6 +93,14 @@ public final class ParleyRoom: @unchecked Sendable {
         /// Requests made while reconnecting, waiting for the next connection.
         var signalingWaiters: [Int: CheckedContinuation<SignalingClient, any Error>] = [:]
         var nextWaiter = 0
+
+        /// The connection a request may use now (not `dead`), an error once the room is over, or
+        /// nil while reconnecting.
+        func usableSignaling(replacing dead: SignalingClient?) -> Result<SignalingClient, any Error>? {
+            if over || leaving { return .failure(SignalingClientError.closed) }
+            if signalingUp, signaling !== dead { return .success(signaling) }
+            return nil
+        }
     }
 
     /// How long a request made while reconnecting waits for the connection to come back.
@@ -177,12 +185,8 @@ public final class ParleyRoom: @unchecked Sendable {
     private static func makeSubscriber(
         on loop: any EventLoop, iceServers: [ICEServer], policy: ICETransportPolicy, firewall: SimulatedFirewall, clock: @escaping MediaClock
     ) async throws -> SubscriberConnection {
-        let subscriber = try await loop.submit {
-            let subscriber = try SubscriberConnection(loop: loop, clock: clock)
-            subscriber.transport.firewall = firewall
-            return subscriber
-        }.get()
-        try await subscriber.start(iceServers: iceServers, policy: policy)
+        let subscriber = try await loop.submit { try SubscriberConnection(loop: loop, clock: clock) }.get()
+        try await subscriber.start(iceServers: iceServers, policy: policy, firewall: firewall)
         return subscriber
     }
 
@@ -226,13 +230,9 @@ public final class ParleyRoom: @unchecked Sendable {
     @discardableResult
     private func publishTone(frequency: Double, video: Bool, on signaling: SignalingClient) async throws -> [TrackInfo] {
         let loop = state.withLockedValue { $0.subscriber.loop }
-        let (firewall, clock) = (firewall, clock)
-        let publisher = try await loop.submit {
-            let publisher = try PublisherConnection(loop: loop, clock: clock)
-            publisher.transport.firewall = firewall
-            return publisher
-        }.get()
-        try await publisher.start(iceServers: currentICEServers, policy: iceTransportPolicy)
+        let clock = clock
+        let publisher = try await loop.submit { try PublisherConnection(loop: loop, clock: clock) }.get()
+        try await publisher.start(iceServers: currentICEServers, policy: iceTransportPolicy, firewall: firewall)
         state.withLockedValue { $0.publisher = publisher }
         let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
         let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
@@ -300,14 +300,8 @@ public final class ParleyRoom: @unchecked Sendable {
     /// The current connection, unless it is `dead` or the room is reconnecting: then the next one.
     private func liveSignaling(replacing dead: SignalingClient?) async throws -> SignalingClient {
         let wait = reconnectWait
-        let id: Int
-        let ready = try state.withLockedValue { state -> SignalingClient? in
-            if state.over || state.leaving { throw SignalingClientError.closed }
-            if state.signalingUp, state.signaling !== dead { return state.signaling }
-            return nil
-        }
-        if let ready { return ready }
-        id = state.withLockedValue { state in
+        if let ready = state.withLockedValue({ $0.usableSignaling(replacing: dead) }) { return try ready.get() }
+        let id = state.withLockedValue { state in
             state.nextWaiter += 1
             return state.nextWaiter
         }
@@ -318,8 +312,7 @@ public final class ParleyRoom: @unchecked Sendable {
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
             let immediate = state.withLockedValue { state -> Result<SignalingClient, any Error>? in
-                if state.over || state.leaving { return .failure(SignalingClientError.closed) }
-                if state.signalingUp, state.signaling !== dead { return .success(state.signaling) }
+                if let ready = state.usableSignaling(replacing: dead) { return ready }
                 state.signalingWaiters[id] = continuation
                 return nil
             }

@@ -27,9 +27,10 @@ public final class MediaPort: @unchecked Sendable {
     /// Every registered transport once (an ICE restart leaves one under two ufrags for a while);
     /// kept as a list so the 50 Hz tick does not rebuild it.
     private var transports: [WebRTCTransport] = []
-    private var byAddress: [TransportAddress: Route] = [:]
-    /// The same routes without the transport: copying one on every send retains nothing.
-    private var sendRoutes: [TransportAddress: SendRoute] = [:]
+    /// Which transport a validated peer address belongs to, and the way back to it (kept apart:
+    /// copying a route on every send then retains nothing).
+    private var byAddress: [TransportAddress: WebRTCTransport] = [:]
+    private var sendRoutes: [TransportAddress: DatagramRoute] = [:]
     /// The socket the datagram being handled came in on; replies go out the same way (aioice
     /// drops a response from another address).
     private var currentSocket = 0
@@ -51,22 +52,9 @@ public final class MediaPort: @unchecked Sendable {
     /// Counters of transports that have been removed, so totals never go backwards.
     private var retiredTransportCounters = TransportCounters()
 
-    struct Route {
-        let transport: WebRTCTransport
-        let socket: Int
-        /// The peer's address in the kernel's form, made once.
-        let rawAddress: RawSocketAddress
-    }
-
-    struct SendRoute {
-        let socket: Int
-        let rawAddress: RawSocketAddress
-    }
-
     private func addRoute(_ address: TransportAddress, to transport: WebRTCTransport, socket: Int) {
-        let raw = RawSocketAddress(address)
-        byAddress[address] = Route(transport: transport, socket: socket, rawAddress: raw)
-        sendRoutes[address] = SendRoute(socket: socket, rawAddress: raw)
+        byAddress[address] = transport
+        sendRoutes[address] = DatagramRoute(address: address, socket: socket, rawAddress: RawSocketAddress(address))
     }
 
     public struct PortCounters: Sendable, Equatable {
@@ -156,7 +144,7 @@ public final class MediaPort: @unchecked Sendable {
         loop.preconditionInEventLoop()
         byUfrag = byUfrag.filter { $0.value !== transport }
         transports.removeAll { $0 === transport }
-        for (address, route) in byAddress where route.transport === transport {
+        for (address, owner) in byAddress where owner === transport {
             byAddress[address] = nil
             sendRoutes[address] = nil
         }
@@ -226,8 +214,8 @@ public final class MediaPort: @unchecked Sendable {
                     addRoute(source, to: transport, socket: socket)
                 }
             case .dtls, .rtp, .rtcp:
-                guard let route = byAddress[source] else { return counters.droppedUnknownSource += 1 }
-                route.transport.receive(bytes, from: source, now: now)
+                guard let transport = byAddress[source] else { return counters.droppedUnknownSource += 1 }
+                transport.receive(bytes, from: source, now: now)
             case .turnChannelData, .unknown:
                 counters.droppedMalformed += 1
             }
@@ -255,19 +243,13 @@ public final class MediaPort: @unchecked Sendable {
 }
 
 extension MediaPort: DatagramSink {
+    /// To a known peer by its route; to another (a check's answer) out of the socket the
+    /// datagram being handled came in on.
     public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
-        let route = sendRoutes[address]
-        let socket = route?.socket ?? currentSocket
-        guard socket < outboxes.count, datagram.count <= Outbox.slotSize else { return counters.sendFailures += 1 }
-        counters.sendFailures += UInt64(outboxes[socket].enqueue(datagram, to: route?.rawAddress ?? RawSocketAddress(address)))
-        counters.datagramsOut += 1
-        scheduleFlush()
+        send(datagram, via: sendRoutes[address] ?? DatagramRoute(address: address, socket: currentSocket, rawAddress: RawSocketAddress(address)))
     }
 
-    public func route(to address: TransportAddress) -> DatagramRoute? {
-        guard let route = sendRoutes[address] else { return nil }
-        return DatagramRoute(address: address, socket: route.socket, rawAddress: route.rawAddress)
-    }
+    public func route(to address: TransportAddress) -> DatagramRoute? { sendRoutes[address] }
 
     public func send(_ datagram: UnsafeRawBufferPointer, via route: DatagramRoute) {
         guard route.socket < outboxes.count, datagram.count <= Outbox.slotSize else { return counters.sendFailures += 1 }

@@ -42,6 +42,20 @@ struct Peer: @unchecked Sendable {
         buffer.withUnsafeMutableBytes { transport.receive(UnsafeMutableRawBufferPointer(rebasing: $0[..<length]), from: address, now: now) }
     }
 
+    /// How many PLIs for `mediaSSRC` the server sent this peer since the last look.
+    func pictureLossIndications(for mediaSSRC: UInt32, from sink: CapturingSink) -> Int {
+        var count = 0
+        for compound in received(from: sink).rtcp {
+            compound.withUnsafeBytes { bytes in
+                var iterator = RTCPCompoundIterator(bytes)
+                while let packet = iterator.next() {
+                    if let pli = RTCPPictureLossIndication(packet), pli.mediaSSRC == mediaSSRC { count += 1 }
+                }
+            }
+        }
+        return count
+    }
+
     /// What the server sent this peer, decrypted: RTP packets and RTCP compounds.
     func received(from sink: CapturingSink) -> (rtp: [[UInt8]], rtcp: [[UInt8]]) {
         var rtp: [[UInt8]] = [], rtcp: [[UInt8]] = []
@@ -203,16 +217,7 @@ func videoPacket(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: UIn
             let pli = RTCPBuilder.pictureLossIndication(senderSSRC: 1, mediaSSRC: outgoingSSRC)!
             try subscriber.sendRTCP(pli, now: now)
             try subscriber.sendRTCP(pli, now: now)  // within rtc.pliInterval: not forwarded again
-            var count = 0
-            for compound in publisher.received(from: fixture.sink).rtcp {
-                compound.withUnsafeBytes { bytes in
-                    var iterator = RTCPCompoundIterator(bytes)
-                    while let packet = iterator.next() {
-                        if let pli = RTCPPictureLossIndication(packet), pli.mediaSSRC == 0xAAAA_0001 { count += 1 }
-                    }
-                }
-            }
-            return count
+            return publisher.pictureLossIndications(for: 0xAAAA_0001, from: fixture.sink)
         }
         #expect(plis == 1)
         try await fixture.shutdown()
@@ -232,21 +237,10 @@ func videoPacket(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: UIn
             fixture.room.negotiate(downTrack, codecs: [Self.vp8], extensions: RTPExtensionIDs(mid: 1, absSendTime: 3))
             fixture.room.tick(now: now)  // nobody to ask yet
             let publisher = try fixture.connect("pub", role: .publisher)
-            var counts: [Int] = []
-            for step in 1...2 {
+            return (1...2).map { step in
                 fixture.room.tick(now: now + UInt64(step) * 20_000_000)
-                var count = 0
-                for compound in publisher.received(from: fixture.sink).rtcp {
-                    compound.withUnsafeBytes { bytes in
-                        var iterator = RTCPCompoundIterator(bytes)
-                        while let packet = iterator.next() {
-                            if let pli = RTCPPictureLossIndication(packet), pli.mediaSSRC == 0xAAAA_0001 { count += 1 }
-                        }
-                    }
-                }
-                counts.append(count)
+                return publisher.pictureLossIndications(for: 0xAAAA_0001, from: fixture.sink)
             }
-            return counts
         }
         // One PLI on the first tick after the publisher connected, and the request is then done.
         #expect(plis == [1, 0])
