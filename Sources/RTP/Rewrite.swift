@@ -41,6 +41,30 @@ public struct ExtensionIDMap: Hashable, Sendable {
     }
 }
 
+/// Publisher → subscriber payload type table for one down-track; `PayloadTypeMap.drop` (0xFF,
+/// no valid payload type) for what the subscriber did not accept. Inline like `ExtensionIDMap`:
+/// the forwarding loop reads it for every copy, and a heap table would be one more cold line.
+public struct PayloadTypeMap: Hashable, Sendable {
+    public static let drop: UInt8 = 0xFF
+    private var low = SIMD64<UInt8>(repeating: PayloadTypeMap.drop)
+    private var high = SIMD64<UInt8>(repeating: PayloadTypeMap.drop)
+
+    /// Every payload type dropped until mappings are added.
+    public init() {}
+
+    /// `drop` for payload types of 128 and up (not valid in RTP).
+    public subscript(incoming: UInt8) -> UInt8 {
+        get {
+            guard incoming < 128 else { return Self.drop }
+            return incoming < 64 ? low[Int(incoming)] : high[Int(incoming - 64)]
+        }
+        set {
+            guard incoming < 128 else { return }
+            if incoming < 64 { low[Int(incoming)] = newValue } else { high[Int(incoming - 64)] = newValue }
+        }
+    }
+}
+
 /// In-place rewriting of one RTP packet for forwarding: the SFU receives into a buffer, rewrites
 /// the header fields for the subscriber and sends the same bytes, with no copy or allocation.
 ///

@@ -6,16 +6,12 @@ import WebRTC
 /// continuous across publisher restarts and mutes. "What to forward" is the room's decision;
 /// this type only knows "how to rewrite it".
 public final class DownTrack {
-    public let publication: Publication
-    public let subscriberSid: String
-    public let mid: String
-    public let outgoingSSRC: UInt32
+    // What sending reads and writes comes first, so the forwarding loop's prefetch of the first
+    // lines covers it (the extension map, a quarter of a kilobyte, goes last).
     let transport: WebRTCTransport
     /// Set once the subscriber's answer is applied: payload types and extension ids are known.
     public internal(set) var isNegotiated = false
-    var payloadTypes = [UInt8](repeating: 0xFF, count: 128)  // publisher PT → subscriber PT; 0xFF drops
-    var extensionMap = ExtensionIDMap()
-    var subscriberExtensions = RTPExtensionIDs()
+    var payloadTypes = PayloadTypeMap()
     var rewriter: SequenceRewriter
     /// Outgoing minus incoming timestamp of the current source, for retransmissions.
     var timestampOffset: UInt32 = 0
@@ -25,8 +21,14 @@ public final class DownTrack {
     var lastSentAt: UInt64 = 0
     var sentAny = false
     var keyframeRequested = false
+    var subscriberExtensions = RTPExtensionIDs()
     /// The subscriber's latest REMB for this track's SSRC, bits per second.
     var receiverEstimate: UInt64?
+    public let publication: Publication
+    public let subscriberSid: String
+    public let mid: String
+    public let outgoingSSRC: UInt32
+    var extensionMap = ExtensionIDMap()
 
     /// Holds its publication strongly; the room breaks the cycle when it unsubscribes.
     init(publication: Publication, subscriberSid: String, mid: String, outgoingSSRC: UInt32, transport: WebRTCTransport) {
@@ -40,9 +42,9 @@ public final class DownTrack {
 
     /// Applies what the subscriber's answer accepted.
     func negotiate(codecs: [RTPCodec], extensions: RTPExtensionIDs) {
-        payloadTypes = [UInt8](repeating: 0xFF, count: 128)
+        payloadTypes = PayloadTypeMap()
         for published in publication.codecs where published.payloadType < 128 {
-            if let accepted = codecs.first(where: { $0.matches(published) }) { payloadTypes[Int(published.payloadType)] = accepted.payloadType }
+            if let accepted = codecs.first(where: { $0.matches(published) }) { payloadTypes[published.payloadType] = accepted.payloadType }
         }
         subscriberExtensions = extensions
         extensionMap = publication.extensions.forwardingMap(to: extensions)
@@ -57,8 +59,8 @@ public final class DownTrack {
     func send(
         _ buffer: UnsafeMutableRawBufferPointer, length: Int, header: RTPHeader, now: UInt64, retransmittedAs: UInt16? = nil
     ) -> Bool {
-        let outgoingPayloadType = header.payloadType < 128 ? payloadTypes[Int(header.payloadType)] : 0xFF
-        guard outgoingPayloadType != 0xFF else { return false }
+        let outgoingPayloadType = payloadTypes[header.payloadType]
+        guard outgoingPayloadType != PayloadTypeMap.drop else { return false }
         let sequenceNumber: UInt16
         let timestamp: UInt32
         if let retransmittedAs {

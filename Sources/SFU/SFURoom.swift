@@ -236,14 +236,30 @@ public final class SFURoom: @unchecked Sendable {
         publication.noteReceived(header, packet: received, now: now)
         tap?.tap(self, received: received, header: header, from: publication, now: now)
         guard !publication.muted, !publication.downTracks.isEmpty, packet.count <= Self.maxPacket else { return }
+        let downTracks = publication.downTracks
+        prefetchSendingState(of: downTracks)
         var forwarded: UInt64 = 0
-        for downTrack in publication.downTracks where downTrack.isActive {
+        for downTrack in downTracks where downTrack.isActive {
             scratch.copyMemory(from: received)
             if downTrack.send(scratch, length: packet.count, header: header, now: now) { forwarded += 1 }
         }
         if forwarded > 0 {
             port.statistics.forwardedPackets += forwarded
             port.statistics.recordForwardingDelay(nanoseconds: port.now() &- now)
+        }
+    }
+
+    /// Every subscriber's state is cold when a packet arrives (the worker's other rooms ran since
+    /// this publication's last one). Fetching it level by level for all of them before the first
+    /// copy lets the cache misses overlap instead of stalling each copy in turn. Only loads and
+    /// prefetches, all inlined: a retain would be an atomic write that waits for its cold line.
+    @inline(__always)
+    private func prefetchSendingState(of downTracks: [DownTrack]) {
+        downTracks.withUnsafeBufferPointer { tracks in
+            for track in tracks { Prefetch.object(track, lines: 8) }
+            for track in tracks { Prefetch.object(track.transport, lines: 8) }
+            for track in tracks { track.transport.prefetchSendingSession() }
+            for track in tracks { track.transport.prefetchSendingCipher() }
         }
     }
 

@@ -167,6 +167,14 @@ public final class SRTPSession {
         return length + 10
     }
 
+    /// What `protectRTP` reads first, for a loop that protects for many sessions in a row.
+    @usableFromInline
+    func prefetchRTPProtection() {
+        Prefetch.memory(UnsafeRawPointer(rtpCipher), lines: 2)
+        Prefetch.memory(rtpSalt, lines: 1)
+        rtpStreams.prefetch()
+    }
+
     /// Checks and decrypts the SRTP packet in `buffer[0..<length]` in place; returns the RTP length.
     public func unprotectRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
         guard length >= 0, length <= buffer.count else { throw .bufferTooSmall }

@@ -2,12 +2,15 @@
 /// one number), the replay window, and for SRTCP the next index to send.
 struct SRTPStream {
     static let windowSize: UInt64 = 1024
+    static let windowWords = Int(windowSize / 64)
     let ssrc: UInt32
     private(set) var highest: UInt64 = 0
     private var started = false
     private var nextIndex: UInt32 = 1
     /// Bit `i % windowSize` says index i (within windowSize of `highest`) has been accepted.
-    private var window = [UInt64](repeating: 0, count: Int(windowSize / 64))
+    /// Only inbound streams accept, so the first `accept` allocates it; the table frees it. Kept
+    /// out of line so that a subscriber session's streams share a cache line.
+    fileprivate var window: UnsafeMutablePointer<UInt64>?
 
     init(ssrc: UInt32) { self.ssrc = ssrc }
 
@@ -38,18 +41,27 @@ struct SRTPStream {
     func isFresh(_ index: UInt64) -> Bool {
         guard started, index <= highest else { return true }
         guard highest - index < Self.windowSize else { return false }
+        guard let window else { return true }
         let slot = index % Self.windowSize
         return window[Int(slot / 64)] & (1 << (slot % 64)) == 0
     }
 
     /// Inbound, after authentication: marks `index` seen, sliding the window forward.
     mutating func accept(_ index: UInt64) {
+        let window: UnsafeMutablePointer<UInt64>
+        if let existing = self.window {
+            window = existing
+        } else {
+            window = .allocate(capacity: Self.windowWords)
+            window.initialize(repeating: 0, count: Self.windowWords)
+            self.window = window
+        }
         if !started {
             started = true
             highest = index
         } else if index > highest {
             if index - highest >= Self.windowSize {
-                for word in window.indices { window[word] = 0 }
+                window.update(repeating: 0, count: Self.windowWords)
             } else {
                 var cleared = highest + 1
                 while cleared < index {
@@ -73,24 +85,45 @@ struct SRTPStream {
 }
 
 /// The streams of one SRTP session by SSRC. A subscriber's session carries one SSRC per track
-/// it receives; the last one used is checked first since packets come in runs.
-struct SRTPStreams {
-    private var streams: [SRTPStream] = []
+/// it receives; the last one used is checked first since packets come in runs. The streams sit
+/// in memory of the table's own, not an array: the packet path then takes no reference count and
+/// makes no uniqueness check on a line that is usually cold.
+struct SRTPStreams: ~Copyable {
+    private var streams: UnsafeMutablePointer<SRTPStream>
+    private var count = 0
+    private var capacity: Int
     private var slots: [UInt32: Int] = [:]
     private var lastSlot = 0
 
+    init() {
+        capacity = 4
+        streams = .allocate(capacity: capacity)
+    }
+
+    deinit {
+        for slot in 0..<count { streams[slot].window?.deallocate() }
+        streams.deinitialize(count: count)
+        streams.deallocate()
+    }
+
     private mutating func slot(of ssrc: UInt32) -> Int? {
-        if lastSlot < streams.count, streams[lastSlot].ssrc == ssrc { return lastSlot }
+        if lastSlot < count, streams[lastSlot].ssrc == ssrc { return lastSlot }
         // A few streams (the usual case) are found faster by looking than by hashing.
-        if streams.count <= 8 {
-            guard let slot = streams.firstIndex(where: { $0.ssrc == ssrc }) else { return nil }
-            lastSlot = slot
-            return slot
+        if count <= 8 {
+            for slot in 0..<count where streams[slot].ssrc == ssrc {
+                lastSlot = slot
+                return slot
+            }
+            return nil
         }
         guard let slot = slots[ssrc] else { return nil }
         lastSlot = slot
         return slot
     }
+
+    /// The table's first lines (a subscriber session's few streams), for the forwarding loop.
+    @inline(__always)
+    func prefetch() { Prefetch.memory(streams, lines: 2) }
 
     /// Runs `body` on the stream of `ssrc`, making it if it is new.
     mutating func withStream<Result>(_ ssrc: UInt32, _ body: (inout SRTPStream) -> Result) -> Result {
@@ -98,8 +131,10 @@ struct SRTPStreams {
         if let known = self.slot(of: ssrc) {
             slot = known
         } else {
-            slot = streams.count
-            streams.append(SRTPStream(ssrc: ssrc))
+            if count == capacity { grow() }
+            slot = count
+            (streams + slot).initialize(to: SRTPStream(ssrc: ssrc))
+            count += 1
             slots[ssrc] = slot
             lastSlot = slot
         }
@@ -110,5 +145,13 @@ struct SRTPStreams {
     mutating func peek<Result>(_ ssrc: UInt32, _ body: (SRTPStream) -> Result) -> Result? {
         guard let slot = slot(of: ssrc) else { return nil }
         return body(streams[slot])
+    }
+
+    private mutating func grow() {
+        let larger = UnsafeMutablePointer<SRTPStream>.allocate(capacity: capacity * 2)
+        larger.moveInitialize(from: streams, count: count)
+        streams.deallocate()
+        streams = larger
+        capacity *= 2
     }
 }

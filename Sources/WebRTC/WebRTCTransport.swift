@@ -68,6 +68,9 @@ public final class WebRTCTransport {
 
     public let id: String
     public private(set) var state: State = .new
+    /// `srtpOutbound` without reference counting, for the send path: a retain is an atomic write
+    /// to the session's line, which is cold when a packet fans out to many subscribers.
+    @usableFromInline private(set) var outbound: Unmanaged<SRTPSession>?
     public private(set) var ice: ICELiteAgent
     public private(set) var remote: RemoteParameters?
     public private(set) var counters = TransportCounters()
@@ -83,7 +86,9 @@ public final class WebRTCTransport {
     private let dtlsContext: DTLSContext
     private var dtls: DTLSEndpoint?
     private var srtpInbound: SRTPSession?
-    private var srtpOutbound: SRTPSession?
+    private var srtpOutbound: SRTPSession? {
+        didSet { outbound = srtpOutbound.map { Unmanaged.passUnretained($0) } }
+    }
     /// Where DTLS came from before a nomination, so a server-role handshake can answer.
     private var dtlsPeer: TransportAddress?
     /// DTLS that arrives before the peer's answer is applied (the subscriber transport's client
@@ -264,8 +269,9 @@ public final class WebRTCTransport {
     /// (`SRTPSession.maxTrailer` bytes past `length`). Returns false when not connected or on failure.
     @discardableResult
     public func sendRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) -> Bool {
-        guard let srtpOutbound, let address = ice.selectedAddress ?? dtlsPeer else { return false }
-        guard let protected = try? srtpOutbound.protectRTP(buffer, length: length) else {
+        guard let outbound, let address = ice.selectedAddress ?? dtlsPeer else { return false }
+        let protected = outbound._withUnsafeGuaranteedRef { session in try? session.protectRTP(buffer, length: length) }
+        guard let protected else {
             counters.srtpFailures += 1
             return false
         }
@@ -286,6 +292,19 @@ public final class WebRTCTransport {
         counters.rtcpBytesOut += UInt64(protected)
         sendMedia(UnsafeRawBufferPointer(rebasing: buffer[0..<protected]), to: address)
         return true
+    }
+
+    /// For a loop about to send through many transports (see `Prefetch`): the SRTP session this
+    /// transport points to. Call once the transport itself is in cache.
+    @inlinable
+    public func prefetchSendingSession() {
+        Prefetch.memory(outbound?.toOpaque(), lines: 2)
+    }
+
+    /// The next level down: the session's cipher, salt and stream state.
+    @inlinable
+    public func prefetchSendingCipher() {
+        outbound?._withUnsafeGuaranteedRef { $0.prefetchRTPProtection() }
     }
 
     /// SRTP and SRTCP go out by the cached route (no lookup per packet).

@@ -40,6 +40,21 @@ func rewritten(_ bytes: [UInt8], _ body: (inout RTPPacketRewriter) -> Void) -> [
         #expect(parseHeader(back)?.payloadType == 96)
     }
 
+    @Test func payloadTypeMapDropsWhatWasNotMapped() {
+        var map = PayloadTypeMap()
+        #expect(map[0] == PayloadTypeMap.drop)
+        #expect(map[111] == PayloadTypeMap.drop)
+        map[0] = 0
+        map[96] = 100
+        map[111] = 109
+        map[200] = 1
+        #expect(map[0] == 0)
+        #expect(map[96] == 100)
+        #expect(map[111] == 109)
+        #expect(map[63] == PayloadTypeMap.drop)
+        #expect(map[200] == PayloadTypeMap.drop, "not a valid payload type")
+    }
+
     @Test func rejectsInvalidPacket() {
         #expect(rewritten([0x80, 0, 0]) { _ in } == nil)
     }

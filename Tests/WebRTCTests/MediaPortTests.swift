@@ -208,4 +208,29 @@ final class EchoDelegate: WebRTCTransportDelegate, @unchecked Sendable {
         await port.stop()
         try await serverGroup.shutdownGracefully()
     }
+
+    /// A busy worker ticks its transports in slices; each still has its consent checked.
+    @Test func everyTransportOfABusyWorkerIsTicked() async throws {
+        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = serverGroup.next()
+        let port = MediaPort(loop: loop, port: 0)
+        try await port.start(addresses: [IPAddress("127.0.0.1")!], tickInterval: .milliseconds(10))
+        let certificate = try DTLSCertificate()
+        let count = MediaPort.slicedTickThreshold + 44
+        let delegates = (0..<count).map { _ in EchoDelegate() }
+        try await loop.submit {
+            let context = try DTLSContext(certificate: certificate)
+            for (index, delegate) in delegates.enumerated() {
+                let transport = WebRTCTransport(
+                    id: "T\(index)", localICE: .random(), dtlsContext: context, consentTimeoutNanoseconds: 50_000_000, now: port.now())
+                transport.delegate = delegate
+                port.register(transport)
+            }
+        }.get()
+        try await Task.sleep(for: .milliseconds(400))
+        let expired = try await loop.submit { delegates.filter { $0.closedReason == .consentExpired }.count }.get()
+        #expect(expired == count)
+        await port.stop()
+        try await serverGroup.shutdownGracefully()
+    }
 }

@@ -29,6 +29,42 @@ import Testing
         }
     }
 
+    static func rtpPacket(sequence: UInt16, ssrc: UInt32) -> [UInt8] {
+        var packet = rtpPacket(sequence: sequence, payload: 40)
+        packet.replaceSubrange(8..<12, with: withUnsafeBytes(of: ssrc.bigEndian, Array.init))
+        return packet
+    }
+
+    /// A session's stream table grows past its first block and past the linear search (a
+    /// subscriber of a large room); every SSRC keeps its own index and replay window.
+    @Test(arguments: SRTPProfile.allCases)
+    func manyStreamsInOneSessionKeepTheirOwnState(profile: SRTPProfile) throws {
+        let keys = Self.material(profile, seed: 5)
+        let sender = try SRTPSession(keys, direction: .outbound)
+        let receiver = try SRTPSession(keys, direction: .inbound)
+        let ssrcs = (UInt32(1)...20).map { $0 &* 0x0101_0101 }
+        var wires: [UInt32: ([UInt8], Int)] = [:]
+        for round in UInt16(0)..<3 {
+            for (offset, ssrc) in ssrcs.enumerated() {
+                // Each stream starts at its own sequence number, one near the wrap.
+                let sequence = UInt16(truncatingIfNeeded: offset * 3_000 + 65_534) &+ round
+                let plain = Self.rtpPacket(sequence: sequence, ssrc: ssrc)
+                var wire = plain + [UInt8](repeating: 0, count: SRTPSession.maxTrailer)
+                let length = try wire.withUnsafeMutableBytes { try sender.protectRTP($0, length: plain.count) }
+                var received = wire
+                let plainLength = try received.withUnsafeMutableBytes { try receiver.unprotectRTP($0, length: length) }
+                #expect(Array(received[0..<plainLength]) == plain)
+                wires[ssrc] = (wire, length)
+            }
+        }
+        for ssrc in ssrcs {
+            var (wire, length) = wires[ssrc]!
+            #expect(throws: SRTPError.replayed) {
+                try wire.withUnsafeMutableBytes { _ = try receiver.unprotectRTP($0, length: length) }
+            }
+        }
+    }
+
     @Test func aTamperedPacketFailsAuthenticationAndAReplayIsRefused() throws {
         let keys = Self.material(.aes128CMSHA1_80, seed: 1)
         let sender = try SRTPSession(keys, direction: .outbound)
