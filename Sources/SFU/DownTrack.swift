@@ -53,12 +53,10 @@ public final class DownTrack {
 
     var isActive: Bool { isNegotiated && transport.isConnected }
 
-    /// Rewrites `packet` (a copy in the room's scratch buffer, with room for the SRTP trailer)
-    /// for this subscriber and sends it. Returns false when it was not sent.
-    /// A retransmission passes the outgoing number the subscriber NACKed.
-    func send(
-        _ buffer: UnsafeMutableRawBufferPointer, length: Int, header: RTPHeader, now: UInt64, retransmittedAs: UInt16? = nil
-    ) -> Bool {
+    /// Sends `packet` (as received) to this subscriber, rewritten for it where it leaves from
+    /// (the worker's send slot). Returns false when it was not sent. A retransmission passes the
+    /// outgoing number the subscriber NACKed.
+    func send(_ packet: UnsafeRawBufferPointer, header: RTPHeader, now: UInt64, retransmittedAs: UInt16? = nil) -> Bool {
         let outgoingPayloadType = payloadTypes[header.payloadType]
         guard outgoingPayloadType != PayloadTypeMap.drop else { return false }
         let sequenceNumber: UInt16
@@ -76,19 +74,24 @@ public final class DownTrack {
             timestamp = output.timestamp
             timestampOffset = output.timestamp &- header.timestamp
         }
-        let packet = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
-        guard var rewriter = RTPPacketRewriter(packet) else { return false }
-        rewriter.setSSRC(outgoingSSRC)
-        rewriter.setSequenceNumber(sequenceNumber)
-        rewriter.setTimestamp(timestamp)
-        rewriter.setPayloadType(outgoingPayloadType)
-        if header.hasExtension {
-            _ = rewriter.remapExtensionIDs(extensionMap)
-            if publication.extensions.absSendTime != 0, subscriberExtensions.absSendTime != 0 {
-                _ = rewriter.writeAbsSendTime(AbsSendTime(nanoseconds: Int64(truncatingIfNeeded: now)), id: subscriberExtensions.absSendTime)
+        let sent = transport.sendRTP { buffer in
+            guard packet.count <= buffer.count else { return nil }
+            let copy = UnsafeMutableRawBufferPointer(rebasing: buffer[..<packet.count])
+            copy.copyMemory(from: packet)
+            guard var rewriter = RTPPacketRewriter(copy) else { return nil }
+            rewriter.setSSRC(outgoingSSRC)
+            rewriter.setSequenceNumber(sequenceNumber)
+            rewriter.setTimestamp(timestamp)
+            rewriter.setPayloadType(outgoingPayloadType)
+            if header.hasExtension {
+                _ = rewriter.remapExtensionIDs(extensionMap)
+                if publication.extensions.absSendTime != 0, subscriberExtensions.absSendTime != 0 {
+                    _ = rewriter.writeAbsSendTime(AbsSendTime(nanoseconds: Int64(truncatingIfNeeded: now)), id: subscriberExtensions.absSendTime)
+                }
             }
+            return packet.count
         }
-        guard transport.sendRTP(buffer, length: length) else { return false }
+        guard sent else { return false }
         if retransmittedAs == nil {
             packetsSent &+= 1
             octetsSent &+= UInt32(truncatingIfNeeded: header.payloadLength)

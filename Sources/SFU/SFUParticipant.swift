@@ -58,7 +58,7 @@ public final class SFUParticipant: WebRTCTransportDelegate {
 
     public func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer) {
         guard transport === publisher else { return }  // a subscriber transport only receives RTCP
-        room?.forward(packet, from: self)
+        room?.forward(UnsafeRawBufferPointer(packet), from: self)
     }
 
     public func transport(_ transport: WebRTCTransport, didReceiveRTCP packet: UnsafeMutableRawBufferPointer) {

@@ -40,8 +40,6 @@ public final class SFURoom: @unchecked Sendable {
     public private(set) var participants: [String: SFUParticipant] = [:]
     private let dtls: DTLSContext
     private var generator: any RandomNumberGenerator
-    /// One packet buffer for every copy sent: each down-track rewrites and protects in it.
-    private let scratch: UnsafeMutableRawBufferPointer
     private let rtcpScratch: UnsafeMutableRawBufferPointer
     /// Publications whose gaps are NACKed upstream, and whether any down-track waits for a
     /// keyframe: the tick walks the participants only when one of them says so.
@@ -61,13 +59,11 @@ public final class SFURoom: @unchecked Sendable {
         self.dtls = dtls
         self.configuration = configuration
         self.generator = generator
-        scratch = .allocate(byteCount: Self.maxPacket + SRTPSession.maxTrailer + 64, alignment: 8)
         rtcpScratch = .allocate(byteCount: 1500, alignment: 8)
         port.addTickHandler(owner: self) { [weak self] now in self?.tick(now: now) }
     }
 
     deinit {
-        scratch.deallocate()
         rtcpScratch.deallocate()
     }
 
@@ -226,8 +222,7 @@ public final class SFURoom: @unchecked Sendable {
 
     // MARK: The packet path
 
-    func forward(_ packet: UnsafeMutableRawBufferPointer, from participant: SFUParticipant) {
-        let received = UnsafeRawBufferPointer(packet)
+    func forward(_ received: UnsafeRawBufferPointer, from participant: SFUParticipant) {
         guard let header = RTPHeader(received) else { return port.statistics.droppedMalformedRTP += 1 }
         guard let publication = participant.publication(for: header, packet: received) else {
             return port.statistics.droppedUnknownSSRC += 1
@@ -235,13 +230,12 @@ public final class SFURoom: @unchecked Sendable {
         let now = port.now()
         publication.noteReceived(header, packet: received, now: now)
         tap?.tap(self, received: received, header: header, from: publication, now: now)
-        guard !publication.muted, !publication.downTracks.isEmpty, packet.count <= Self.maxPacket else { return }
+        guard !publication.muted, !publication.downTracks.isEmpty, received.count <= Self.maxPacket else { return }
         let downTracks = publication.downTracks
         prefetchSendingState(of: downTracks)
         var forwarded: UInt64 = 0
         for downTrack in downTracks where downTrack.isActive {
-            scratch.copyMemory(from: received)
-            if downTrack.send(scratch, length: packet.count, header: header, now: now) { forwarded += 1 }
+            if downTrack.send(received, header: header, now: now) { forwarded += 1 }
         }
         if forwarded > 0 {
             port.statistics.forwardedPackets += forwarded
@@ -290,8 +284,7 @@ public final class SFURoom: @unchecked Sendable {
                 }
                 let resent: Bool? = history.withPacket(sequenceNumber: incoming) { stored in
                     guard let header = RTPHeader(stored) else { return false }
-                    scratch.copyMemory(from: stored)
-                    return downTrack.send(scratch, length: stored.count, header: header, now: now, retransmittedAs: outgoing)
+                    return downTrack.send(stored, header: header, now: now, retransmittedAs: outgoing)
                 }
                 if resent == true { port.statistics.retransmissions += 1 } else { port.statistics.retransmissionMisses += 1 }
             }
@@ -434,7 +427,7 @@ public final class SFURoom: @unchecked Sendable {
     }
 
     /// A sender report without report blocks, and how much of a compound packet they may fill
-    /// (the scratch buffer also holds the SRTCP trailer).
+    /// (the RTCP scratch buffer also holds the SRTCP trailer).
     static let senderReportLength = 28
     static let maxCompoundLength = 1200
 

@@ -11,8 +11,9 @@ import STUN
 /// `@unchecked Sendable` only so the worker can be handed around, every use asserts the loop.
 ///
 /// NIO reads the sockets (recvmmsg, a batch per wakeup) so the loop stays the rooms' executor.
-/// Sends bypass NIO's pipeline: each datagram is copied into a preallocated slot and a read burst's
-/// (or a tick's) datagrams leave in one sendmmsg per socket, so forwarding allocates nothing.
+/// Sends bypass NIO's pipeline: each datagram goes into a preallocated slot (a forwarded copy is
+/// built and encrypted there, `sendSlot`) and a read burst's (or a tick's) datagrams leave in one
+/// sendmmsg per socket, so forwarding allocates nothing.
 public final class MediaPort: @unchecked Sendable {
     public let loop: any EventLoop
     public let port: Int
@@ -264,8 +265,20 @@ extension MediaPort: DatagramSink {
     public func route(to address: TransportAddress) -> DatagramRoute? { sendRoutes[address] }
 
     public func send(_ datagram: UnsafeRawBufferPointer, via route: DatagramRoute) {
-        guard route.socket < outboxes.count, datagram.count <= Outbox.slotSize else { return counters.sendFailures += 1 }
-        counters.sendFailures += UInt64(outboxes[route.socket].enqueue(datagram, to: route.rawAddress))
+        guard let slot = sendSlot(via: route), datagram.count <= slot.count else { return counters.sendFailures += 1 }
+        if let bytes = datagram.baseAddress { slot.baseAddress!.copyMemory(from: bytes, byteCount: datagram.count) }
+        commitSendSlot(length: datagram.count, via: route)
+    }
+
+    public func sendSlot(via route: DatagramRoute) -> UnsafeMutableRawBufferPointer? {
+        guard route.socket < outboxes.count else { return nil }
+        let (slot, dropped) = outboxes[route.socket].nextSlot()
+        counters.sendFailures += UInt64(dropped)
+        return slot
+    }
+
+    public func commitSendSlot(length: Int, via route: DatagramRoute) {
+        outboxes[route.socket].commit(length: length, to: route.rawAddress)
         counters.datagramsOut += 1
         scheduleFlush()
     }
@@ -282,8 +295,9 @@ extension MediaPort: DatagramSink {
     }
 }
 
-/// A socket's queued sends: each datagram copied into one of `capacity` preallocated slots, all
-/// sent with one sendmmsg when the batch fills or the port flushes.
+/// A socket's queued sends: each datagram written into one of `capacity` preallocated slots (in
+/// place by the forwarding path, or copied), all sent with one sendmmsg when the batch fills or
+/// the port flushes.
 final class Outbox {
     static let capacity = 64
     static let slotSize = 2048
@@ -295,13 +309,17 @@ final class Outbox {
 
     deinit { slots.deallocate() }
 
-    /// Queues a copy of `datagram`; returns how many datagrams a flush forced by a full batch lost.
-    func enqueue(_ datagram: UnsafeRawBufferPointer, to address: RawSocketAddress) -> Int {
+    /// The slot the next datagram is written to, after a flush when the batch is full (with how
+    /// many datagrams that flush lost). Nothing is queued until `commit`.
+    func nextSlot() -> (slot: UnsafeMutableRawBufferPointer, dropped: Int) {
         let dropped = batch.isFull ? flush() : 0
-        let slot = slots + batch.count * Self.slotSize
-        if let bytes = datagram.baseAddress { slot.copyMemory(from: bytes, byteCount: datagram.count) }
-        batch.append(UnsafeRawBufferPointer(start: slot, count: datagram.count), to: address)
-        return dropped
+        return (UnsafeMutableRawBufferPointer(start: slots + batch.count * Self.slotSize, count: Self.slotSize), dropped)
+    }
+
+    /// Queues the `length` bytes written to the slot `nextSlot` gave.
+    func commit(length: Int, to address: RawSocketAddress) {
+        precondition(length <= Self.slotSize, "a datagram longer than its slot")
+        batch.append(UnsafeRawBufferPointer(start: slots + batch.count * Self.slotSize, count: length), to: address)
     }
 
     /// Sends what is queued; returns how many datagrams the kernel refused (a full send buffer).

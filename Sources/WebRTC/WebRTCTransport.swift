@@ -9,6 +9,10 @@ public protocol DatagramSink: AnyObject {
     /// when the sink has no faster way than `send(_:to:)`.
     func route(to address: TransportAddress) -> DatagramRoute?
     func send(_ datagram: UnsafeRawBufferPointer, via route: DatagramRoute)
+    /// Where the next datagram to `route` can be written in place, so it is not built elsewhere
+    /// and copied; `commitSendSlot` queues what was written. Nil when the sink has no slots.
+    func sendSlot(via route: DatagramRoute) -> UnsafeMutableRawBufferPointer?
+    func commitSendSlot(length: Int, via route: DatagramRoute)
 }
 
 /// A resolved way out: the peer's address, the sink's socket for it and the address in the
@@ -28,6 +32,8 @@ public struct DatagramRoute: Sendable {
 extension DatagramSink {
     public func route(to address: TransportAddress) -> DatagramRoute? { nil }
     public func send(_ datagram: UnsafeRawBufferPointer, via route: DatagramRoute) { send(datagram, to: route.address) }
+    public func sendSlot(via route: DatagramRoute) -> UnsafeMutableRawBufferPointer? { nil }
+    public func commitSendSlot(length: Int, via route: DatagramRoute) {}
 }
 
 /// What a transport reports to the SFU above it.
@@ -106,6 +112,8 @@ public final class WebRTCTransport {
         self.dtlsContext = dtlsContext
         self.mtu = mtu
     }
+
+    deinit { buildBuffer?.deallocate() }
 
     public var localICE: ICECredentials { ice.local }
     /// Our certificate's fingerprint, as our SDP announces it.
@@ -265,20 +273,51 @@ public final class WebRTCTransport {
 
     // MARK: Sending
 
+    /// Builds an RTP packet where it leaves from, protects it and sends it: in the sink's send
+    /// slot when it has one, so a forwarded copy is written once rather than built in a scratch
+    /// buffer and copied again. `build` writes the packet at the start of the buffer it gets (the
+    /// SRTP trailer's room is kept past its end) and returns the length, or nil to send nothing.
+    /// Returns false when not connected or nothing was sent.
+    @discardableResult
+    public func sendRTP(building build: (UnsafeMutableRawBufferPointer) -> Int?) -> Bool {
+        guard let outbound, let sink, let address = ice.selectedAddress ?? dtlsPeer else { return false }
+        if route?.address != address { route = sink.route(to: address) }
+        guard let route, let slot = sink.sendSlot(via: route) else {
+            let buffer = buildBuffer ?? .allocate(byteCount: 2048, alignment: 16)
+            buildBuffer = buffer
+            guard let length = build(UnsafeMutableRawBufferPointer(rebasing: buffer[..<(buffer.count - SRTPSession.maxTrailer)])) else { return false }
+            return sendRTP(buffer, length: length)
+        }
+        guard let length = build(UnsafeMutableRawBufferPointer(rebasing: slot[..<(slot.count - SRTPSession.maxTrailer)])),
+            let protected = protectRTP(slot, length: length, with: outbound)
+        else { return false }
+        sink.commitSendSlot(length: protected, via: route)
+        return true
+    }
+
+    /// Where `sendRTP(building:)` builds for a sink without send slots (tests' capturing sinks).
+    private var buildBuffer: UnsafeMutableRawBufferPointer?
+
     /// Protects an RTP packet in place and sends it. `buffer` must have room for the SRTP trailer
     /// (`SRTPSession.maxTrailer` bytes past `length`). Returns false when not connected or on failure.
     @discardableResult
     public func sendRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) -> Bool {
-        guard let outbound, let address = ice.selectedAddress ?? dtlsPeer else { return false }
-        let protected = outbound._withUnsafeGuaranteedRef { session in try? session.protectRTP(buffer, length: length) }
-        guard let protected else {
+        guard let outbound, let address = ice.selectedAddress ?? dtlsPeer,
+            let protected = protectRTP(buffer, length: length, with: outbound)
+        else { return false }
+        sendMedia(UnsafeRawBufferPointer(rebasing: buffer[0..<protected]), to: address)
+        return true
+    }
+
+    /// Protects RTP in place and counts it; nil (counted as a failure) when protection fails.
+    private func protectRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int, with outbound: Unmanaged<SRTPSession>) -> Int? {
+        guard let protected = outbound._withUnsafeGuaranteedRef({ session in try? session.protectRTP(buffer, length: length) }) else {
             counters.srtpFailures += 1
-            return false
+            return nil
         }
         counters.rtpPacketsOut += 1
         counters.rtpBytesOut += UInt64(protected)
-        sendMedia(UnsafeRawBufferPointer(rebasing: buffer[0..<protected]), to: address)
-        return true
+        return protected
     }
 
     @discardableResult
