@@ -81,17 +81,19 @@ public final class SRTPSession {
 
     /// Bytes a packet may grow by when protected: SRTCP's 4-byte index plus the GCM tag.
     public static let maxTrailer = 20
+    // What protecting RTP reads comes first: the object's first two cache lines, which the
+    // forwarding loop prefetches.
     public let direction: Direction
     public let profile: SRTPProfile
     private let rtpCipher: OpaquePointer
-    private let rtcpCipher: OpaquePointer
-    private let rtpAuth: OpaquePointer?
-    private let rtcpAuth: OpaquePointer?
     /// The session salts (14 bytes for AES-CM, 12 for GCM) and a scratch IV, in one allocation.
     private let rtpSalt: UnsafeMutablePointer<UInt8>
-    private let rtcpSalt: UnsafeMutablePointer<UInt8>
     private let iv: UnsafeMutablePointer<UInt8>
     private var rtpStreams = SRTPStreams()
+    private let rtpAuth: OpaquePointer?
+    private let rtcpCipher: OpaquePointer
+    private let rtcpAuth: OpaquePointer?
+    private let rtcpSalt: UnsafeMutablePointer<UInt8>
     private var rtcpStreams = SRTPStreams()
     private var isGCM: Bool { profile == .aeadAES128GCM }
     private var tagLength: Int { isGCM ? 16 : 10 }
@@ -168,8 +170,14 @@ public final class SRTPSession {
     }
 
     /// What `protectRTP` reads first, for a loop that protects for many sessions in a row.
+    /// Takes the session unretained: a retain would be an atomic write to a line still on its way.
     @usableFromInline
-    func prefetchRTPProtection() {
+    static func prefetchRTPProtection(of session: Unmanaged<SRTPSession>) {
+        session._withUnsafeGuaranteedRef { $0.prefetchRTPProtection() }
+    }
+
+    @inline(__always)
+    private func prefetchRTPProtection() {
         Prefetch.memory(UnsafeRawPointer(rtpCipher), lines: 2)
         Prefetch.memory(rtpSalt, lines: 1)
         rtpStreams.prefetch()

@@ -343,7 +343,7 @@ public final class WebRTCTransport {
     /// The next level down: the session's cipher, salt and stream state.
     @inlinable
     public func prefetchSendingCipher() {
-        outbound?._withUnsafeGuaranteedRef { $0.prefetchRTPProtection() }
+        if let outbound { SRTPSession.prefetchRTPProtection(of: outbound) }
     }
 
     /// SRTP and SRTCP go out by the cached route (no lookup per packet).
