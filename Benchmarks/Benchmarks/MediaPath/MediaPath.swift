@@ -23,6 +23,21 @@ final class CountingSink: DatagramSink, @unchecked Sendable {
     }
 
     func transport(_ transport: WebRTCTransport, didSelect address: TransportAddress, previous: TransportAddress?) {}
+
+    // Send slots like the media port's (a copy is built and encrypted in place), minus the socket.
+    private let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
+
+    deinit { slot.deallocate() }
+
+    func route(to address: TransportAddress) -> DatagramRoute? {
+        DatagramRoute(address: address, socket: 0, rawAddress: RawSocketAddress(address))
+    }
+
+    func sendSlot(via route: DatagramRoute) -> UnsafeMutableRawBufferPointer? { slot }
+
+    func commitSendSlot(length: Int, via route: DatagramRoute) {
+        send(UnsafeRawBufferPointer(rebasing: slot[..<length]), to: route.address)
+    }
 }
 
 /// A real peer for one server transport: a valid ICE check, then a DTLS handshake run to the end
