@@ -245,9 +245,11 @@ public final class ClientTransport: @unchecked Sendable {
         return promise.futureResult
     }
 
-    /// New credentials for the TURN server (a resumed session's `joined` has fresh ones): the next
-    /// allocation uses them, so a relay whose refresh was refused for expired credentials comes
-    /// back. On the loop.
+    /// New credentials for the TURN server (`ice.servers` before the old ones expire, or a resumed
+    /// session's `joined`): the next allocation uses them, so a relay whose refresh was refused
+    /// for expired credentials comes back. A relay standing on other credentials moves to these
+    /// at once: a refresh must carry the allocation's own username (RFC 8656 §7.2, 441), so once
+    /// those expire the server would refuse it. On the loop.
     public func updateICEServers(_ servers: [ICEServer]) {
         loop.preconditionInEventLoop()
         guard let preferred = Self.resolved(TURNServerURL.first(in: servers)) else { return }
@@ -257,6 +259,22 @@ public final class ClientTransport: @unchecked Sendable {
         relayServer = onTCP ? (relayServerOverTCP ?? preferred) : preferred
         relayRetryDelay = Self.firstRelayRetryNanoseconds
         nextRelayAttemptAt = 0
+        if let relay, case .allocated = relay.state, relay.username != relayServer?.url.username { renewRelay() }
+    }
+
+    /// Releases the standing allocation while its credentials still hold and allocates again
+    /// with the new ones on a fresh socket (the server keeps a 5-tuple's allocation until the
+    /// release is answered). The media pauses for the allocation and one round of checks.
+    private func renewRelay() {
+        logger.info("moving the TURN relay to new credentials")
+        if relay != nil, let oldChannel = relayChannel {
+            writeToRelayServer(relay?.close(now: clock()) ?? [])
+            // The release's answer is not awaited: its socket closes a little later.
+            relayChannel = nil
+            loop.scheduleTask(in: Self.deallocationWait) { oldChannel.close(promise: nil) }
+        }
+        dropRelay()
+        if selected?.local == .relay { selected = nil }
     }
 
     /// Takes the server's ICE credentials, fingerprint and UDP host candidates from its SDP.

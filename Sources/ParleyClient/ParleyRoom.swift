@@ -120,6 +120,8 @@ public final class ParleyRoom: @unchecked Sendable {
     private let logger: Logger
     private let ownedGroup: MultiThreadedEventLoopGroup
     private var reader: Task<Void, Never>?
+    /// Fetches new TURN credentials before the current ones expire (see `refreshICEServers`).
+    private var credentialRefresher: Task<Void, Never>?
 
     private init(
         joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, url: String, token: String,
@@ -147,13 +149,17 @@ public final class ParleyRoom: @unchecked Sendable {
     /// (or from `publishTone`). Under `.all` a transport whose checks to the server go unanswered
     /// for two seconds tries a relay on the same TURN server too.
     ///
+    /// The server's TURN credentials expire (`turn.credentialTTL`); unless `refreshesTURNCredentials`
+    /// is false, the room asks for new ones (`ice.servers`) when four fifths of their time is up
+    /// and moves its relays to them, so a relay outlives the credentials it was allocated with.
+    ///
     /// `firewall` (tests and demos) drops what a firewall would: everything sent to the server
     /// directly (`.onlyTURN`), or all UDP (`.onlyTCP`, leaving TURN over TCP). `clock` paces the
     /// media transports (tests pass one they move).
     public static func connect(
         url: String, token: String, iceTransportPolicy: ICETransportPolicy = .all, iceServers: [ICEServer]? = nil,
-        reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), firewall: SimulatedFirewall = .none, clock: @escaping MediaClock = MediaClocks.system,
-        logger: Logger = Logger(label: "parley.client")
+        reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), refreshesTURNCredentials: Bool = true, firewall: SimulatedFirewall = .none,
+        clock: @escaping MediaClock = MediaClocks.system, logger: Logger = Logger(label: "parley.client")
     ) async throws -> ParleyRoom {
         let signaling = try await SignalingClient.connect(url: url, token: token, logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -166,6 +172,7 @@ public final class ParleyRoom: @unchecked Sendable {
                 iceTransportPolicy: iceTransportPolicy, iceServers: iceServers, reconnectPolicy: reconnectPolicy, firewall: firewall,
                 clock: clock, logger: logger, group: group)
             room.reader = Task { await room.run() }
+            if refreshesTURNCredentials, iceServers == nil { room.credentialRefresher = Task { await room.refreshICEServers() } }
             return room
         } catch {
             // Joined but without media (a relay refused): leave, so the server holds no session to resume.
@@ -380,6 +387,7 @@ public final class ParleyRoom: @unchecked Sendable {
             return state.signaling
         }
         reader?.cancel()
+        credentialRefresher?.cancel()
         setSignaling(up: false, over: true)
         try? await signaling.send(Leave())
         await signaling.close()
@@ -394,6 +402,55 @@ public final class ParleyRoom: @unchecked Sendable {
     }
 
     private var currentSignaling: SignalingClient { state.withLockedValue { $0.signaling } }
+
+    // MARK: TURN credentials
+
+    /// Until the room is left: sleeps until four fifths of the current TURN credentials' time is
+    /// up (the expiry is the REST username's prefix), asks for new ones and hands them to the
+    /// transports. A failed request is tried again after a few seconds.
+    private func refreshICEServers() async {
+        while !Task.isCancelled {
+            guard let expiry = Self.credentialExpiry(of: joined.iceServers) else { return }
+            let remaining = expiry.timeIntervalSinceNow
+            do {
+                try await Task.sleep(for: .seconds(max(0.5, remaining * 0.8)))
+                let servers = try await withSignaling { try await $0.request(ICEServersRequest()).decode(ICEServers.self).iceServers }
+                guard Self.credentialExpiry(of: servers).map({ $0 > expiry }) == true else {
+                    logger.warning("the server sent no newer TURN credentials")
+                    try await Task.sleep(for: .seconds(5))
+                    continue
+                }
+                state.withLockedValue { $0.joined.iceServers = servers }
+                handICEServersToTransports()
+            } catch is CancellationError {
+                return
+            } catch {
+                if state.withLockedValue({ $0.leaving }) { return }
+                logger.warning("TURN credential refresh failed; trying again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(5))
+            }
+        }
+    }
+
+    /// When the earliest of the TURN REST credentials in `servers` expires (RFC-draft
+    /// "<unix expiry>:<identity>" usernames, as coturn and Parley issue them); nil when none do.
+    static func credentialExpiry(of servers: [ICEServer]) -> Date? {
+        servers.compactMap { server -> Date? in
+            guard let username = server.username, let colon = username.firstIndex(of: ":"),
+                let seconds = TimeInterval(username[..<colon])
+            else { return nil }
+            return Date(timeIntervalSince1970: seconds)
+        }.min()
+    }
+
+    /// The latest ICE servers to both media transports (a standing relay moves to new credentials).
+    private func handICEServersToTransports() {
+        let servers = currentICEServers
+        let (subscriber, publisher) = state.withLockedValue { ($0.subscriber, $0.publisher) }
+        for transport in [subscriber.transport, publisher?.transport].compactMap({ $0 }) {
+            transport.loop.execute { transport.updateICEServers(servers) }
+        }
+    }
 
     // MARK: Reading and reconnecting
 
@@ -470,11 +527,7 @@ public final class ParleyRoom: @unchecked Sendable {
         logger.info("signaling reconnected", metadata: ["participant": "\(joined.participant.sid)", "resumed": "\(joined.resumed)"])
         if joined.resumed {
             // Fresh TURN credentials: a relay refused for expired ones allocates again with these.
-            let servers = currentICEServers
-            let (subscriber, publisher) = state.withLockedValue { ($0.subscriber, $0.publisher) }
-            for transport in [subscriber.transport, publisher?.transport].compactMap({ $0 }) {
-                transport.loop.execute { transport.updateICEServers(servers) }
-            }
+            handICEServersToTransports()
         } else {
             await restartMedia(on: signaling)
         }

@@ -171,7 +171,7 @@ struct TURNClient {
     let server: TransportAddress
     /// Reached over TCP: ChannelData is padded to a multiple of four bytes (RFC 8656 §12.5).
     let overTCP: Bool
-    private let username: String
+    let username: String
     private let password: String
     private(set) var state = State.allocating
     private var realm: String?

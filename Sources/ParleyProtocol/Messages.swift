@@ -49,6 +49,13 @@ public struct Pong: SignalMessage, Equatable {
     public init() {}
 }
 
+/// The answer to `ice.servers`: the participant's ICE servers with newly issued credentials.
+public struct ICEServers: SignalMessage, Equatable {
+    public static let type = "ice.servers"
+    public var iceServers: [ICEServer]
+    public init(iceServers: [ICEServer]) { self.iceServers = iceServers }
+}
+
 public struct ParticipantJoined: SignalMessage, Equatable {
     public static let type = "participant.joined"
     public var participant: ParticipantInfo
@@ -167,6 +174,13 @@ public struct Ping: SignalMessage, Equatable {
 
 public struct Leave: SignalMessage, Equatable {
     public static let type = "leave"
+    public init() {}
+}
+
+/// Asks for fresh TURN credentials before the ones from `joined` expire: a relayed client that
+/// never reconnects would otherwise lose its relay when they do. Answered with `ICEServers`.
+public struct ICEServersRequest: SignalMessage, Equatable {
+    public static let type = "ice.servers"
     public init() {}
 }
 
@@ -382,6 +396,7 @@ public struct SpeakersEvent: SignalMessage, Equatable {
 public enum ClientRequest: Sendable, Equatable {
     case ping
     case leave
+    case iceServers
     case chatSend(ChatSend)
     case chatHistory(ChatHistoryRequest)
     case typing(TypingRequest)

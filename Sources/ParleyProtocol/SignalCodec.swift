@@ -85,6 +85,7 @@ public struct SignalCodec: Sendable {
         switch type {
         case Ping.type: return .ping
         case Leave.type: return .leave
+        case ICEServersRequest.type: return .iceServers
         case ChatSend.type: return .chatSend(try decoder.decode(ChatSend.self, from: data))
         case ChatHistoryRequest.type: return .chatHistory(try decoder.decode(ChatHistoryRequest.self, from: data))
         case TypingRequest.type: return .typing(try decoder.decode(TypingRequest.self, from: data))

@@ -112,9 +112,10 @@ import Testing
     @Test func aRelayRefusedForExpiredCredentialsComesBackWithTheResumedSessionsOnes() async throws {
         let server = try await TestServer.start(["turn.credentialTTL=3s", "turn.defaultLifetime=60s", "turn.maxLifetime=60s"])
         let skew = NIOLockedValueBox<UInt64>(0)
+        // Without the refresh (the next test), as when `ice.servers` could not be asked in time.
         let alice = try await ParleyRoom.connect(
             url: server.url, token: try await server.token("alice", room: "expiry"), iceTransportPolicy: .relay,
-            clock: { MediaClocks.system() + skew.withLockedValue { $0 } })
+            refreshesTURNCredentials: false, clock: { MediaClocks.system() + skew.withLockedValue { $0 } })
         let bob = try await server.room("bob", room: "expiry")
         let bobHears = AudioCollector(bob, from: alice.sid)
         try await alice.publishTone(frequency: 659)
@@ -137,6 +138,39 @@ import Testing
         try await waitUntil(timeout: .seconds(10)) { bobHears.count >= stalled + 100 }
         #expect(ToneDetector.strength(Array(ToneDetector.monoSamples(ofOpus: bobHears.payloads).suffix(48_000)), frequency: 659) > 0.5)
         #expect(await alice.statistics().publisherCandidateType == .relay)
+        try await server.stop(leaving: alice, bob)
+    }
+
+    /// The room fetches new credentials before its TURN credentials expire and moves its relays
+    /// to them, so an allocation refresh after the first credentials' expiry still succeeds and
+    /// the media never stops, with no reconnection.
+    @Test func relaysMoveToFreshCredentialsBeforeTheOldOnesExpire() async throws {
+        let server = try await TestServer.start(["turn.credentialTTL=4s", "turn.defaultLifetime=60s", "turn.maxLifetime=60s"])
+        let skew = NIOLockedValueBox<UInt64>(0)
+        let alice = try await ParleyRoom.connect(
+            url: server.url, token: try await server.token("alice", room: "renewal"), iceTransportPolicy: .relay,
+            clock: { MediaClocks.system() + skew.withLockedValue { $0 } })
+        let bob = try await server.room("bob", room: "renewal")
+        let bobHears = AudioCollector(bob, from: alice.sid)
+        try await alice.publishTone(frequency: 587)
+        try await waitUntil { bobHears.count >= 50 }
+        let firstCredentials = try #require(alice.joined.iceServers.compactMap(\.username).first)
+
+        // Past the joined credentials' expiry, the allocations' refresh comes due (the media
+        // clock jumps half their 60 s lifetime): it must carry the new credentials.
+        try await Task.sleep(for: .seconds(5))
+        #expect(alice.joined.iceServers.compactMap(\.username).first != firstCredentials)
+        skew.withLockedValue { $0 = 31_000_000_000 }
+        for _ in 0..<5 {
+            let before = bobHears.count
+            try await Task.sleep(for: .seconds(1))
+            #expect(bobHears.count > before + 20, "the media went on")
+        }
+        #expect(try await server.metric("parley_turn_auth_failures_total") == 0)
+        // Two transports' first allocations and at least one renewal of each.
+        #expect(try await server.metric("parley_turn_allocations_created_total") >= 4)
+        #expect(await alice.statistics().publisherCandidateType == .relay)
+        #expect(ToneDetector.strength(Array(ToneDetector.monoSamples(ofOpus: bobHears.payloads).suffix(48_000)), frequency: 587) > 0.5)
         try await server.stop(leaving: alice, bob)
     }
 }

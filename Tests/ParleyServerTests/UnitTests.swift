@@ -73,6 +73,7 @@ import Testing
         #expect(decoded.id == "7")
         #expect(decoded.request == .chatSend(ChatSend(text: "hi", clientMsgId: "u", to: ["bob"])))
         #expect(try codec.decodeRequest(#"{"type":"ping"}"#).get().request == .ping)
+        #expect(try codec.decodeRequest(#"{"type":"ice.servers","id":"r1"}"#).get().request == .iceServers)
         #expect(try codec.decodeRequest(#"{"type":"presence.set","status":"dnd"}"#).get().request == .presenceSet(PresenceSet(status: .dnd)))
     }
 

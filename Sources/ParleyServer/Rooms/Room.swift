@@ -310,6 +310,9 @@ public actor Room {
         case .leave:
             leave(sid: sid)
             return nil
+        case .iceServers:
+            reply(ICEServers(iceServers: services.iceServers(participant.identity)), re: id, to: participant)
+            return nil
         case .chatSend(let send):
             return await sendChat(send, id: id, from: participant)
         case .chatHistory(let request):
