@@ -85,8 +85,15 @@ public final class RecordingBot: @unchecked Sendable {
         let started = ContinuousClock.now
         var reason = "stopped"
         var lastFlush = ContinuousClock.now
+        // A bot may record for longer than its TURN credentials last: new ones are asked for
+        // at four fifths of their time and its relay moves to them, as ParleyRoom does.
+        var credentialsDueAt = ParleyRoom.credentialRefreshTime(for: joined.iceServers)
         while true {
             if stopRequested.isSet { break }
+            if let due = credentialsDueAt, Date() >= due {
+                credentialsDueAt = Date(timeIntervalSinceNow: 5)  // again unless answered
+                try? await signaling.send(ICEServersRequest())
+            }
             let frame: ServerFrame
             do {
                 frame = try await signaling.next(timeout: .milliseconds(250))
@@ -97,6 +104,10 @@ public final class RecordingBot: @unchecked Sendable {
                 break
             }
             if frame.type == "error" { progress("server: \(frame.text.prefix(300))") }
+            if frame.type == ICEServers.type, let servers = try? frame.decode(ICEServers.self).iceServers {
+                credentialsDueAt = ParleyRoom.credentialRefreshTime(for: servers)
+                try await loop.submit { connection.transport.updateICEServers(servers) }.get()
+            }
             if frame.type == "room.closed" {
                 reason = "room closed"
                 break

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy
+import pytest
 
 from rtc_peer import Participant, wait_for
 from test_media_aiortc import run
@@ -390,3 +391,46 @@ def test_the_recording_bot_records_what_the_server_records(server, tmp_path):
     assert abs(bot_tone - 440) <= 10 and abs(server_tone - 440) <= 10, (bot_tone, server_tone)
     # The bot stayed hidden: nobody was told it joined.
     assert server.http("GET", "/metrics").status == 200
+
+
+@pytest.mark.parley_set({"turn.credentialTTL": "3s"})
+def test_a_relayed_recording_bot_moves_to_fresh_turn_credentials(server, tmp_path):
+    """`parley record --relay` asks for new TURN credentials (`ice.servers`) before its own expire
+    and moves its relay to them, without a reconnection and without a gap in the recording."""
+    import signal
+
+    from test_media_aiortc import metric
+
+    room = "botrelay"
+    out = tmp_path / "bot"
+    bot = None
+
+    async def scenario():
+        nonlocal bot
+        alice = Participant(server.rtc_url(server.token("alice", room)), "alice")
+        await alice.connect()
+        await alice.publish(tone=523.0, video=False)
+        bot = subprocess.Popen(
+            [server.binary, "record", "--url", server.ws_base, "--room", room, "--out", str(out), "--relay"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        await asyncio.sleep(9)
+        bot.send_signal(signal.SIGINT)
+        await alice.close()
+
+    run(scenario(), timeout=90)
+    stdout, stderr = bot.communicate(timeout=20)
+    assert bot.returncode == 0, stdout + stderr
+    # The first allocation and a renewal every 2.4 s (four fifths of 3 s).
+    assert metric(server, "parley_turn_allocations_created_total") >= 3, stderr
+    assert metric(server, "parley_turn_auth_failures_total") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    audio = out / next(f["name"] for f in manifest["files"] if f["kind"] == "audio")
+    check = subprocess.run([OPUSINFO, str(audio)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0 and "WARNING" not in check.stdout + check.stderr, check.stdout
+    samples = decode_mono(audio)
+    assert len(samples) >= 7 * 48_000, len(samples)
+    # The tone is there in every half second (a renewal pauses the media for a moment only).
+    for start in range(0, len(samples) - 24_000, 24_000):
+        window = samples[start:start + 24_000]
+        assert abs(dominant_frequency(window) - 523) <= 10, start / 48_000
+
