@@ -410,10 +410,9 @@ public final class ParleyRoom: @unchecked Sendable {
     /// transports. A failed request is tried again after a few seconds.
     private func refreshICEServers() async {
         while !Task.isCancelled {
-            guard let expiry = Self.credentialExpiry(of: joined.iceServers), let due = Self.credentialRefreshTime(for: joined.iceServers)
-            else { return }
+            guard let expiry = Self.credentialExpiry(of: joined.iceServers) else { return }
             do {
-                try await Task.sleep(for: .seconds(max(0.5, due.timeIntervalSinceNow)))
+                try await Task.sleep(for: .seconds(max(0.5, Self.refreshTime(before: expiry).timeIntervalSinceNow)))
                 let servers = try await withSignaling { try await $0.request(ICEServersRequest()).decode(ICEServers.self).iceServers }
                 guard Self.credentialExpiry(of: servers).map({ $0 > expiry }) == true else {
                     logger.warning("the server sent no newer TURN credentials")
@@ -444,9 +443,9 @@ public final class ParleyRoom: @unchecked Sendable {
     }
 
     /// When to ask for new credentials: four fifths of the way to the earliest expiry.
-    static func credentialRefreshTime(for servers: [ICEServer]) -> Date? {
-        credentialExpiry(of: servers).map { Date(timeIntervalSinceNow: $0.timeIntervalSinceNow * 0.8) }
-    }
+    static func credentialRefreshTime(for servers: [ICEServer]) -> Date? { credentialExpiry(of: servers).map(refreshTime(before:)) }
+
+    private static func refreshTime(before expiry: Date) -> Date { Date(timeIntervalSinceNow: expiry.timeIntervalSinceNow * 0.8) }
 
     /// The latest ICE servers to both media transports (a standing relay moves to new credentials).
     private func handICEServersToTransports() {

@@ -113,8 +113,6 @@ public final class WebRTCTransport {
         self.mtu = mtu
     }
 
-    deinit { buildBuffer?.deallocate() }
-
     public var localICE: ICECredentials { ice.local }
     /// Our certificate's fingerprint, as our SDP announces it.
     public var localFingerprint: CertificateFingerprint { dtlsContext.certificate.fingerprint }
@@ -281,12 +279,12 @@ public final class WebRTCTransport {
     @discardableResult
     public func sendRTP(building build: (UnsafeMutableRawBufferPointer) -> Int?) -> Bool {
         guard let outbound, let sink, let address = ice.selectedAddress ?? dtlsPeer else { return false }
-        if route?.address != address { route = sink.route(to: address) }
-        guard let route, let slot = sink.sendSlot(via: route) else {
-            let buffer = buildBuffer ?? .allocate(byteCount: 2048, alignment: 16)
-            buildBuffer = buffer
-            guard let length = build(UnsafeMutableRawBufferPointer(rebasing: buffer[..<(buffer.count - SRTPSession.maxTrailer)])) else { return false }
-            return sendRTP(buffer, length: length)
+        guard let route = route(to: address, through: sink), let slot = sink.sendSlot(via: route) else {
+            // A sink without send slots (tests' capturing sinks): build on the stack, then send a copy.
+            return withUnsafeTemporaryAllocation(byteCount: 2048, alignment: 16) { buffer in
+                guard let length = build(UnsafeMutableRawBufferPointer(rebasing: buffer[..<(buffer.count - SRTPSession.maxTrailer)])) else { return false }
+                return sendRTP(buffer, length: length)
+            }
         }
         guard let length = build(UnsafeMutableRawBufferPointer(rebasing: slot[..<(slot.count - SRTPSession.maxTrailer)])),
             let protected = protectRTP(slot, length: length, with: outbound)
@@ -294,9 +292,6 @@ public final class WebRTCTransport {
         sink.commitSendSlot(length: protected, via: route)
         return true
     }
-
-    /// Where `sendRTP(building:)` builds for a sink without send slots (tests' capturing sinks).
-    private var buildBuffer: UnsafeMutableRawBufferPointer?
 
     /// Protects an RTP packet in place and sends it. `buffer` must have room for the SRTP trailer
     /// (`SRTPSession.maxTrailer` bytes past `length`). Returns false when not connected or on failure.
@@ -349,8 +344,13 @@ public final class WebRTCTransport {
     /// SRTP and SRTCP go out by the cached route (no lookup per packet).
     private func sendMedia(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
         guard let sink else { return }
+        if let route = route(to: address, through: sink) { sink.send(datagram, via: route) } else { sink.send(datagram, to: address) }
+    }
+
+    /// The sink's route to `address`, looked up again only when the address changes.
+    private func route(to address: TransportAddress, through sink: any DatagramSink) -> DatagramRoute? {
         if route?.address != address { route = sink.route(to: address) }
-        if let route { sink.send(datagram, via: route) } else { sink.send(datagram, to: address) }
+        return route
     }
 
     /// Convenience for the control path (tests, RTCP built as arrays).
