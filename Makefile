@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 PARLEY := .build/debug/parley
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps apt venv build serve test test-swift test-interop bench bench-chat bench-turn bench-sfu fuzz clean
+.PHONY: all deps apt venv build serve test test-graph test-swift test-interop bench bench-chat bench-turn bench-sfu fuzz clean
 
 all: build
 
@@ -40,7 +40,12 @@ serve: apt
 	swift build --product parley $(SWIFT_BUILD_FLAGS)
 	$(PARLEY) serve --dev --config Config/parley.yaml
 
-test: deps build test-swift test-interop
+test: deps build test-graph test-swift test-interop
+
+# The module graph against Scripts/module-graph.allowed, and docs/architecture.md's diagram of it.
+test-graph: venv
+	python3 Scripts/module-graph --check
+	$(PYTHON) -m pytest -q Tests/ModuleGraph
 
 test-swift:
 	swift test --skip-build --parallel

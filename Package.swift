@@ -19,16 +19,19 @@ let package = Package(
         .executable(name: "parley", targets: ["parley"]),
         .library(name: "ParleyServer", targets: ["ParleyServer"]),
         .library(name: "ParleyClient", targets: ["ParleyClient"]),
+        .library(name: "ParleyTools", targets: ["ParleyTools"]),
         .library(name: "ParleyProtocol", targets: ["ParleyProtocol"]),
         .library(name: "Auth", targets: ["Auth"]),
         .library(name: "Store", targets: ["Store"]),
         .library(name: "WebRTC", targets: ["WebRTC"]),
+        .library(name: "Addresses", targets: ["Addresses"]),
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "RTP", targets: ["RTP"]),
         .library(name: "SDP", targets: ["SDP"]),
         .library(name: "SFU", targets: ["SFU"]),
         .library(name: "TURN", targets: ["TURN"]),
         .library(name: "Recording", targets: ["Recording"]),
+        .library(name: "Opus", targets: ["Opus"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -54,40 +57,46 @@ let package = Package(
 
         .target(name: "ParleyProtocol", swiftSettings: strictSettings),
 
+        // IPv4/IPv6 and transport addresses as plain values: what codecs and policies share.
+        .target(name: "Addresses", swiftSettings: strictSettings),
         // Pure codecs: no I/O, no clocks; tested with RFC vectors and fuzzed.
-        .target(name: "STUN", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSettings),
+        .target(
+            name: "STUN", dependencies: ["Addresses", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSettings),
         .target(name: "RTP", swiftSettings: packetPathSettings),
         .target(name: "SDP", swiftSettings: strictSettings),
+        // libopus: the encoder and decoder the recorder's mixer and the tools use.
+        .target(name: "Opus", dependencies: ["CParleyOpus"], swiftSettings: strictSettings),
         // Socket addresses (STUN's, NIO's, the kernel's), raw UDP sockets and sendmmsg batches.
         .target(
-            name: "NetworkAddress", dependencies: ["STUN", "CParleyLinux", .product(name: "NIOCore", package: "swift-nio")],
+            name: "NetworkAddress", dependencies: ["Addresses", "STUN", "CParleyLinux", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: packetPathSettings),
         // ICE-lite, DTLS and SRTP (both on OpenSSL) and the RFC 7983 demux for one transport.
         .target(name: "WebRTC", dependencies: [
-                "STUN", "NetworkAddress", "CParleyOpenSSL", "CParleyLinux",
+                "Addresses", "STUN", "NetworkAddress", "CParleyOpenSSL", "CParleyLinux",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: packetPathSettings),
-        // The forwarding core: publications, down-tracks, RTCP feedback, speakers.
+        // The forwarding core: publications, down-tracks, RTCP feedback, speakers, its counters.
         .target(
             name: "SFU",
-            dependencies: ["RTP", "STUN", "WebRTC", "CParleyLinux", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["RTP", "WebRTC"],
             swiftSettings: packetPathSettings
         ),
         // The STUN/TURN server: allocations, permissions, channels, UDP relays, credentials.
         .target(
             name: "TURN",
             dependencies: [
-                "STUN", "NetworkAddress", "CParleyLinux", .product(name: "Crypto", package: "swift-crypto"),
+                "Addresses", "STUN", "NetworkAddress", "CParleyLinux", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings),
-        // Recording: Ogg Opus and Matroska/WebM writers, depacketizers, jitter buffer, mixer.
+        // Recording: Ogg Opus and Matroska/WebM writers, depacketizers (RTP payloads, not
+        // headers: the SFU hands them over), jitter buffer, mixer.
         .target(
             name: "Recording",
-            dependencies: ["RTP", "CParleyOpus", "ParleyProtocol", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: ["Opus", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: strictSettings),
         .target(
             name: "Auth",
@@ -99,17 +108,18 @@ let package = Package(
         ),
         .target(
             name: "Store",
-            dependencies: ["ParleyProtocol", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSettings
         ),
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyProtocol", "Auth", "Store", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN", "Recording",
+                "ParleyProtocol", "Auth", "Store", "Addresses", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN", "Recording",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Yams", package: "Yams"),
@@ -120,10 +130,25 @@ let package = Package(
             resources: [.copy("Public")],
             swiftSettings: strictSettings
         ),
+        // The Swift SDK: signaling, transports, the TURN client, rooms. No libopus, no token issuer.
         .target(
             name: "ParleyClient",
             dependencies: [
-                "ParleyProtocol", "Auth", "WebRTC", "SDP", "RTP", "STUN", "NetworkAddress", "Recording",
+                "ParleyProtocol", "Addresses", "WebRTC", "SDP", "RTP", "STUN", "NetworkAddress",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Built on the SDK: the load tester, the Janus client, synthetic media, the recording bot.
+        .target(
+            name: "ParleyTools",
+            dependencies: [
+                "ParleyClient", "ParleyProtocol", "Auth", "Opus", "Recording", "RTP",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
@@ -134,7 +159,7 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyServer", "ParleyClient", "Auth",
+                "ParleyServer", "ParleyClient", "ParleyTools", "ParleyProtocol", "Auth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
@@ -142,21 +167,23 @@ let package = Package(
 
         .testTarget(name: "AuthTests", dependencies: ["Auth"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
-        .testTarget(name: "STUNTests", dependencies: ["STUN"]),
+        .testTarget(name: "AddressesTests", dependencies: ["Addresses"]),
+        .testTarget(name: "STUNTests", dependencies: ["STUN", "Addresses"]),
         .testTarget(name: "RTPTests", dependencies: ["RTP"]),
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN", "CParleySRTP"]),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN", "Addresses", "CParleySRTP"]),
         .testTarget(name: "RecordingTests", dependencies: ["Recording"]),
         .testTarget(
             name: "TURNTests",
-            dependencies: ["TURN", "STUN", .product(name: "NIOPosix", package: "swift-nio")]),
+            dependencies: ["TURN", "STUN", "Addresses", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "SFUTests",
-            dependencies: ["SFU", "WebRTC", "RTP", "STUN", .product(name: "NIOPosix", package: "swift-nio")]),
+            dependencies: ["SFU", "WebRTC", "RTP", "STUN", "Addresses", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "ParleyServerTests",
             dependencies: [
-                "ParleyServer", "ParleyClient", "Auth", "Store", "Recording", "TURN", "STUN", "NetworkAddress",
+                "ParleyServer", "ParleyClient", "ParleyTools", "ParleyProtocol", "Auth", "Recording", "TURN", "STUN", "Addresses",
+                "NetworkAddress", "RTP", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             resources: [.copy("Fixtures")]

@@ -4,10 +4,10 @@ import Logging
 /// A client WebSocket run in a task of its own, shared by Parley's signaling and Janus's API:
 /// `onOpen` gets the writer once the socket is open, every text frame goes to `onText` in order,
 /// and `onEnd` hears the server's close frame (nil when the connection dropped or failed).
-enum ClientWebSocket {
+public enum ClientWebSocket {
     /// Connects and returns the task that runs the socket once it is open; a connection that
     /// never opens throws `SignalingClientError.connectFailed`.
-    static func open(
+    public static func open(
         url: String, configuration: WebSocketClientConfiguration, logger: Logger,
         onOpen: @escaping @Sendable (WebSocketOutboundWriter) -> Void,
         onText: @escaping @Sendable (String) async -> Void,

@@ -79,8 +79,8 @@ public final class ParleyRoom: @unchecked Sendable {
         var room: RoomState
         var subscriber: SubscriberConnection
         var publisher: PublisherConnection?
-        /// What `publishTone` published (to publish again in a new session) and the tracks it made.
-        var published: (frequency: Double, video: Bool)?
+        /// What `publish` published (to publish again in a new session) and the tracks it made.
+        var published: Publishing?
         var publishedTracks: [TrackInfo] = []
         var mediaHandler: MediaHandler?
         var leaving = false
@@ -146,7 +146,7 @@ public final class ParleyRoom: @unchecked Sendable {
     /// `iceTransportPolicy: .relay` sends all media through a TURN relay: the server's own, from
     /// `joined`'s ICE servers, unless `iceServers` names others. Each media transport allocates
     /// its relay before it is used, so a refused credential or a silent TURN server throws here
-    /// (or from `publishTone`). Under `.all` a transport whose checks to the server go unanswered
+    /// (or from `publish`). Under `.all` a transport whose checks to the server go unanswered
     /// for two seconds tries a relay on the same TURN server too.
     ///
     /// The server's TURN credentials expire (`turn.credentialTTL`); unless `refreshesTURNCredentials`
@@ -226,31 +226,42 @@ public final class ParleyRoom: @unchecked Sendable {
         }
     }
 
-    /// Publishes a microphone that plays a tone at `frequency` (and with `video`, a synthetic
-    /// camera); returns the tracks the server made.
-    /// While the room is reconnecting it waits for the connection first.
+    /// What a participant publishes: a microphone and, with `video`, a camera, fed by the
+    /// senders `makeSenders` returns once the server has answered (on the publisher's loop).
+    struct Publishing: Sendable {
+        var video: Bool
+        var makeSenders: @Sendable (PublisherConnection) throws -> [any MediaSender]
+    }
+
+    /// Publishes a microphone track and, with `video`, a camera track, and sends what the senders
+    /// from `makeSenders` produce (made on the publisher's loop once the answer is applied; each
+    /// is asked on every tick for what is due); returns the tracks the server made. While the
+    /// room is reconnecting it waits for the connection first; a new session publishes the same
+    /// again.
     @discardableResult
-    public func publishTone(frequency: Double, video: Bool = false) async throws -> [TrackInfo] {
-        try await publishTone(frequency: frequency, video: video, on: liveSignaling(replacing: nil))
+    public func publish(
+        video: Bool, senders makeSenders: @escaping @Sendable (PublisherConnection) throws -> [any MediaSender]
+    ) async throws -> [TrackInfo] {
+        try await publish(Publishing(video: video, makeSenders: makeSenders), on: liveSignaling(replacing: nil))
     }
 
     @discardableResult
-    private func publishTone(frequency: Double, video: Bool, on signaling: SignalingClient) async throws -> [TrackInfo] {
+    private func publish(_ publishing: Publishing, on signaling: SignalingClient) async throws -> [TrackInfo] {
         let loop = state.withLockedValue { $0.subscriber.loop }
         let clock = clock
         let publisher = try await loop.submit { try PublisherConnection(loop: loop, clock: clock) }.get()
         try await publisher.start(iceServers: currentICEServers, policy: iceTransportPolicy, firewall: firewall)
         state.withLockedValue { $0.publisher = publisher }
-        let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
+        let offer = try await loop.submit { publisher.makeOffer(video: publishing.video) }.get()
         let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
             .decode(AnswerMessage.self)
         try await loop.submit {
             try publisher.apply(answer: answer.sdp)
-            try publisher.startSyntheticMedia(frequency: frequency, videoBitrate: video ? 500_000 : nil)
+            publisher.startSending(try publishing.makeSenders(publisher))
         }.get()
         let tracks = answer.tracks ?? []
         state.withLockedValue { state in
-            state.published = (frequency, video)
+            state.published = publishing
             state.publishedTracks = tracks
         }
         return tracks
@@ -359,7 +370,7 @@ public final class ParleyRoom: @unchecked Sendable {
 
     /// Tests: simulated network loss on the media transports. `received` sees each incoming RTP
     /// packet with the track it belongs to, `sent` each outgoing one (retransmissions too) with
-    /// its source; true drops the packet. Call after `publishTone` for `sent` to apply.
+    /// its source; true drops the packet. Call after `publish` for `sent` to apply.
     public func simulateLoss(
         received: (@Sendable (RTPHeader, SubscriberConnection.Track?) -> Bool)? = nil,
         sent: (@Sendable (RTPHeader, PublisherConnection.Source?) -> Bool)? = nil
@@ -443,7 +454,7 @@ public final class ParleyRoom: @unchecked Sendable {
     }
 
     /// When to ask for new credentials: four fifths of the way to the earliest expiry.
-    static func credentialRefreshTime(for servers: [ICEServer]) -> Date? { credentialExpiry(of: servers).map(refreshTime(before:)) }
+    public static func credentialRefreshTime(for servers: [ICEServer]) -> Date? { credentialExpiry(of: servers).map(refreshTime(before:)) }
 
     private static func refreshTime(before expiry: Date) -> Date { Date(timeIntervalSinceNow: expiry.timeIntervalSinceNow * 0.8) }
 
@@ -557,7 +568,7 @@ public final class ParleyRoom: @unchecked Sendable {
                 state.publisher = nil
                 state.publishedTracks = []
             }
-            if let published { try await publishTone(frequency: published.frequency, video: published.video, on: signaling) }
+            if let published { try await publish(published, on: signaling) }
         } catch {
             logger.error("could not restart media in the new session", metadata: ["error": "\(error)"])
         }
@@ -648,9 +659,7 @@ public final class ParleyRoom: @unchecked Sendable {
     }
 
     private func answer(_ frame: ServerFrame, on signaling: SignalingClient) async {
-        guard let json = RecordingBot.json(frame.text), json["target"] as? String == "subscriber",
-            let sdp = json["sdp"] as? String, let id = json["id"] as? String
-        else { return }
+        guard let (id, sdp) = frame.subscriberOffer else { return }
         let subscriber = state.withLockedValue { $0.subscriber }
         do {
             let answer = try await subscriber.loop.submit { try subscriber.answer(offer: sdp) }.get()

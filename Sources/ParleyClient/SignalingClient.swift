@@ -10,11 +10,28 @@ public struct ServerFrame: Sendable, CustomStringConvertible {
     public let re: String?
     public let text: String
 
+    public init(type: String, re: String?, text: String) {
+        self.type = type
+        self.re = re
+        self.text = text
+    }
+
     public func decode<M: SignalMessage>(_ type: M.Type) throws -> M {
         try SignalCodec().decode(M.self, from: text)
     }
 
     public var description: String { text }
+
+    /// The server's offer on the subscriber transport and the id its answer must name; nil for
+    /// any other frame.
+    public var subscriberOffer: (id: String, sdp: String)? {
+        guard type == OfferMessage.type,
+            let json = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any],
+            json["target"] as? String == TransportTarget.subscriber.rawValue,
+            let sdp = json["sdp"] as? String, let id = json["id"] as? String
+        else { return nil }
+        return (id, sdp)
+    }
 }
 
 public enum SignalingClientError: Error, CustomStringConvertible {
@@ -140,18 +157,21 @@ public final class SignalingClient: Sendable {
     }
 }
 
-/// Frames received, in order, with waiters for ones not yet here.
-actor Inbox<Frame: Sendable> {
+/// Frames received, in order, with waiters for ones not yet here. Shared by the signaling client
+/// and the tools' Janus client.
+public actor Inbox<Frame: Sendable> {
     private var frames: [Frame] = []
     private var waiters: [UInt64: (matches: @Sendable (Frame) -> Bool, continuation: CheckedContinuation<Frame, any Error>)] = [:]
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var nextWaiter: UInt64 = 0
-    private(set) var closeCode: String?? = nil
-    private(set) var closedNormally = false
+    public private(set) var closeCode: String?? = nil
+    public private(set) var closedNormally = false
 
-    var pending: [Frame] { frames }
+    public init() {}
 
-    func put(_ frame: Frame) {
+    public var pending: [Frame] { frames }
+
+    public func put(_ frame: Frame) {
         for (id, waiter) in waiters.sorted(by: { $0.key < $1.key }) where waiter.matches(frame) {
             waiters[id] = nil
             waiter.continuation.resume(returning: frame)
@@ -160,7 +180,7 @@ actor Inbox<Frame: Sendable> {
         frames.append(frame)
     }
 
-    func finish(closeCode: String?, normal: Bool = false) {
+    public func finish(closeCode: String?, normal: Bool = false) {
         self.closeCode = .some(closeCode)
         closedNormally = normal
         for waiter in waiters.values { waiter.continuation.resume(throwing: SignalingClientError.closed) }
@@ -169,7 +189,7 @@ actor Inbox<Frame: Sendable> {
         closeWaiters.removeAll()
     }
 
-    func take(where matches: @escaping @Sendable (Frame) -> Bool, timeout: Duration, what: String) async throws -> Frame {
+    public func take(where matches: @escaping @Sendable (Frame) -> Bool, timeout: Duration, what: String) async throws -> Frame {
         if let index = frames.firstIndex(where: matches) { return frames.remove(at: index) }
         if closeCode != nil { throw SignalingClientError.closed }
         nextWaiter += 1
@@ -202,7 +222,7 @@ actor Inbox<Frame: Sendable> {
     }
 
     @discardableResult
-    func waitClosed(timeout: Duration) async -> String?? {
+    public func waitClosed(timeout: Duration) async -> String?? {
         if closeCode != nil { return closeCode }
         let timer = Task {
             try await Task.sleep(for: timeout)

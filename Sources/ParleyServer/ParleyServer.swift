@@ -1,3 +1,4 @@
+import Addresses
 import Auth
 import Foundation
 import Hummingbird
@@ -65,9 +66,9 @@ public final class ParleyServer: Sendable {
             turn: turn, credentials: turnCredentials, host: config.turn.publicHost.isEmpty ? nodeAddresses.first?.description ?? "127.0.0.1" : config.turn.publicHost,
             ttlSeconds: Int64(config.turn.credentialTTL.components.seconds), clock: clock)
         self.services = RoomServices(
-            config: config, chat: ChatRepository(database: database), clock: clock, ids: ids, metrics: metrics,
+            config: config, chat: SQLiteChatRepository(database: database), clock: clock, ids: ids, metrics: metrics,
             logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName), media: try MediaServices(),
-            iceServers: iceServers, recordings: RecordingRepository(database: database))
+            iceServers: iceServers, recordings: SQLiteRecordingRepository(database: database))
         self.registry = RoomRegistry(services: services, workers: workers)
     }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Opus
 
 /// The room's mix: every audio track decoded, placed on the recording's timeline, summed with a
 /// soft limiter instead of hard clipping, and encoded again as one Ogg Opus stream. Runs off the

@@ -1,7 +1,6 @@
 import Dispatch
 import Foundation
 import NIOConcurrencyHelpers
-import ParleyProtocol
 
 /// What one recording (the server's, or the recording bot's) writes into its folder: a file per
 /// track and, for `mix` and `both`, one mixed file. Packets come in on the caller's loop; once a
@@ -26,7 +25,7 @@ public final class RecordingSession: @unchecked Sendable {
     }
 
     /// The file entries `finish` reports, as the manifest lists them.
-    public typealias FileEntry = RecordingFileInfo
+    public typealias FileEntry = RecordedFile
 
     final class Track {
         let info: TrackInfo
@@ -230,5 +229,34 @@ public final class RecordingSession: @unchecked Sendable {
             for track in removing { mix.mixer.remove(track: track) }
             if let horizon { mix.file.append(mix.mixer.mix(upTo: horizon)) }
         }
+    }
+}
+
+/// One file a recording wrote, as `finish` reports it and a manifest lists it. The recorder's own
+/// type: the server maps it to the wire's `RecordingFileInfo`, so neither format binds the other.
+public struct RecordedFile: Codable, Sendable, Equatable {
+    public var name: String
+    /// The track it holds; nil for the room's mix.
+    public var track: String?
+    public var participant: String?
+    public var kind: String
+    /// `ogg/opus`, `webm/vp8`, `matroska/h264`.
+    public var format: String
+    public var bytes: Int64
+    public var durationMs: Int64
+    /// Where the track starts on the recording's timeline.
+    public var offsetMs: Int64
+
+    public init(
+        name: String, track: String?, participant: String?, kind: String, format: String, bytes: Int64, durationMs: Int64, offsetMs: Int64
+    ) {
+        self.name = name
+        self.track = track
+        self.participant = participant
+        self.kind = kind
+        self.format = format
+        self.bytes = bytes
+        self.durationMs = durationMs
+        self.offsetMs = offsetMs
     }
 }

@@ -1,5 +1,4 @@
 import RTP
-import STUN
 import WebRTC
 
 /// What the room's control plane (the `Room` actor, on the same event loop) hears from media.
@@ -33,6 +32,8 @@ public struct ActiveSpeaker: Sendable, Equatable {
 /// and no lock. `@unchecked Sendable` so the actor can hold it; each entry point asserts the loop.
 public final class SFURoom: @unchecked Sendable {
     public let port: MediaPort
+    /// The counters of the worker this room runs on, shared with its other rooms.
+    public let workerStatistics: SFUWorkerStatistics
     public let configuration: SFUConfiguration
     public weak var delegate: (any SFURoomDelegate)?
     /// The room's recorder, while one runs.
@@ -53,9 +54,12 @@ public final class SFURoom: @unchecked Sendable {
     public static let maxPacket = 1500
 
     public init(
-        port: MediaPort, dtls: DTLSContext, configuration: SFUConfiguration, generator: any RandomNumberGenerator = SystemRandomNumberGenerator()
+        port: MediaPort, dtls: DTLSContext, configuration: SFUConfiguration,
+        workerStatistics: SFUWorkerStatistics = SFUWorkerStatistics(),
+        generator: any RandomNumberGenerator = SystemRandomNumberGenerator()
     ) {
         self.port = port
+        self.workerStatistics = workerStatistics
         self.dtls = dtls
         self.configuration = configuration
         self.generator = generator
@@ -223,9 +227,9 @@ public final class SFURoom: @unchecked Sendable {
     // MARK: The packet path
 
     func forward(_ received: UnsafeRawBufferPointer, from participant: SFUParticipant) {
-        guard let header = RTPHeader(received) else { return port.statistics.droppedMalformedRTP += 1 }
+        guard let header = RTPHeader(received) else { return workerStatistics.counts.droppedMalformedRTP += 1 }
         guard let publication = participant.publication(for: header, packet: received) else {
-            return port.statistics.droppedUnknownSSRC += 1
+            return workerStatistics.counts.droppedUnknownSSRC += 1
         }
         let now = port.now()
         publication.noteReceived(header, packet: received, now: now)
@@ -238,8 +242,8 @@ public final class SFURoom: @unchecked Sendable {
             if downTrack.send(received, header: header, now: now) { forwarded += 1 }
         }
         if forwarded > 0 {
-            port.statistics.forwardedPackets += forwarded
-            port.statistics.recordForwardingDelay(nanoseconds: port.now() &- now)
+            workerStatistics.counts.forwardedPackets += forwarded
+            workerStatistics.counts.recordForwardingDelay(nanoseconds: port.now() &- now)
         }
     }
 
@@ -258,7 +262,7 @@ public final class SFURoom: @unchecked Sendable {
     }
 
     func handleRTCP(_ compound: UnsafeRawBufferPointer, from participant: SFUParticipant, role: TransportRole) {
-        guard RTCPCompoundIterator.isValidCompound(compound) else { return port.statistics.droppedMalformedRTCP += 1 }
+        guard RTCPCompoundIterator.isValidCompound(compound) else { return workerStatistics.counts.droppedMalformedRTCP += 1 }
         let now = port.now()
         var iterator = RTCPCompoundIterator(compound)
         while let packet = iterator.next() {
@@ -275,31 +279,31 @@ public final class SFURoom: @unchecked Sendable {
 
     private func handleSubscriberFeedback(_ packet: RTCPPacket, from subscriber: SFUParticipant, now: UInt64) {
         if let nack = RTCPGenericNack(packet) {
-            port.statistics.nacksReceived += 1
+            workerStatistics.counts.nacksReceived += 1
             guard let downTrack = subscriber.downTracksBySSRC[nack.mediaSSRC], let history = downTrack.publication.history else { return }
             nack.forEachLostSequenceNumber { outgoing in
                 guard let incoming = downTrack.rewriter.incomingSequence(forOutgoing: outgoing) else {
-                    port.statistics.retransmissionMisses += 1
+                    workerStatistics.counts.retransmissionMisses += 1
                     return
                 }
                 let resent: Bool? = history.withPacket(sequenceNumber: incoming) { stored in
                     guard let header = RTPHeader(stored) else { return false }
                     return downTrack.send(stored, header: header, now: now, retransmittedAs: outgoing)
                 }
-                if resent == true { port.statistics.retransmissions += 1 } else { port.statistics.retransmissionMisses += 1 }
+                if resent == true { workerStatistics.counts.retransmissions += 1 } else { workerStatistics.counts.retransmissionMisses += 1 }
             }
         } else if let pli = RTCPPictureLossIndication(packet) {
-            port.statistics.plisReceived += 1
+            workerStatistics.counts.plisReceived += 1
             if let downTrack = subscriber.downTracksBySSRC[pli.mediaSSRC] { requestKeyframe(downTrack.publication, now: now) }
         } else if let fir = RTCPFullIntraRequest(packet) {
-            port.statistics.plisReceived += 1
+            workerStatistics.counts.plisReceived += 1
             for entry in fir.entries {
                 if let downTrack = subscriber.downTracksBySSRC[entry.ssrc] { requestKeyframe(downTrack.publication, now: now) }
             }
         } else if let remb = RTCPREMB(packet) {
             for ssrc in remb.ssrcs { subscriber.downTracksBySSRC[ssrc]?.receiverEstimate = remb.bitrate }
         } else if packet.packetType == .receiverReport {
-            port.statistics.receiverReportsReceived += 1
+            workerStatistics.counts.receiverReportsReceived += 1
         }
     }
 
@@ -317,13 +321,13 @@ public final class SFURoom: @unchecked Sendable {
         let length: Int?
         if publication.feedback.pli || !publication.feedback.fir {
             length = RTCPBuilder.pictureLossIndication(senderSSRC: publisher.rtcpSSRC, mediaSSRC: ssrc, into: rtcpScratch)
-            port.statistics.plisSent += 1
+            workerStatistics.counts.plisSent += 1
         } else {
             publication.keyframeRequestSequence &+= 1
             length = RTCPBuilder.fullIntraRequest(
                 senderSSRC: publisher.rtcpSSRC, entries: [FIREntry(ssrc: ssrc, sequenceNumber: publication.keyframeRequestSequence)],
                 into: rtcpScratch)
-            port.statistics.firsSent += 1
+            workerStatistics.counts.firsSent += 1
         }
         if let length { transport.sendRTCP(rtcpScratch, length: length) }
         return true
@@ -375,7 +379,7 @@ public final class SFURoom: @unchecked Sendable {
             guard !due.isEmpty,
                 let length = RTCPBuilder.genericNack(senderSSRC: participant.rtcpSSRC, mediaSSRC: ssrc, lostSequenceNumbers: due, into: rtcpScratch)
             else { continue }
-            port.statistics.nacksSent += 1
+            workerStatistics.counts.nacksSent += 1
             transport.sendRTCP(rtcpScratch, length: length)
         }
     }
@@ -396,7 +400,7 @@ public final class SFURoom: @unchecked Sendable {
                 let estimates = publication.downTracks.compactMap(\.receiverEstimate)
                 let bitrate = min(configuration.maxBitrate, estimates.min() ?? configuration.maxBitrate)
                 if let length = RTCPBuilder.remb(senderSSRC: participant.rtcpSSRC, bitrate: bitrate, ssrcs: [ssrc], into: rtcpScratch) {
-                    port.statistics.rembSent += 1
+                    workerStatistics.counts.rembSent += 1
                     transport.sendRTCP(rtcpScratch, length: length)
                 }
             }

@@ -1,3 +1,4 @@
+import Addresses
 /// Why bytes are not a STUN message. Each case is a counted drop on the media port.
 public enum STUNParseError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooShort(Int)

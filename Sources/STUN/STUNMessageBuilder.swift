@@ -1,3 +1,4 @@
+import Addresses
 /// Builds a STUN message attribute by attribute; MESSAGE-INTEGRITY and FINGERPRINT are computed
 /// over what precedes them, so append them last, in that order.
 public struct STUNMessageBuilder: Sendable {

@@ -1,3 +1,4 @@
+import Addresses
 /// TURN's own attribute layouts and indications (RFC 8656 §11, §18), written and read alike by
 /// the server and the client.
 public enum TURNTransport {

@@ -1,3 +1,4 @@
+import Addresses
 import STUN
 
 /// An address prefix such as `10.0.0.0/8` or `fe80::/10`; a bare address is a /32 or /128.

@@ -1,3 +1,4 @@
+import Addresses
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix

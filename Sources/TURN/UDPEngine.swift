@@ -1,3 +1,4 @@
+import Addresses
 import CParleyLinux
 import NIOConcurrencyHelpers
 import NetworkAddress

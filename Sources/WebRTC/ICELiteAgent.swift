@@ -1,3 +1,4 @@
+import Addresses
 import STUN
 
 /// Local or remote ICE credentials (RFC 8445 §5.3): the ufrag names the session in USERNAME, the

@@ -1,3 +1,4 @@
+import Addresses
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -51,8 +52,6 @@ public final class MediaPort: @unchecked Sendable {
     private var tickHandlers: [ObjectIdentifier: (UInt64) -> Void] = [:]
     public let now: @Sendable () -> UInt64
     public private(set) var counters = PortCounters()
-    /// SFU-level counters of this worker (feedback, retransmissions, forwarding delay).
-    public var statistics = WorkerStatistics()
     /// Counters of transports that have been removed, so totals never go backwards.
     private var retiredTransportCounters = TransportCounters()
 
@@ -178,7 +177,6 @@ public final class MediaPort: @unchecked Sendable {
         snapshot.transports = transportTotals()
         snapshot.activeTransports = transports.count
         snapshot.connectedTransports = transports.filter(\.isConnected).count
-        snapshot.worker = statistics
         return snapshot
     }
 

@@ -1,3 +1,4 @@
+import Addresses
 import STUN
 
 /// Where a transport's datagrams go out. The media worker implements it over its UDP socket.

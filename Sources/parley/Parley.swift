@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import ParleyClient
 import ParleyProtocol
+import ParleyTools
 import ParleyServer
 
 @main

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import ParleyClient
 import ParleyProtocol
+import ParleyTools
 import Recording
 import Testing
 

@@ -1,4 +1,5 @@
 @testable import ParleyClient
+@testable import ParleyTools
 import ParleyProtocol
 import RTP
 import Testing

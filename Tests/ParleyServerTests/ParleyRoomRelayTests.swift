@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import ParleyClient
 import ParleyProtocol
+import ParleyTools
 import Testing
 
 /// The SDK with `iceTransportPolicy: .relay` against a live server: its media goes through

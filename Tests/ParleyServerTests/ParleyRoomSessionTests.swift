@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import ParleyClient
 import ParleyProtocol
+import ParleyTools
 import ParleyServer
 import RTP
 import Testing

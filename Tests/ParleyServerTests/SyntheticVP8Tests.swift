@@ -1,5 +1,5 @@
 import Foundation
-@testable import ParleyClient
+@testable import ParleyTools
 import Testing
 
 /// The synthetic camera's VP8: the bool encoder against an RFC 6386 section 7.3 decoder, whole

@@ -1,3 +1,4 @@
+import Addresses
 import NIOCore
 import NIOPosix
 import RTP
@@ -188,7 +189,7 @@ func videoPacket(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: UIn
     @Test func aSubscriberNackIsAnsweredFromTheHistory() async throws {
         let fixture = try RoomFixture()
         let (publisher, subscriber, outgoingSSRC) = try await Self.setUp(fixture)
-        let (resent, statistics) = try await fixture.onLoop { () -> ([[UInt8]], WorkerStatistics) in
+        let (resent, statistics) = try await fixture.onLoop { () -> ([[UInt8]], SFUStatistics) in
             let now = fixture.port.now()
             for (index, sequence) in (UInt16(200)...204).enumerated() {
                 try publisher.sendRTP(videoPacket(ssrc: 0xAAAA_0001, sequence: sequence, timestamp: 3000, payload: UInt8(index)), now: now)
@@ -198,7 +199,7 @@ func videoPacket(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: UIn
             let forwarded = fixture.sink.take(to: subscriber.address).compactMap { $0.withUnsafeBytes { RTPHeader($0)?.sequenceNumber } }
             let nack = RTCPBuilder.genericNack(senderSSRC: 1, mediaSSRC: outgoingSSRC, lostSequenceNumbers: [forwarded[1], forwarded[3]])!
             try subscriber.sendRTCP(nack, now: now)
-            return (subscriber.received(from: fixture.sink).rtp, fixture.port.statistics)
+            return (subscriber.received(from: fixture.sink).rtp, fixture.room.workerStatistics.counts)
         }
         #expect(resent.count == 2)
         let payloads = resent.map { packet in packet.withUnsafeBytes { bytes in bytes[RTPHeader(bytes)!.payloadRange.lowerBound] } }

@@ -1,5 +1,4 @@
 import Foundation
-import ParleyProtocol
 import Store
 import Testing
 
@@ -9,18 +8,38 @@ func temporaryDatabase() throws -> ParleyDatabase {
     return try ParleyDatabase(path: folder.appendingPathComponent("parley.sqlite").path)
 }
 
-@Suite struct ChatRepositoryTests {
-    let alice = ChatSender(sid: "PA_a", identity: "alice", name: "Alice")
-    let bob = ChatSender(sid: "PA_b", identity: "bob", name: "Bob")
+/// The store's backends. Every repository test runs on each, so a backend added later (the
+/// cluster's PostgreSQL) passes the same suite.
+enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite
 
-    func draft(_ n: Int, from: ChatSender? = nil, room: String = "r", to: [String]? = nil, clientMsgId: String? = nil) -> ChatDraft {
+    var testDescription: String { rawValue }
+
+    func chatRepository() throws -> any ChatRepository {
+        switch self {
+        case .sqlite: SQLiteChatRepository(database: try temporaryDatabase())
+        }
+    }
+
+    func recordingRepository() throws -> any RecordingRepository {
+        switch self {
+        case .sqlite: SQLiteRecordingRepository(database: try temporaryDatabase())
+        }
+    }
+}
+
+@Suite struct ChatRepositoryTests {
+    let alice = ChatAuthor(sid: "PA_a", identity: "alice", name: "Alice")
+    let bob = ChatAuthor(sid: "PA_b", identity: "bob", name: "Bob")
+
+    func draft(_ n: Int, from: ChatAuthor? = nil, room: String = "r", to: [String]? = nil, clientMsgId: String? = nil) -> ChatDraft {
         ChatDraft(
             id: "MS_\(room)_\(n)_\(UUID().uuidString.prefix(6))", room: room, from: from ?? alice, text: "message \(n)", to: to,
             ts: 1_700_000_000_000 + Int64(n), clientMsgId: clientMsgId)
     }
 
-    @Test func seqRisesByOnePerRoom() async throws {
-        let chat = ChatRepository(database: try temporaryDatabase())
+    @Test(arguments: StoreBackend.allCases) func seqRisesByOnePerRoom(backend: StoreBackend) async throws {
+        let chat = try backend.chatRepository()
         var seqs: [String: [Int64]] = [:]
         for n in 1...5 {
             for room in ["a", "b"] {
@@ -33,8 +52,8 @@ func temporaryDatabase() throws -> ParleyDatabase {
         #expect(try await chat.lastSeq(room: "empty") == 0)
     }
 
-    @Test func sameClientMsgIdReturnsTheOriginalOnce() async throws {
-        let chat = ChatRepository(database: try temporaryDatabase())
+    @Test(arguments: StoreBackend.allCases) func sameClientMsgIdReturnsTheOriginalOnce(backend: StoreBackend) async throws {
+        let chat = try backend.chatRepository()
         let first = try await chat.append(draft(1, clientMsgId: "u-1"))
         let again = try await chat.append(draft(2, clientMsgId: "u-1"))
         #expect(!first.duplicate)
@@ -48,8 +67,8 @@ func temporaryDatabase() throws -> ParleyDatabase {
         #expect(page.messages.count == 2)
     }
 
-    @Test func concurrentAppendsGetDistinctSeqs() async throws {
-        let chat = ChatRepository(database: try temporaryDatabase())
+    @Test(arguments: StoreBackend.allCases) func concurrentAppendsGetDistinctSeqs(backend: StoreBackend) async throws {
+        let chat = try backend.chatRepository()
         let seqs = try await withThrowingTaskGroup(of: Int64.self) { group in
             for n in 0..<50 { group.addTask { try await chat.append(draft(n)).message.seq } }
             return try await group.reduce(into: [Int64]()) { $0.append($1) }
@@ -57,8 +76,8 @@ func temporaryDatabase() throws -> ParleyDatabase {
         #expect(Set(seqs) == Set(1...50))
     }
 
-    @Test func directMessagesAreSeenOnlyByTheirParties() async throws {
-        let chat = ChatRepository(database: try temporaryDatabase())
+    @Test(arguments: StoreBackend.allCases) func directMessagesAreSeenOnlyByTheirParties(backend: StoreBackend) async throws {
+        let chat = try backend.chatRepository()
         _ = try await chat.append(draft(1))
         _ = try await chat.append(draft(2, to: ["bob"]))
         _ = try await chat.append(draft(3, from: bob, to: ["carol", "alice"]))
@@ -73,10 +92,12 @@ func temporaryDatabase() throws -> ParleyDatabase {
         let dm = try await chat.page(room: "r", viewer: "carol", limit: 10).messages[1]
         #expect(dm.to == ["carol", "alice"])
         #expect(dm.from == bob)
+        #expect(dm.room == "r")
+        #expect(!dm.system)
     }
 
-    @Test func pagesBackwardAndForward() async throws {
-        let chat = ChatRepository(database: try temporaryDatabase())
+    @Test(arguments: StoreBackend.allCases) func pagesBackwardAndForward(backend: StoreBackend) async throws {
+        let chat = try backend.chatRepository()
         for n in 1...12 { _ = try await chat.append(draft(n)) }
         let newest = try await chat.page(room: "r", viewer: "alice", limit: 5)
         #expect(newest.messages.map(\.seq) == [8, 9, 10, 11, 12])
@@ -95,8 +116,22 @@ func temporaryDatabase() throws -> ParleyDatabase {
         #expect(!caughtUp.hasMore)
     }
 
-    @Test func pagingSkipsInvisibleMessages() async throws {
-        let chat = ChatRepository(database: try temporaryDatabase())
+    @Test(arguments: StoreBackend.allCases) func systemMessagesKeepTheirFlagAndLimitsAreClamped(backend: StoreBackend) async throws {
+        let chat = try backend.chatRepository()
+        let system = ChatDraft(
+            id: "MS_sys", room: "r", from: ChatAuthor(sid: "", identity: "", name: "System"), text: "maintenance at noon", to: nil,
+            ts: 1, clientMsgId: nil, system: true)
+        let stored = try await chat.append(system).message
+        #expect(stored.system && stored.seq == 1 && stored.from.name == "System")
+        for n in 2...4 { _ = try await chat.append(draft(n)) }
+        // A limit beyond the page size or below one is clamped, not refused: callers check it.
+        #expect(try await chat.page(room: "r", viewer: nil, limit: 0).messages.map(\.seq) == [4])
+        #expect(try await chat.page(room: "r", viewer: nil, limit: ChatPaging.maxPageSize + 10).messages.count == 4)
+        #expect(try await chat.page(room: "r", viewer: "alice", limit: 10).messages.first?.system == true)
+    }
+
+    @Test(arguments: StoreBackend.allCases) func pagingSkipsInvisibleMessages(backend: StoreBackend) async throws {
+        let chat = try backend.chatRepository()
         for n in 1...6 { _ = try await chat.append(draft(n, to: n.isMultiple(of: 2) ? ["bob"] : nil)) }
         let page = try await chat.page(room: "r", viewer: "carol", limit: 2)
         #expect(page.messages.map(\.seq) == [3, 5])
@@ -107,9 +142,9 @@ func temporaryDatabase() throws -> ParleyDatabase {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("parley-reopen-\(UUID().uuidString)")
         let path = folder.appendingPathComponent("parley.sqlite").path
         let database = try ParleyDatabase(path: path)
-        let stored = try await ChatRepository(database: database).append(draft(1, clientMsgId: "x"))
+        let stored = try await SQLiteChatRepository(database: database).append(draft(1, clientMsgId: "x"))
         try database.close()
-        let reopened = ChatRepository(database: try ParleyDatabase(path: path))
+        let reopened = SQLiteChatRepository(database: try ParleyDatabase(path: path))
         #expect(try await reopened.page(room: "r", viewer: nil, limit: 5).messages == [stored.message])
         #expect(try await reopened.append(draft(2, clientMsgId: "x")).duplicate)
         #expect(try await reopened.append(draft(3)).message.seq == 2)

@@ -1,3 +1,4 @@
+import Addresses
 import STUN
 import Testing
 @testable import WebRTC

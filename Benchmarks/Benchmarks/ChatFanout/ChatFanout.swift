@@ -29,7 +29,7 @@ struct FanoutRoom {
         var logger = Logger(label: "bench")
         logger.logLevel = .critical
         let services = RoomServices(
-            config: config, chat: ChatRepository(database: database), clock: SystemClock(), ids: IDGenerator(),
+            config: config, chat: SQLiteChatRepository(database: database), clock: SystemClock(), ids: IDGenerator(),
             metrics: ServerMetrics(), logger: logger, server: ServerInfo(version: "bench", node: "bench"), media: try MediaServices())
         let registry = RoomRegistry(services: services, workers: MediaWorkers(count: 1))
         let room = try await registry.roomForJoin("bench")

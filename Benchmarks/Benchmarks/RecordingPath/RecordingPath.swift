@@ -1,5 +1,6 @@
 import Benchmark
 import Foundation
+import Opus
 import Recording
 
 /// Real Opus packets (a 440 Hz tone, 20 ms each) for the recorders and the mixer to chew on.

@@ -69,8 +69,8 @@ struct APIRoutes: Sendable {
             try await auth.require(request, room: room)
             let query = request.uri.queryParameters
             let limit = query.get("limit").map { Int($0) } ?? 50
-            guard let limit, (1...ChatRepository.maxPageSize).contains(limit) else {
-                throw APIError(.badRequest, "limit must be a whole number from 1 to \(ChatRepository.maxPageSize)")
+            guard let limit, (1...ChatPaging.maxPageSize).contains(limit) else {
+                throw APIError(.badRequest, "limit must be a whole number from 1 to \(ChatPaging.maxPageSize)")
             }
             let before = try integer("before", query.get("before"))
             let after = try integer("after", query.get("after"))
@@ -102,7 +102,20 @@ struct APIRoutes: Sendable {
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(string: services.metrics.render() + MediaMetrics.render(await registry.mediaSnapshot())
+                + Self.renderRoomEvents(services.events.counts)
                 + (turn == nil ? "" : TURNMetrics.render(await turn!.statistics())))))
+    }
+
+    static func renderRoomEvents(_ counts: (emitted: UInt64, dropped: UInt64)) -> String {
+        """
+        # HELP parley_room_events_total Room events emitted (room, participant, track and recording lifecycle)
+        # TYPE parley_room_events_total counter
+        parley_room_events_total \(counts.emitted)
+        # HELP parley_room_events_dropped_total Room event copies dropped because a subscriber fell behind its buffer
+        # TYPE parley_room_events_dropped_total counter
+        parley_room_events_dropped_total \(counts.dropped)
+
+        """
     }
 
     private func createRoom(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -151,7 +164,7 @@ struct APIRoutes: Sendable {
             throw APIError(.tooLarge, "text is longer than \(services.config.chatMaxTextLength) characters")
         }
         let draft = ChatDraft(
-            id: services.ids.message(), room: room, from: ChatSender(sid: "", identity: "", name: body.name ?? "System"),
+            id: services.ids.message(), room: room, from: ChatAuthor(sid: "", identity: "", name: body.name ?? "System"),
             text: body.text, to: body.to, ts: services.clock.wallMilliseconds(), clientMsgId: nil, system: true)
         let stored = try await services.chat.append(draft)
         services.metrics.chatMessages.increment()

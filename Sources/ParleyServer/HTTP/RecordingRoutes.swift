@@ -66,7 +66,7 @@ struct RecordingRoutes: Sendable {
         }
     }
 
-    private func repository() throws -> RecordingRepository {
+    private func repository() throws -> RecordingLog {
         guard let repository = services.recordings else { throw APIError(.notFound, "this server keeps no recordings") }
         return repository
     }

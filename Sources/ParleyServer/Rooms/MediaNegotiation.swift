@@ -1,3 +1,4 @@
+import Addresses
 import SDP
 import SFU
 import STUN

@@ -1,7 +1,8 @@
+import Addresses
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import STUN
+import SFU
 import WebRTC
 
 /// The media workers: one event loop each (by default one per core). A room is pinned to one
@@ -13,12 +14,15 @@ public final class MediaWorkers: Sendable {
     private let assigned: NIOLockedValueBox<[Int]>
     /// Each worker's UDP media port: worker N listens on `rtc.port + N`.
     public let ports: [MediaPort]
+    /// Each worker's SFU counters, which every room on that worker adds to.
+    public let sfuStatistics: [SFUWorkerStatistics]
 
     public init(count: Int, firstPort: Int = 0, now: @escaping @Sendable () -> UInt64 = { NIODeadline.now().uptimeNanoseconds }) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, count))
         loops = Array(group.makeIterator())
         assigned = NIOLockedValueBox(Array(repeating: 0, count: loops.count))
         ports = loops.enumerated().map { index, loop in MediaPort(loop: loop, port: firstPort == 0 ? 0 : firstPort + index, now: now) }
+        sfuStatistics = loops.map { _ in SFUWorkerStatistics() }
     }
 
     /// Binds every worker's sockets on `addresses` (the ICE host candidates).

@@ -10,8 +10,8 @@ final class Participant {
     let grants: Grants
     let joinedAt: Int64
     var presence: Presence
-    /// Nil while the connection is lost and the resume window runs.
-    var connection: SignalingConnection?
+    /// Where its frames go; nil while the connection is lost and the resume window runs.
+    var connection: (any ParticipantChannel)?
     /// Frames held back until `joined` has been sent, so it is always the first frame.
     var heldFrames: [(text: String, chatSeq: Int64?)]?
     var chatBucket: TokenBucket

@@ -45,53 +45,37 @@ final class SFUEventRelay: SFURoomDelegate, @unchecked Sendable {
 }
 
 extension Room {
-    // MARK: Requests
+    // MARK: Media (the room API)
 
-    func handleMedia(_ request: ClientRequest, id: String?, from participant: Participant) -> ProtocolError? {
-        switch request {
-        case .offer(let offer):
-            guard offer.target == .publisher else {
-                return ProtocolError(.badRequest, "the server makes the offers on the subscriber transport; answer them")
-            }
-            guard participant.grants.publish else { return ProtocolError(.forbidden, "token lacks the publish grant") }
-            return answerPublisher(offer.sdp, id: id, from: participant)
-        case .answer(let answer):
-            guard answer.target == .subscriber else {
-                return ProtocolError(.badRequest, "the server answers on the publisher transport; send an offer there")
-            }
-            return applySubscriberAnswer(answer.sdp, re: answer.re ?? id, from: participant)
-        case .candidate(let candidate):
-            // ICE-lite learns the peer's addresses from its checks; a candidate is only checked.
-            if let text = candidate.candidate?.candidate, !text.isEmpty, MediaNegotiation.parseCandidate(text) == nil {
-                return ProtocolError(.badRequest, "candidate is not a valid ICE candidate: \(text.prefix(200))")
-            }
-            return nil
-        case .subscribe(let request):
-            guard participant.grants.subscribe else { return ProtocolError(.forbidden, "token lacks the subscribe grant") }
-            let known = Set(participants.flatMap { $0.media.tracks.map(\.sid) })
-            let unknown = request.tracks.filter { !known.contains($0) }
-            guard unknown.isEmpty else { return ProtocolError(.notFound, "no such track: \(unknown.joined(separator: ", "))") }
-            if request.subscribe {
-                participant.media.excluded.subtract(request.tracks)
-            } else {
-                participant.media.excluded.formUnion(request.tracks)
-            }
-            updateSubscriptions(of: participant)
-            return nil
-        case .mute(let request):
-            guard let index = participant.media.tracks.firstIndex(where: { $0.sid == request.track }) else {
-                return ProtocolError(.notFound, "no such track of yours: \(request.track)")
-            }
-            setMuted(participant: participant, trackIndex: index, muted: request.muted, re: id)
-            return nil
-        default:
-            return nil
+    /// Subscribes `sid` to `tracks` again (`subscribe` true) or stops receiving them; everything
+    /// else it receives by default. Its subscriber transport gets an offer if that changed.
+    public func subscribe(_ tracks: [String], _ subscribe: Bool, for sid: String) throws(ProtocolError) {
+        let participant = try member(sid)
+        guard participant.grants.subscribe else { throw ProtocolError(.forbidden, "token lacks the subscribe grant") }
+        let known = Set(participants.flatMap { $0.media.tracks.map(\.sid) })
+        let unknown = tracks.filter { !known.contains($0) }
+        guard unknown.isEmpty else { throw ProtocolError(.notFound, "no such track: \(unknown.joined(separator: ", "))") }
+        if subscribe {
+            participant.media.excluded.subtract(tracks)
+        } else {
+            participant.media.excluded.formUnion(tracks)
         }
+        updateSubscriptions(of: participant)
     }
 
-    /// Mutes or unmutes a participant's track (their request, or the admin API). The requester
-    /// gets `track.muted` as the reply (with `re`), the others as an event.
-    func setMuted(participant: Participant, trackIndex index: Int, muted: Bool, re: String? = nil) {
+    /// Mutes or unmutes one of `sid`'s tracks: forwarding stops or resumes (with a keyframe), the
+    /// others hear `track.muted`, and the caller gets the event to answer with.
+    public func setMuted(_ muted: Bool, track trackSid: String, of sid: String) throws(ProtocolError) -> TrackMuted {
+        let participant = try member(sid)
+        guard let index = participant.media.tracks.firstIndex(where: { $0.sid == trackSid }) else {
+            throw ProtocolError(.notFound, "no such track of yours: \(trackSid)")
+        }
+        return setMuted(participant: participant, trackIndex: index, muted: muted)
+    }
+
+    /// Mutes or unmutes a participant's track. The others get `track.muted` when it changed; the
+    /// event is returned for the participant (with its request's id, or as an event).
+    func setMuted(participant: Participant, trackIndex index: Int, muted: Bool) -> TrackMuted {
         let track = participant.media.tracks[index]
         let changed = track.muted != muted
         if changed {
@@ -99,19 +83,32 @@ extension Room {
             if let publication = sfu.publication(trackSid: track.sid) { sfu.setMuted(publication, muted) }
         }
         let event = TrackMuted(participant: participant.sid, track: track.sid, muted: muted)
-        reply(event, re: re, to: participant)
         if changed, !participant.hidden { broadcast(codec.encode(event), except: participant) }
+        return event
     }
 
     // MARK: Publisher
 
-    private func answerPublisher(_ sdp: String, id: String?, from participant: Participant) -> ProtocolError? {
+    /// What the room answers a publisher's offer with: the SDP answer and the participant's
+    /// tracks after it (kept ones first, then the new ones).
+    public struct PublisherAnswer: Sendable, Equatable {
+        public var sdp: String
+        public var tracks: [TrackInfo]
+    }
+
+    /// Answers `sid`'s offer on its publisher transport: each sending m-line it accepts becomes a
+    /// track (published to the others, who are offered it), m-lines no longer sending end theirs,
+    /// and a re-offer with new ICE credentials restarts ICE. The answer's candidates are the
+    /// room's media addresses (signaling trickles them too).
+    public func publish(offer sdp: String, from sid: String) throws(ProtocolError) -> PublisherAnswer {
+        let participant = try member(sid)
+        guard participant.grants.publish else { throw ProtocolError(.forbidden, "token lacks the publish grant") }
         let transport = sfu.transport(for: participant.sid, role: .publisher)
         let offer: MediaNegotiation.PublisherOffer
         do {
             offer = try MediaNegotiation.readPublisherOffer(sdp)
         } catch {
-            return ProtocolError(.badRequest, "invalid SDP offer: \(error)")
+            throw ProtocolError(.badRequest, "invalid SDP offer: \(error)")
         }
         // A re-offer with new ICE credentials is an ICE restart: ours change too.
         if let remote = transport.remote, remote.ice != offer.remote.ice {
@@ -122,7 +119,7 @@ extension Room {
             answer = try MediaNegotiation.answer(offer, local: localParameters(transport))
             try transport.configure(remote: offer.remote, now: sfu.port.now())
         } catch {
-            return ProtocolError(.badRequest, "cannot answer the offer: \(error)")
+            throw ProtocolError(.badRequest, "cannot answer the offer: \(error)")
         }
 
         var published: [TrackInfo] = []
@@ -145,20 +142,20 @@ extension Room {
         for track in gone {
             if let publication = sfu.publication(trackSid: track.sid) { sfu.unpublish(publication) }
             if !participant.hidden { broadcast(codec.encode(TrackUnpublished(participant: participant.sid, track: track.sid))) }
+            emit(.trackUnpublished(participant: participant.info, track: track))
         }
         participant.media.tracks = kept + published
-        reply(AnswerMessage(target: .publisher, sdp: answer.sdp, tracks: participant.media.tracks), re: id, to: participant)
-        trickleLocalCandidates(.publisher, to: participant)
         logger.info(
             "publisher negotiated",
             metadata: ["participant": "\(participant.sid)", "tracks": "\(participant.media.tracks.map { "\($0.kind):\($0.sid)" })"])
         if !participant.hidden {
             for track in published { broadcast(codec.encode(TrackPublished(participant: participant.sid, track: track)), except: participant) }
         }
+        for track in published { emit(.trackPublished(participant: participant.info, track: track)) }
         if !published.isEmpty || !gone.isEmpty {
             for other in participants where other !== participant { updateSubscriptions(of: other) }
         }
-        return nil
+        return PublisherAnswer(sdp: answer.sdp, tracks: participant.media.tracks)
     }
 
     // MARK: Subscriber
@@ -230,32 +227,37 @@ extension Room {
         if participant.media.offersSent == 1 { trickleLocalCandidates(.subscriber, to: participant) }
     }
 
-    private func applySubscriberAnswer(_ sdp: String, re: String?, from participant: Participant) -> ProtocolError? {
-        guard let outstanding = participant.media.outstandingOffer, let offer = participant.media.lastOffer else {
-            return ProtocolError(.conflict, "no subscriber offer is waiting for an answer")
+    /// Applies `sid`'s answer to the subscriber offer `offerID` (the room offers one at a time
+    /// and offers again after an answer if the tracks changed meanwhile).
+    public func applySubscriberAnswer(_ sdp: String, to offerID: String?, from sid: String) throws(ProtocolError) {
+        let participant = try member(sid)
+        guard participant.grants.publish || participant.grants.subscribe else {
+            throw ProtocolError(.forbidden, "token lacks the publish and subscribe grants")
         }
-        guard re == outstanding else {
-            return ProtocolError(.conflict, "answer is for offer \(re ?? "(none)"); the outstanding offer is \(outstanding)")
+        guard let outstanding = participant.media.outstandingOffer, let offer = participant.media.lastOffer else {
+            throw ProtocolError(.conflict, "no subscriber offer is waiting for an answer")
+        }
+        guard offerID == outstanding else {
+            throw ProtocolError(.conflict, "answer is for offer \(offerID ?? "(none)"); the outstanding offer is \(outstanding)")
         }
         let summary: MediaNegotiation.SubscriberAnswer
         do {
             summary = try MediaNegotiation.readSubscriberAnswer(sdp, for: offer)
         } catch {
-            return ProtocolError(.badRequest, "invalid SDP answer: \(error)")
+            throw ProtocolError(.badRequest, "invalid SDP answer: \(error)")
         }
         participant.media.outstandingOffer = nil
         let transport = sfu.transport(for: participant.sid, role: .subscriber)
         do {
             try transport.configure(remote: summary.remote, now: sfu.port.now())
         } catch {
-            return ProtocolError(.badRequest, "cannot use the answer: \(error)")
+            throw ProtocolError(.badRequest, "cannot use the answer: \(error)")
         }
         for slot in participant.media.slots {
             guard let downTrack = slot.downTrack, let accepted = summary.media[slot.mid] else { continue }
             sfu.negotiate(downTrack, codecs: accepted.codecs, extensions: accepted.extensions)
         }
         offerToSubscriber(participant)
-        return nil
     }
 
     // MARK: Helpers
@@ -266,7 +268,7 @@ extension Room {
     }
 
     /// Our candidates are in the SDP already; they are trickled too (PROTOCOL.md), then null.
-    private func trickleLocalCandidates(_ target: TransportTarget, to participant: Participant) {
+    func trickleLocalCandidates(_ target: TransportTarget, to participant: Participant) {
         for (index, address) in sfu.port.localAddresses.enumerated() {
             let candidate = CandidateInit(candidate: MediaNegotiation.candidateLine(address, index: index), sdpMid: nil, sdpMLineIndex: 0)
             deliver(codec.encode(CandidateMessage(target: target, candidate: candidate)), to: participant)
@@ -286,12 +288,14 @@ extension Room {
     /// A participant left: its tracks end for everyone, its transports close.
     func removeMedia(of participant: Participant) {
         let tracks = participant.media.tracks
+        let info = participant.info
         sfu.removeParticipant(participant.sid)
         participant.media = ParticipantMedia()
         guard !tracks.isEmpty else { return }
         if !participant.hidden {
             for track in tracks { broadcast(codec.encode(TrackUnpublished(participant: participant.sid, track: track.sid))) }
         }
+        for track in tracks { emit(.trackUnpublished(participant: info, track: track)) }
         for other in participants where other !== participant { updateSubscriptions(of: other) }
     }
 }

@@ -6,7 +6,7 @@ import ParleyProtocol
 extension Room {
     static let recordingModes: Set<String> = ["tracks", "mix", "both"]
 
-    func startRecording(mode: String?) async throws(ProtocolError) -> RecordingInfo {
+    public func startRecording(mode: String?) async throws(ProtocolError) -> RecordingInfo {
         guard !isClosed else { throw ProtocolError(.notFound, "room \(name) is closed") }
         let mode = mode ?? "tracks"
         guard ["tracks", "mix", "both"].contains(mode) else {
@@ -33,10 +33,11 @@ extension Room {
         do { try await repository.save(info) } catch { logger.error("recording row not saved", metadata: ["error": "\(error)"]) }
         logger.info("recording started", metadata: ["recording": "\(id)", "mode": "\(mode)", "dir": "\(directory)"])
         broadcast(codec.encode(RecordingEvent(recording: info)))
+        emit(.recordingStarted(info))
         return info
     }
 
-    func stopRecording(_ id: String) async throws(ProtocolError) -> RecordingInfo {
+    public func stopRecording(_ id: String) async throws(ProtocolError) -> RecordingInfo {
         guard let recorder, recorder.info.id == id else { throw ProtocolError(.notFound, "no running recording \(id) in room \(name)") }
         return await finishRecording(recorder)
     }
@@ -59,6 +60,7 @@ extension Room {
             "recording": "\(info.id)", "files": "\(info.files.count)", "bytes": "\(info.bytes)", "durationMs": "\(info.durationMs)",
         ])
         broadcast(codec.encode(RecordingEvent(recording: info)))
+        emit(.recordingEnded(info))
         return info
     }
 

@@ -8,6 +8,11 @@ import WebRTC
 
 /// A room: its participants, chat and presence. Every state change goes through this actor, so
 /// joins, leaves and messages are ordered. It runs on its media worker's event loop.
+///
+/// Its public methods are the room API, the same whatever carries the participant: WebSocket
+/// signaling calls them (`handle`, in Signaling/) and an HTTP session (WHIP, WHEP) may too. Each
+/// participant has a `ParticipantChannel` for the frames the room sends it. What happens in the
+/// room is also emitted as `RoomEvent`s to `services.events`.
 public actor Room {
     public nonisolated let sid: String
     public nonisolated let name: String
@@ -17,6 +22,8 @@ public actor Room {
     nonisolated let loop: any EventLoop
     /// The worker's media port: this room's transports are registered there.
     nonisolated let port: MediaPort
+    /// The counters of the worker's SFU, which this room's forwarding adds to.
+    nonisolated let sfuStatistics: SFUWorkerStatistics
 
     let services: RoomServices
     let codec = SignalCodec()
@@ -41,7 +48,9 @@ public actor Room {
 
     var sfu: SFURoom {
         if let sfuStorage { return sfuStorage }
-        let made = SFURoom(port: port, dtls: services.media.dtls, configuration: services.config.rtc.sfuConfiguration)
+        let made = SFURoom(
+            port: port, dtls: services.media.dtls, configuration: services.config.rtc.sfuConfiguration,
+            workerStatistics: sfuStatistics)
         sfuEvents.room = self
         made.delegate = sfuEvents
         sfuStorage = made
@@ -53,7 +62,8 @@ public actor Room {
     }
 
     init(
-        name: String, options: RoomOptions, worker: Int, loop: any EventLoop, port: MediaPort, services: RoomServices,
+        name: String, options: RoomOptions, worker: Int, loop: any EventLoop, port: MediaPort,
+        sfuStatistics: SFUWorkerStatistics, services: RoomServices,
         onClose: @escaping @Sendable (Room) async -> Void
     ) {
         self.sid = services.ids.room()
@@ -62,6 +72,7 @@ public actor Room {
         self.worker = worker
         self.loop = loop
         self.port = port
+        self.sfuStatistics = sfuStatistics
         self.services = services
         self.createdAt = services.clock.wallMilliseconds()
         self.onClose = onClose
@@ -95,9 +106,15 @@ public actor Room {
 
     // MARK: Joining and leaving
 
+    /// Starts the room's life: `room_started`, and the countdown that closes it while it is empty.
+    func start() {
+        emit(.roomStarted(info()))
+        armEmptyTimer()
+    }
+
     /// Admits a participant on `connection`, or resumes the session `resume` names when it is
     /// still held for this identity. `joined` is the first frame the connection gets.
-    public func join(claims: AccessClaims, resume: String?, connection: SignalingConnection) async throws(ProtocolError) -> String {
+    public func join(claims: AccessClaims, resume: String?, connection: any ParticipantChannel) async throws(ProtocolError) -> String {
         guard !closed else { throw ProtocolError(.notFound, "room \(name) is closed") }
         let now = services.clock.wallMilliseconds()
         let participant: Participant
@@ -131,6 +148,7 @@ public actor Room {
                 broadcast(codec.encode(ParticipantJoined(participant: participant.info)))
             }
             participants.append(participant)
+            emit(.participantJoined(participant.info, hidden: participant.hidden))
             // Existing tracks go to the newcomer in its first subscriber offer (held until `joined`).
             updateSubscriptions(of: participant)
             services.metrics.participants.increment()
@@ -195,7 +213,7 @@ public actor Room {
     }
 
     /// A connection ended without `leave`: hold the participant for the resume window.
-    public func connectionLost(sid: String, connection: SignalingConnection) {
+    public func connectionLost(sid: String, connection: any ParticipantChannel) {
         guard let participant = findParticipant(sid: sid), participant.connection === connection else { return }
         participant.connection = nil
         participant.resumeGeneration += 1
@@ -226,6 +244,7 @@ public actor Room {
     private func remove(_ participant: Participant, reason: LeaveReason, notifySelf: Bool) {
         guard let index = participants.firstIndex(where: { $0 === participant }) else { return }
         participants.remove(at: index)
+        let info = participant.info
         removeMedia(of: participant)
         participant.resumeGeneration += 1
         services.metrics.participants.decrement()
@@ -235,6 +254,7 @@ public actor Room {
             connection.close(.normal(reason.rawValue))
         }
         if !participant.hidden { broadcast(left) }
+        emit(.participantLeft(info, reason: reason, hidden: participant.hidden))
         logger.info(
             "participant left",
             metadata: ["participant": "\(participant.sid)", "identity": "\(participant.identity)", "reason": "\(reason.rawValue)"])
@@ -264,6 +284,8 @@ public actor Room {
         closed = true
         let frame = codec.encode(RoomClosed(reason: reason))
         for participant in participants {
+            for track in participant.media.tracks { emit(.trackUnpublished(participant: participant.info, track: track)) }
+            emit(.participantLeft(participant.info, reason: .roomClosed, hidden: participant.hidden))
             participant.resumeGeneration += 1
             participant.connection?.send(frame)
             participant.connection?.close(.normal("room_closed"))
@@ -274,6 +296,7 @@ public actor Room {
         sfuStorage?.close()
         sfuStorage = nil
         services.metrics.rooms.decrement()
+        emit(.roomFinished(reason: reason))
         logger.info("room closed", metadata: ["reason": "\(reason)"])
         await onClose(self)
     }
@@ -298,104 +321,72 @@ public actor Room {
         deliver(codec.encode(message, re: re), to: participant)
     }
 
-    /// Handles one request from a participant; returns the error to answer, if any.
-    public func handle(_ request: ClientRequest, id: String?, from sid: String) async -> ProtocolError? {
-        guard let participant = findParticipant(sid: sid) else {
-            return ProtocolError(.notFound, "participant \(sid) is no longer in room \(name)")
-        }
-        switch request {
-        case .ping:
-            reply(Pong(), re: id, to: participant)
-            return nil
-        case .leave:
-            leave(sid: sid)
-            return nil
-        case .iceServers:
-            reply(ICEServers(iceServers: services.iceServers(participant.identity)), re: id, to: participant)
-            return nil
-        case .chatSend(let send):
-            return await sendChat(send, id: id, from: participant)
-        case .chatHistory(let request):
-            return await sendHistory(request, id: id, to: participant)
-        case .typing(let typing):
-            guard participant.grants.chat else { return ProtocolError(.forbidden, "token lacks the chat grant") }
-            broadcast(
-                codec.encode(TypingEvent(participant: participant.sid, identity: participant.identity, active: typing.active)),
-                except: participant)
-            return nil
-        case .presenceSet(let presence):
-            return setPresence(presence, id: id, of: participant)
-        case .offer, .answer, .candidate:
-            guard participant.grants.publish || participant.grants.subscribe else {
-                return ProtocolError(.forbidden, "token lacks the publish and subscribe grants")
-            }
-            return handleMedia(request, id: id, from: participant)
-        case .subscribe, .mute:
-            return handleMedia(request, id: id, from: participant)
-        case .recordingStart(let start):
-            guard participant.grants.record else { return ProtocolError(.forbidden, "token lacks the record grant") }
-            do {
-                let info = try await startRecording(mode: start.mode)
-                reply(RecordingEvent(recording: info), re: id, to: participant)
-                return nil
-            } catch {
-                return error
-            }
-        case .recordingStop(let stop):
-            guard participant.grants.record else { return ProtocolError(.forbidden, "token lacks the record grant") }
-            do {
-                let info = try await stopRecording(stop.recording)
-                reply(RecordingEvent(recording: info), re: id, to: participant)
-                return nil
-            } catch {
-                return error
-            }
-        }
+    /// Hands a room event to whoever listens; never waits.
+    func emit(_ kind: RoomEvent.Kind) {
+        services.events.emit(
+            RoomEvent(id: services.ids.make("EV"), room: name, roomSid: sid, createdAt: services.clock.wallMilliseconds(), kind: kind))
     }
 
-    private func sendChat(_ send: ChatSend, id: String?, from participant: Participant) async -> ProtocolError? {
-        guard participant.grants.chat else { return ProtocolError(.forbidden, "token lacks the chat grant") }
+    /// The participant `sid`, or `not_found` when it is no longer here.
+    func member(_ sid: String) throws(ProtocolError) -> Participant {
+        guard let participant = findParticipant(sid: sid) else {
+            throw ProtocolError(.notFound, "participant \(sid) is no longer in room \(name)")
+        }
+        return participant
+    }
+
+    // MARK: Chat, typing and presence (the room API)
+
+    /// The ICE servers for `sid`, with newly issued TURN credentials.
+    public func iceServers(for sid: String) throws(ProtocolError) -> [ICEServer] {
+        services.iceServers(try member(sid).identity)
+    }
+
+    /// Stores a chat message from `sid` and delivers it to everyone allowed to see it; returns it
+    /// once committed, so the caller may acknowledge it. A `clientMsgId` already used returns
+    /// the stored original with `duplicate` set and delivers nothing again.
+    public func sendChat(_ send: ChatSend, from sid: String) async throws(ProtocolError) -> (message: ChatMessage, duplicate: Bool) {
+        let participant = try member(sid)
+        guard participant.grants.chat else { throw ProtocolError(.forbidden, "token lacks the chat grant") }
         let config = services.config
-        guard !send.text.isEmpty else { return ProtocolError(.badRequest, "field \"text\" is empty") }
+        guard !send.text.isEmpty else { throw ProtocolError(.badRequest, "field \"text\" is empty") }
         guard send.text.count <= config.chatMaxTextLength else {
-            return ProtocolError(.tooLarge, "text has \(send.text.count) characters; the limit is \(config.chatMaxTextLength)")
+            throw ProtocolError(.tooLarge, "text has \(send.text.count) characters; the limit is \(config.chatMaxTextLength)")
         }
         if let clientMsgId = send.clientMsgId, clientMsgId.isEmpty || clientMsgId.utf8.count > 128 {
-            return ProtocolError(.badRequest, "field \"clientMsgId\" must have 1 to 128 bytes")
+            throw ProtocolError(.badRequest, "field \"clientMsgId\" must have 1 to 128 bytes")
         }
         var recipients: [String]?
         if let to = send.to {
             let unique = Array(Set(to)).sorted()
             guard !unique.isEmpty, !unique.contains("") else {
-                return ProtocolError(.badRequest, "field \"to\" must name at least one identity")
+                throw ProtocolError(.badRequest, "field \"to\" must name at least one identity")
             }
             guard unique.count <= config.chatMaxRecipients else {
-                return ProtocolError(.tooLarge, "a direct message may name at most \(config.chatMaxRecipients) identities")
+                throw ProtocolError(.tooLarge, "a direct message may name at most \(config.chatMaxRecipients) identities")
             }
             recipients = unique
         }
         guard participant.chatBucket.take(now: services.clock.now()) else {
-            return ProtocolError(.rateLimited, "chat rate limit reached (\(config.chatRateLimit.perSecond)/s, burst \(config.chatRateLimit.burst))")
+            throw ProtocolError(.rateLimited, "chat rate limit reached (\(config.chatRateLimit.perSecond)/s, burst \(config.chatRateLimit.burst))")
         }
         let draft = ChatDraft(
-            id: services.ids.message(), room: name, from: participant.sender, text: send.text, to: recipients,
+            id: services.ids.message(), room: name, from: ChatAuthor(participant.sender), text: send.text, to: recipients,
             ts: services.clock.wallMilliseconds(), clientMsgId: send.clientMsgId)
         let stored: (message: ChatMessage, duplicate: Bool)
         do {
             stored = try await services.chat.append(draft)
         } catch {
             logger.error("chat write failed", metadata: ["participant": "\(participant.sid)", "error": "\(error)"])
-            return ProtocolError(.internal, "the message could not be stored; retry with the same clientMsgId")
+            throw ProtocolError(.internal, "the message could not be stored; retry with the same clientMsgId")
         }
-        // Acked only now that it is committed.
-        reply(ChatAck(message: stored.message, duplicate: stored.duplicate), re: id, to: participant)
         if stored.duplicate {
             services.metrics.chatDuplicates.increment()
-            return nil
+            return stored
         }
         services.metrics.chatMessages.increment()
         deliverChat(stored.message, except: participant)
-        return nil
+        return stored
     }
 
     /// Delivers a stored message to everyone allowed to see it.
@@ -412,32 +403,43 @@ public actor Room {
         deliverChat(message, except: nil)
     }
 
-    private func sendHistory(_ request: ChatHistoryRequest, id: String?, to participant: Participant) async -> ProtocolError? {
+    /// A page of the room's chat history as `sid` may see it.
+    public func chatHistory(_ request: ChatHistoryRequest, for sid: String) async throws(ProtocolError) -> ChatPage {
+        let participant = try member(sid)
         let limit = request.limit ?? 50
-        guard (1...ChatRepository.maxPageSize).contains(limit) else {
-            return ProtocolError(.badRequest, "field \"limit\" must be between 1 and \(ChatRepository.maxPageSize)")
+        guard (1...ChatPaging.maxPageSize).contains(limit) else {
+            throw ProtocolError(.badRequest, "field \"limit\" must be between 1 and \(ChatPaging.maxPageSize)")
         }
         if request.before != nil && request.after != nil {
-            return ProtocolError(.badRequest, "give either \"before\" or \"after\", not both")
+            throw ProtocolError(.badRequest, "give either \"before\" or \"after\", not both")
         }
         do {
             let page = try await services.chat.page(
                 room: name, viewer: participant.identity, before: request.before, after: request.after, limit: limit)
-            reply(ChatHistory(page), re: id, to: participant)
-            return nil
+            return page
         } catch {
             logger.error("chat history read failed", metadata: ["error": "\(error)"])
-            return ProtocolError(.internal, "could not read chat history")
+            throw ProtocolError(.internal, "could not read chat history")
         }
     }
 
-    private func setPresence(_ request: PresenceSet, id: String?, of participant: Participant) -> ProtocolError? {
+    /// Sets `sid`'s presence; the others hear it, and the caller gets the event to answer with.
+    public func setPresence(_ request: PresenceSet, of sid: String) throws(ProtocolError) -> PresenceEvent {
+        let participant = try member(sid)
         let text = request.text ?? ""
-        guard text.count <= 256 else { return ProtocolError(.tooLarge, "presence text is limited to 256 characters") }
+        guard text.count <= 256 else { throw ProtocolError(.tooLarge, "presence text is limited to 256 characters") }
         participant.presence = Presence(status: request.status, text: text, since: services.clock.wallMilliseconds())
         let event = PresenceEvent(participant: participant.sid, identity: participant.identity, presence: participant.presence)
-        reply(event, re: id, to: participant)
         if !participant.hidden { broadcast(codec.encode(event), except: participant) }
-        return nil
+        return event
+    }
+
+    /// Tells the others that `sid` is typing, or stopped.
+    public func setTyping(_ active: Bool, from sid: String) throws(ProtocolError) {
+        let participant = try member(sid)
+        guard participant.grants.chat else { throw ProtocolError(.forbidden, "token lacks the chat grant") }
+        broadcast(
+            codec.encode(TypingEvent(participant: participant.sid, identity: participant.identity, active: active)),
+            except: participant)
     }
 }

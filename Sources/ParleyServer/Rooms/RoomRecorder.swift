@@ -94,7 +94,7 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
         info.state = errors.isEmpty ? "stopped" : "failed"
         info.error = errors.isEmpty ? nil : errors.joined(separator: "; ")
         info.stoppedAt = wallStoppedAt
-        info.files = files
+        info.files = files.map(RecordingFileInfo.init)
         info.bytes = files.reduce(0) { $0 + $1.bytes }
         info.durationMs = Int64((stoppedAt &- session.startedAt) / 1_000_000)
         let encoder = JSONEncoder()
@@ -103,5 +103,14 @@ final class RoomRecorder: PublicationTap, @unchecked Sendable {
             _ = FileManager.default.createFile(atPath: (directory as NSString).appendingPathComponent("manifest.json"), contents: manifest)
         }
         return info
+    }
+}
+
+extension RecordingFileInfo {
+    /// The wire's view of a file the recorder wrote.
+    init(_ file: RecordedFile) {
+        self.init(
+            name: file.name, track: file.track, participant: file.participant, kind: file.kind, format: file.format,
+            bytes: file.bytes, durationMs: file.durationMs, offsetMs: file.offsetMs)
     }
 }

@@ -1,4 +1,5 @@
 import ParleyProtocol
+import SFU
 import WebRTC
 
 /// All open rooms by name. Rooms are created on first join (when `room.autoCreate`) or by the
@@ -22,11 +23,14 @@ public actor RoomRegistry {
 
     public func room(named name: String) -> Room? { rooms[name] }
 
-    /// Every worker's media figures, each read on its own loop.
-    public nonisolated func mediaSnapshot() async -> MediaSnapshot {
-        var total = MediaSnapshot()
-        for port in workers.ports {
-            if let snapshot = try? await port.loop.submit({ port.snapshot() }).get() { total.add(snapshot) }
+    /// Every worker's media figures (its port's and its SFU's), each read on its own loop.
+    public nonisolated func mediaSnapshot() async -> MediaFigures {
+        var total = MediaFigures()
+        for (port, sfu) in zip(workers.ports, workers.sfuStatistics) {
+            if let figures = try? await port.loop.submit({ (port.snapshot(), sfu.counts) }).get() {
+                total.media.add(figures.0)
+                total.sfu.add(figures.1)
+            }
         }
         return total
     }
@@ -51,11 +55,12 @@ public actor RoomRegistry {
         try Self.validate(roomName: name)
         let (index, loop) = workers.assign()
         let room = Room(
-            name: name, options: options, worker: index, loop: loop, port: workers.ports[index], services: services,
+            name: name, options: options, worker: index, loop: loop, port: workers.ports[index],
+            sfuStatistics: workers.sfuStatistics[index], services: services,
             onClose: { [weak self] room in await self?.closed(room) })
         rooms[name] = room
         // Until someone joins, the room is empty and its countdown runs.
-        await room.armEmptyTimer()
+        await room.start()
         return room
     }
 

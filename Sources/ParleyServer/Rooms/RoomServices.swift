@@ -19,7 +19,7 @@ public struct MediaServices: Sendable {
 /// What every room shares: settings, storage, time, identifiers, metrics and logging.
 public struct RoomServices: Sendable {
     public var config: ParleyConfig
-    public var chat: ChatRepository
+    public var chat: ChatLog
     public var clock: any ServerClock
     public var ids: IDGenerator
     public var metrics: ServerMetrics
@@ -29,15 +29,18 @@ public struct RoomServices: Sendable {
     /// ICE servers handed out in `joined` (TURN credentials come with the TURN server).
     public var iceServers: @Sendable (_ identity: String) -> [ICEServer]
     /// Where recordings are listed; nil when this server records nothing.
-    public var recordings: RecordingRepository?
+    public var recordings: RecordingLog?
+    /// Where rooms report what happens in them (webhooks and a cluster subscribe).
+    public var events: RoomEvents
 
     public init(
-        config: ParleyConfig, chat: ChatRepository, clock: any ServerClock, ids: IDGenerator,
+        config: ParleyConfig, chat: any ChatRepository, clock: any ServerClock, ids: IDGenerator,
         metrics: ServerMetrics, logger: Logger, server: ServerInfo, media: MediaServices,
-        iceServers: @escaping @Sendable (String) -> [ICEServer] = { _ in [] }, recordings: RecordingRepository? = nil
+        iceServers: @escaping @Sendable (String) -> [ICEServer] = { _ in [] }, recordings: (any RecordingRepository)? = nil,
+        events: RoomEvents = RoomEvents()
     ) {
         self.config = config
-        self.chat = chat
+        self.chat = ChatLog(chat)
         self.clock = clock
         self.ids = ids
         self.metrics = metrics
@@ -45,7 +48,8 @@ public struct RoomServices: Sendable {
         self.server = server
         self.media = media
         self.iceServers = iceServers
-        self.recordings = recordings
+        self.recordings = recordings.map(RecordingLog.init)
+        self.events = events
     }
 }
 

@@ -5,12 +5,8 @@ import NIOWebSocket
 /// task drains into the WebSocket. Rooms enqueue without waiting, so one slow client never
 /// stalls a room; a client whose queue overflows is disconnected (it may resume and catch up
 /// through `chat.history`).
-public final class SignalingConnection: Sendable {
-    public enum CloseReason: Sendable, Equatable {
-        case normal(String)
-        case policy(String)
-        case overflow
-    }
+public final class SignalingConnection: ParticipantChannel {
+    public typealias CloseReason = ChannelCloseReason
 
     public let id: UInt64
     public let frames: AsyncStream<String>

@@ -1,9 +1,19 @@
+import SFU
 import WebRTC
+
+/// The workers' media figures summed: their ports' and transports' counters and their SFUs'.
+public struct MediaFigures: Sendable, Equatable {
+    public var media = MediaSnapshot()
+    public var sfu = SFUStatistics()
+
+    public init() {}
+}
 
 /// The media section of `/metrics`, rendered from the workers' snapshots (taken on each worker's
 /// loop, so the packet path only bumps plain integers).
 enum MediaMetrics {
-    static func render(_ media: MediaSnapshot) -> String {
+    static func render(_ figures: MediaFigures) -> String {
+        let media = figures.media
         var out = ""
         func counter(_ name: String, _ help: String, _ samples: [(labels: String, value: UInt64)]) {
             out += "# HELP parley_\(name) \(help)\n# TYPE parley_\(name) counter\n"
@@ -32,12 +42,12 @@ enum MediaMetrics {
             ("reason=\"unknown_source\"", media.port.droppedUnknownSource + t.droppedUnknownSource),
             ("reason=\"before_keys\"", t.droppedBeforeKeys),
             ("reason=\"stun_rejected\"", t.stunRejected),
-            ("reason=\"malformed_rtp\"", media.worker.droppedMalformedRTP),
-            ("reason=\"malformed_rtcp\"", media.worker.droppedMalformedRTCP),
-            ("reason=\"unknown_ssrc\"", media.worker.droppedUnknownSSRC),
+            ("reason=\"malformed_rtp\"", figures.sfu.droppedMalformedRTP),
+            ("reason=\"malformed_rtcp\"", figures.sfu.droppedMalformedRTCP),
+            ("reason=\"unknown_ssrc\"", figures.sfu.droppedUnknownSSRC),
         ])
         counter("media_dtls_failures_total", "DTLS handshakes that failed (bad fingerprint, timeout, alerts)", [("", t.dtlsFailures)])
-        let w = media.worker
+        let w = figures.sfu
         counter("media_nacks_total", "Generic NACK packets: received from subscribers, sent to publishers", [
             ("direction=\"in\"", w.nacksReceived), ("direction=\"out\"", w.nacksSent),
         ])
@@ -55,7 +65,7 @@ enum MediaMetrics {
         out += "# HELP parley_media_forwarding_delay_seconds Time from a packet's arrival to its last copy being sent\n"
         out += "# TYPE parley_media_forwarding_delay_seconds histogram\n"
         var cumulative: UInt64 = 0
-        for (index, bound) in WorkerStatistics.delayBucketsMicroseconds.enumerated() {
+        for (index, bound) in SFUStatistics.delayBucketsMicroseconds.enumerated() {
             cumulative += w.delayBuckets[index]
             out += "parley_media_forwarding_delay_seconds_bucket{le=\"\(Double(bound) / 1_000_000)\"} \(cumulative)\n"
         }

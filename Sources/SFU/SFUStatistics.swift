@@ -1,7 +1,7 @@
-/// Media counters of one worker that are not per transport: RTCP feedback handled by the SFU and
-/// the forwarding delay. Plain integers on the worker's thread; `/metrics` reads a snapshot taken
-/// on the loop.
-public struct WorkerStatistics: Sendable, Equatable {
+/// The SFU's counters on one media worker: RTCP feedback it handled, packets it forwarded or
+/// dropped, and the forwarding delay. Plain integers on the worker's thread; `/metrics` reads a
+/// snapshot taken on the loop.
+public struct SFUStatistics: Sendable, Equatable {
     /// Upper bounds of the forwarding delay buckets, in microseconds.
     public static let delayBucketsMicroseconds: [UInt64] = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000]
 
@@ -36,7 +36,7 @@ public struct WorkerStatistics: Sendable, Equatable {
         delayCount += 1
     }
 
-    public mutating func add(_ other: WorkerStatistics) {
+    public mutating func add(_ other: SFUStatistics) {
         nacksReceived += other.nacksReceived
         nacksSent += other.nacksSent
         plisReceived += other.plisReceived
@@ -56,26 +56,11 @@ public struct WorkerStatistics: Sendable, Equatable {
     }
 }
 
-/// Everything `/metrics` shows about one worker's media, read on its loop.
-public struct MediaSnapshot: Sendable, Equatable {
-    public var port = MediaPort.PortCounters()
-    public var transports = TransportCounters()
-    public var activeTransports = 0
-    public var connectedTransports = 0
-    public var worker = WorkerStatistics()
+
+/// The counters every room on one media worker adds to. Shared by those rooms and touched only on
+/// that worker's loop, so the packet path bumps plain integers, with no lock.
+public final class SFUWorkerStatistics: @unchecked Sendable {
+    public var counts = SFUStatistics()
 
     public init() {}
-
-    public mutating func add(_ other: MediaSnapshot) {
-        port.datagramsIn += other.port.datagramsIn
-        port.datagramsOut += other.port.datagramsOut
-        port.droppedMalformed += other.port.droppedMalformed
-        port.droppedUnknownUfrag += other.port.droppedUnknownUfrag
-        port.droppedUnknownSource += other.port.droppedUnknownSource
-        port.sendFailures += other.port.sendFailures
-        transports.add(other.transports)
-        activeTransports += other.activeTransports
-        connectedTransports += other.connectedTransports
-        worker.add(other.worker)
-    }
 }

@@ -2,6 +2,7 @@ import Foundation
 import HummingbirdWSClient
 import Logging
 import NIOConcurrencyHelpers
+import ParleyClient
 
 /// Janus's WebSocket API (subprotocol `janus-protocol`) for the VideoRoom plugin, so the load
 /// tester can drive a peer SFU with the same synthetic participants: a session on a socket of its

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import ParleyClient
 import ParleyProtocol
 import RTP
 import Recording
@@ -112,12 +113,9 @@ public final class RecordingBot: @unchecked Sendable {
                 reason = "room closed"
                 break
             }
-            if frame.type == "offer", let offer = Self.json(frame.text), offer["target"] as? String == "subscriber",
-                let sdp = offer["sdp"] as? String, let id = offer["id"] as? String
-            {
-                let answer = try await loop.submit { try connection.answer(offer: sdp) }.get()
-                let reply: [String: Any] = ["type": "answer", "target": "subscriber", "re": id, "sdp": answer]
-                try await signaling.sendRaw(String(decoding: try JSONSerialization.data(withJSONObject: reply), as: UTF8.self))
+            if let offer = frame.subscriberOffer {
+                let answer = try await loop.submit { try connection.answer(offer: offer.sdp) }.get()
+                try await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: offer.id))
             }
             if ContinuousClock.now - lastFlush >= .seconds(1) {
                 lastFlush = ContinuousClock.now
@@ -154,9 +152,6 @@ public final class RecordingBot: @unchecked Sendable {
         return summary
     }
 
-    static func json(_ text: String) -> [String: Any]? {
-        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
-    }
 }
 
 /// Counters the loop writes and the progress line reads (roughly: a torn read is harmless).

@@ -4,9 +4,10 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Opus
+import ParleyClient
 import ParleyProtocol
 import RTP
-import Recording
 
 /// `parley loadtest`: synthetic participants with real media. In each room, publishers send a
 /// libopus tone (a distinct frequency each) stamped with abs-capture-time; subscribers receive
@@ -269,11 +270,9 @@ public final class LoadTester: @unchecked Sendable {
             try await loop.submit { [self] in installStatistics(on: subscriber) }.get()
             while ContinuousClock.now < end {
                 guard let frame = try? await signaling.next(timeout: .milliseconds(200)) else { continue }
-                if frame.type == "offer", let json = RecordingBot.json(frame.text), json["target"] as? String == "subscriber",
-                    let sdp = json["sdp"] as? String, let id = json["id"] as? String
-                {
-                    let answer = try await loop.submit { try subscriber.answer(offer: sdp) }.get()
-                    try await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: id))
+                if let offer = frame.subscriberOffer {
+                    let answer = try await loop.submit { try subscriber.answer(offer: offer.sdp) }.get()
+                    try await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: offer.id))
                 } else if frame.type == "chat", let chat = try? frame.decode(ChatEvent.self), chat.message.text.hasPrefix("lt:"),
                     let sent = Int64(chat.message.text.dropFirst(3))
                 {

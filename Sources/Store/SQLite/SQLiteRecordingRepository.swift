@@ -1,14 +1,13 @@
 import Foundation
 import GRDB
-import ParleyProtocol
 
-/// Recordings, one row each: what the REST API lists and what survives a restart.
-public struct RecordingRepository: Sendable {
+/// Recordings in SQLite, one row each; the files as a JSON array.
+public struct SQLiteRecordingRepository: RecordingRepository {
     let database: ParleyDatabase
 
     public init(database: ParleyDatabase) { self.database = database }
 
-    public func save(_ recording: RecordingInfo) async throws {
+    public func save(_ recording: RecordingRecord) async throws {
         let files = String(decoding: try JSONEncoder().encode(recording.files), as: UTF8.self)
         try await database.pool.write { db in
             try db.execute(
@@ -25,13 +24,13 @@ public struct RecordingRepository: Sendable {
         }
     }
 
-    public func get(_ id: String) async throws -> RecordingInfo? {
+    public func get(_ id: String) async throws -> RecordingRecord? {
         try await database.pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM recording WHERE id = ?", arguments: [id]).map(Self.decode)
         }
     }
 
-    public func list(room: String?) async throws -> [RecordingInfo] {
+    public func list(room: String?) async throws -> [RecordingRecord] {
         try await database.pool.read { db in
             if let room {
                 return try Row.fetchAll(db, sql: "SELECT * FROM recording WHERE room = ? ORDER BY started_at DESC", arguments: [room])
@@ -41,7 +40,6 @@ public struct RecordingRepository: Sendable {
         }
     }
 
-    /// Recordings a crash left `active`: the files hold what was flushed; mark them so.
     public func markInterrupted(stoppedAt: Int64) async throws {
         try await database.pool.write { db in
             try db.execute(
@@ -50,10 +48,10 @@ public struct RecordingRepository: Sendable {
         }
     }
 
-    static func decode(_ row: Row) -> RecordingInfo {
+    static func decode(_ row: Row) -> RecordingRecord {
         let filesText: String = row["files"]
-        let files = (try? JSONDecoder().decode([RecordingFileInfo].self, from: Data(filesText.utf8))) ?? []
-        return RecordingInfo(
+        let files = (try? JSONDecoder().decode([RecordingFileRecord].self, from: Data(filesText.utf8))) ?? []
+        return RecordingRecord(
             id: row["id"], room: row["room"], state: row["state"], mode: row["mode"], startedAt: row["started_at"],
             stoppedAt: row["stopped_at"], files: files, bytes: row["bytes"], durationMs: row["duration_ms"], error: row["error"])
     }

@@ -1,3 +1,4 @@
+import ParleyClient
 /// A pure VP8 bitstream writer (RFC 6386) for the synthetic camera: no encoder library, no I/O. It
 /// codes a mid-gray picture with a colored 16x16 square that moves one macroblock per frame. Every
 /// macroblock is either predicted with no residual (intra on keyframes, the last frame with a zero

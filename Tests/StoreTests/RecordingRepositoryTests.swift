@@ -1,0 +1,52 @@
+import Store
+import Testing
+
+@Suite struct RecordingRepositoryTests {
+    func record(_ id: String, room: String = "r", state: String = "active", startedAt: Int64) -> RecordingRecord {
+        RecordingRecord(
+            id: id, room: room, state: state, mode: "tracks", startedAt: startedAt, stoppedAt: nil, files: [], bytes: 0, durationMs: 0,
+            error: nil)
+    }
+
+    @Test(arguments: StoreBackend.allCases) func aSavedRecordingIsUpdatedInPlace(backend: StoreBackend) async throws {
+        let recordings = try backend.recordingRepository()
+        try await recordings.save(record("RC_1", startedAt: 1000))
+        #expect(try await recordings.get("RC_1")?.state == "active")
+        var done = record("RC_1", state: "stopped", startedAt: 1000)
+        done.stoppedAt = 5000
+        done.files = [
+            RecordingFileRecord(
+                name: "TR_a.ogg", track: "TR_a", participant: "PA_a", kind: "audio", format: "ogg/opus", bytes: 4096, durationMs: 4000,
+                offsetMs: 20),
+            RecordingFileRecord(name: "mix.ogg", track: nil, participant: nil, kind: "audio", format: "ogg/opus", bytes: 2048, durationMs: 3990, offsetMs: 0),
+        ]
+        done.bytes = 6144
+        done.durationMs = 4000
+        try await recordings.save(done)
+        #expect(try await recordings.get("RC_1") == done)
+        #expect(try await recordings.get("RC_missing") == nil)
+    }
+
+    @Test(arguments: StoreBackend.allCases) func listsNewestFirstByRoom(backend: StoreBackend) async throws {
+        let recordings = try backend.recordingRepository()
+        try await recordings.save(record("RC_1", room: "a", state: "stopped", startedAt: 1))
+        try await recordings.save(record("RC_2", room: "b", state: "stopped", startedAt: 2))
+        try await recordings.save(record("RC_3", room: "a", state: "stopped", startedAt: 3))
+        #expect(try await recordings.list(room: "a").map(\.id) == ["RC_3", "RC_1"])
+        #expect(try await recordings.list(room: nil).map(\.id) == ["RC_3", "RC_2", "RC_1"])
+        #expect(try await recordings.list(room: "none").isEmpty)
+    }
+
+    @Test(arguments: StoreBackend.allCases) func recordingsACrashLeftRunningAreMarkedFailed(backend: StoreBackend) async throws {
+        let recordings = try backend.recordingRepository()
+        try await recordings.save(record("RC_running", startedAt: 1))
+        try await recordings.save(record("RC_starting", state: "starting", startedAt: 2))
+        try await recordings.save(record("RC_done", state: "stopped", startedAt: 3))
+        try await recordings.markInterrupted(stoppedAt: 99)
+        let running = try await recordings.get("RC_running")
+        #expect(running?.state == "failed" && running?.stoppedAt == 99 && running?.error != nil)
+        #expect(try await recordings.get("RC_starting")?.state == "failed")
+        let done = try await recordings.get("RC_done")
+        #expect(done?.state == "stopped" && done?.stoppedAt == nil)
+    }
+}
