@@ -10,9 +10,9 @@ OUT=.build/fuzz
 mkdir -p "$OUT"
 
 # The parsers are compiled from source with the fuzzer's instrumentation; STUN also links the
-# swift-crypto objects of a normal build (HMAC, SHA, MD5).
+# objects of a normal build for what it uses: swift-crypto (HMAC, SHA, MD5) and Addresses.
 swift build --target STUN >/dev/null
-CRYPTO_OBJECTS=$(find .build/debug/Crypto.build .build/debug/CCryptoBoringSSL.build .build/debug/CCryptoBoringSSLShims.build \
+CRYPTO_OBJECTS=$(find .build/debug/Addresses.build .build/debug/Crypto.build .build/debug/CCryptoBoringSSL.build .build/debug/CCryptoBoringSSLShims.build \
     .build/debug/CryptoBoringWrapper.build .build/debug/CXKCP.build .build/debug/CXKCPShims.build -name '*.o')
 
 build() {
