@@ -32,6 +32,7 @@ let package = Package(
         .library(name: "TURN", targets: ["TURN"]),
         .library(name: "Recording", targets: ["Recording"]),
         .library(name: "Opus", targets: ["Opus"]),
+        .library(name: "Congestion", targets: ["Congestion"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -64,6 +65,9 @@ let package = Package(
             name: "STUN", dependencies: ["Addresses", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSettings),
         .target(name: "RTP", swiftSettings: packetPathSettings),
         .target(name: "SDP", swiftSettings: strictSettings),
+        // Transport-wide congestion control: TWCC feedback, the send-side bandwidth estimator.
+        // Pure: times are passed in; tested with link traces and fuzzed.
+        .target(name: "Congestion", swiftSettings: strictSettings),
         // libopus: the encoder and decoder the recorder's mixer and the tools use.
         .target(name: "Opus", dependencies: ["CParleyOpus"], swiftSettings: strictSettings),
         // Socket addresses (STUN's, NIO's, the kernel's), raw UDP sockets and sendmmsg batches.
@@ -170,6 +174,7 @@ let package = Package(
         .testTarget(name: "AddressesTests", dependencies: ["Addresses"]),
         .testTarget(name: "STUNTests", dependencies: ["STUN", "Addresses"]),
         .testTarget(name: "RTPTests", dependencies: ["RTP"]),
+        .testTarget(name: "CongestionTests", dependencies: ["Congestion"]),
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN", "Addresses", "CParleySRTP"]),
         .testTarget(name: "RecordingTests", dependencies: ["Recording"]),

@@ -34,6 +34,8 @@ let package = Package(
                 .product(name: "RTP", package: root),
                 .product(name: "SFU", package: root),
                 .product(name: "STUN", package: root),
+                .product(name: "Addresses", package: root),
+                .product(name: "Congestion", package: root),
                 .product(name: "Recording", package: root),
             ],
             path: "Benchmarks/MediaPath",

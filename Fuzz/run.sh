@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets for the STUN, RTP/RTCP and SDP parsers and runs each for
+# Builds the libFuzzer targets for the STUN, RTP/RTCP, SDP and TWCC feedback parsers and runs each for
 # FUZZ_SECONDS (default 60), with AddressSanitizer. Seeds come from Fuzz/corpus/<target>.
-# Usage: Fuzz/run.sh [stun|rtp|sdp ...]
+# Usage: Fuzz/run.sh [stun|rtp|sdp|twcc ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
-TARGETS=("${@:-stun rtp sdp}")
+TARGETS=("${@:-stun rtp sdp twcc}")
 OUT=.build/fuzz
 mkdir -p "$OUT"
 
@@ -39,7 +39,8 @@ for target in ${TARGETS[*]}; do
     stun) module=STUN ;;
     rtp) module=RTP ;;
     sdp) module=SDP ;;
-    *) echo "unknown target $target (stun, rtp, sdp)"; exit 2 ;;
+    twcc) module=Congestion ;;
+    *) echo "unknown target $target (stun, rtp, sdp, twcc)"; exit 2 ;;
     esac
     echo "== building fuzz-$target"
     if ! build "$target" "$module" >"$OUT/build-$target.log" 2>&1; then
