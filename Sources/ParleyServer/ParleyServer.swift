@@ -173,6 +173,9 @@ public final class ParleyServer: Sendable {
     }
 
     /// The port the server listens on, once it does (useful with `server.port: 0`).
+    /// The HTTP port once the listener is bound, without waiting.
+    public var boundListeningPort: Int? { boundPort.withLockedValue { $0 } }
+
     public func listeningPort() async -> Int {
         if let port = boundPort.withLockedValue({ $0 }) { return port }
         return await withCheckedContinuation { continuation in

@@ -204,6 +204,10 @@ public struct Extmap: Sendable, Equatable {
     public static let audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
     public static let absSendTimeURI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
     public static let transportCCURI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+    /// RtpStreamId (RFC 8852): the `a=rid` a simulcast layer's packets belong to.
+    public static let ridURI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+    /// RepairedRtpStreamId: the layer an RTX packet repairs.
+    public static let repairedRIDURI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
     /// When the media was captured, in NTP time: forwarded untouched, so receivers measure
     /// end-to-end delay (Chromium sends it too).
     public static let absCaptureTimeURI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"

@@ -9,6 +9,10 @@ import ParleyProtocol
 import FoundationNetworking
 #endif
 
+enum TestServerError: Error {
+    case notListening(String)
+}
+
 /// A real server on a free loopback port with its own database, for integration tests.
 final class TestServer: Sendable {
     let server: ParleyServer
@@ -27,8 +31,17 @@ final class TestServer: Sendable {
         logger.logLevel = ProcessInfo.processInfo.environment["PARLEY_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         let server = try await ParleyServer(config: config, logger: logger, clock: clock)
         let task = Task { try await server.run() }
-        let port = await server.listeningPort()
-        return TestServer(server: server, port: port, storePath: path, task: task)
+        // Polled rather than awaited: a server whose run ends before it listens (a bind that
+        // fails) must fail the test, not hang the run.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while server.boundListeningPort == nil {
+            if ContinuousClock.now > deadline {
+                await server.shutdown()
+                throw TestServerError.notListening("the server did not listen within 30 s")
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        return TestServer(server: server, port: server.boundListeningPort!, storePath: path, task: task)
     }
 
     private init(server: ParleyServer, port: Int, storePath: String, task: Task<Void, any Error>) {
@@ -64,9 +77,12 @@ final class TestServer: Sendable {
         _ identity: String, room: String = "standup", name: String? = nil, grants: Grants? = nil, ttl: Int64 = 600
     ) async throws -> String {
         let issuer = await TokenIssuer(apiKey: ParleyConfig.devAPIKey, secret: ParleyConfig.devAPISecret)
+        // On the server's clock: a manual clock stands still while a loaded machine takes seconds
+        // to start the server, and a token minted on the real one would not be valid yet.
+        let now = Date(timeIntervalSince1970: Double(server.services.clock.wallMilliseconds()) / 1000)
         return try await issuer.mint(
             identity: identity, grants: grants ?? Grants(room: room, join: true, publish: true, subscribe: true, chat: true),
-            name: name ?? identity.capitalized, ttl: ttl)
+            name: name ?? identity.capitalized, ttl: ttl, now: now)
     }
 
     /// Connects and returns the client with its `joined` frame.

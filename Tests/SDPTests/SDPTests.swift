@@ -7,7 +7,9 @@ func fixture(_ name: String) throws -> String {
     return try String(contentsOf: url, encoding: .utf8)
 }
 
-let fixtures = ["chromium-156-publisher-offer", "chromium-156-recvonly-offer", "aiortc-1.16-publisher-offer"]
+let fixtures = [
+    "chromium-156-publisher-offer", "chromium-156-recvonly-offer", "aiortc-1.16-publisher-offer", "chromium-156-simulcast-offer",
+]
 
 let local = LocalTransportParameters(
     iceUfrag: "srv1", icePassword: "server-password-0123456789",
