@@ -75,7 +75,7 @@ public struct SendSideEstimator: Sendable {
     @discardableResult
     public mutating func feedbackReceived(_ feedback: TWCCFeedback, now: Int64) -> Update {
         let newest = nextSequence - 1
-        let base = Self.unwrap(feedback.baseSequenceNumber, near: newest)
+        let base = TWCCRecorder.unwrap(feedback.baseSequenceNumber, near: newest)
         var arrived: [(sendTime: Int64, arrival: Int64, size: Int)] = []
         var lost = 0
         var total = 0
@@ -109,10 +109,6 @@ public struct SendSideEstimator: Sendable {
         return Update(
             estimate: estimate, delayBased: delayBased, lossBased: lossBased, ackedBitrate: ackedBitrate, lossFraction: lossFraction,
             usage: delay.usage)
-    }
-
-    static func unwrap(_ sequence: UInt16, near reference: Int64) -> Int64 {
-        reference + Int64(Int16(bitPattern: sequence &- UInt16(truncatingIfNeeded: reference)))
     }
 }
 
