@@ -84,7 +84,7 @@ let package = Package(
         // The forwarding core: publications, down-tracks, RTCP feedback, speakers, its counters.
         .target(
             name: "SFU",
-            dependencies: ["RTP", "WebRTC"],
+            dependencies: ["RTP", "WebRTC", "Congestion"],
             swiftSettings: packetPathSettings
         ),
         // The STUN/TURN server: allocations, permissions, channels, UDP relays, credentials.

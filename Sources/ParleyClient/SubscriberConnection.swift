@@ -53,11 +53,22 @@ public final class SubscriberConnection: TransportConnection, @unchecked Sendabl
             }
             lines += transport.transportAttributes(setup: "active")
             lines.append(SDPLine("a", media.direction.sends ? "recvonly" : "inactive"))
+            // This client neither unwraps RTX nor sends transport-wide feedback: it declines
+            // both, so the server retransmits on the media SSRC and reads its REMB instead.
+            let declined = Set(media.codecs.filter { $0.name.lowercased() == "rtx" }.map { String($0.payloadType) })
             for line in media.lines {
-                guard let (name, _) = line.attribute else { continue }
-                if ["rtpmap", "fmtp", "rtcp-fb", "extmap"].contains(String(name)) { lines.append(line) }
+                guard let (name, optionalValue) = line.attribute else { continue }
+                let value = optionalValue ?? ""
+                let payloadType = value.prefix { $0 != " " }
+                switch name {
+                case "rtpmap", "fmtp": if !declined.contains(String(payloadType)) { lines.append(line) }
+                case "rtcp-fb": if !declined.contains(String(payloadType)), !value.hasSuffix("transport-cc") { lines.append(line) }
+                case "extmap": if !value.contains(Extmap.transportCCURI) { lines.append(line) }
+                default: break
+                }
             }
-            answer.media.append(MediaDescription(kind: media.kind, port: 9, proto: media.proto, formats: media.formats, lines: lines))
+            let formats = media.formats.filter { !declined.contains($0) }
+            answer.media.append(MediaDescription(kind: media.kind, port: 9, proto: media.proto, formats: formats, lines: lines))
             if media.direction.sends, let ssrc = media.primarySSRC, let codec = media.codecs.first {
                 if let resolve = trackForMid, let mid = media.mid, let named = resolve(mid) {
                     tracksBySSRC[ssrc] = Track(trackSid: named.track, participantSid: named.participant, kind: media.kind, codec: codec.name.lowercased())

@@ -252,10 +252,59 @@ public struct SubscribeRequest: SignalMessage, Equatable {
     public static let type = "subscribe"
     public var tracks: [String]
     public var subscribe: Bool
+    /// The most of these tracks the subscriber wants: a quality, or the size of the tile
+    /// showing them (the server picks the smallest simulcast layer that covers it).
+    public var quality: VideoQuality?
+    public var maxWidth: Int?
+    public var maxHeight: Int?
 
-    public init(tracks: [String], subscribe: Bool) {
+    public init(tracks: [String], subscribe: Bool, quality: VideoQuality? = nil, maxWidth: Int? = nil, maxHeight: Int? = nil) {
         self.tracks = tracks
         self.subscribe = subscribe
+        self.quality = quality
+        self.maxWidth = maxWidth
+        self.maxHeight = maxHeight
+    }
+}
+
+public enum VideoQuality: String, Codable, Sendable, Equatable, CaseIterable {
+    case low, medium, high
+}
+
+/// To a subscriber: one of its tracks stopped because not even the lowest layer fits its
+/// bandwidth (`track.paused`), or flows again (`track.resumed`).
+public struct TrackPaused: SignalMessage, Equatable {
+    public static let type = "track.paused"
+    public var participant: String
+    public var track: String
+
+    public init(participant: String, track: String) {
+        self.participant = participant
+        self.track = track
+    }
+}
+
+public struct TrackResumed: SignalMessage, Equatable {
+    public static let type = "track.resumed"
+    public var participant: String
+    public var track: String
+
+    public init(participant: String, track: String) {
+        self.participant = participant
+        self.track = track
+    }
+}
+
+/// To a publisher (dynacast): send only these simulcast layers (rids) of `track`; the others
+/// no subscriber needs now.
+public struct PublisherLayers: SignalMessage, Equatable {
+    public static let type = "publisher.layers"
+    public var track: String
+    public var active: [String]
+
+    public init(track: String, active: [String]) {
+        self.track = track
+        self.active = active
     }
 }
 

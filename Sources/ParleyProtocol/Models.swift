@@ -91,13 +91,32 @@ public struct TrackInfo: Codable, Sendable, Equatable {
     public var source: String
     public var muted: Bool
     public var mid: String?
+    /// Simulcast layers, lowest first (absent for a single-layer track).
+    public var layers: [VideoLayer]?
 
-    public init(sid: String, kind: String, source: String, muted: Bool, mid: String? = nil) {
+    public init(sid: String, kind: String, source: String, muted: Bool, mid: String? = nil, layers: [VideoLayer]? = nil) {
         self.sid = sid
         self.kind = kind
         self.source = source
         self.muted = muted
         self.mid = mid
+        self.layers = layers
+    }
+}
+
+/// One simulcast layer of a video track: its rid and, once a keyframe told, its size.
+public struct VideoLayer: Codable, Sendable, Equatable {
+    public var rid: String
+    /// Spatial index, 0 lowest.
+    public var index: Int
+    public var width: Int?
+    public var height: Int?
+
+    public init(rid: String, index: Int, width: Int? = nil, height: Int? = nil) {
+        self.rid = rid
+        self.index = index
+        self.width = width
+        self.height = height
     }
 }
 

@@ -19,14 +19,20 @@ public struct MediaCapabilities: Sendable {
         self.audioFeedback = audioFeedback
     }
 
-    /// Opus, VP8 and H.264; mid, audio level, abs-send-time and transport-wide-cc ids are
-    /// accepted. Retransmission is the SFU's own (rtx is not taken). transport-cc feedback is
-    /// not offered: the SFU does not send TWCC reports, so publishers keep receiver-side
-    /// estimation driven by REMB.
+    /// Opus, VP8 and H.264, each video codec with its RTX (RFC 4588); mid, RID and repaired RID
+    /// (simulcast), audio level, abs-send-time, abs-capture-time and transport-wide-cc ids.
+    /// transport-cc feedback is kept so publishers estimate their uplink from the SFU's TWCC
+    /// reports; REMB stays as the fallback for those that do not offer it.
     public static let standard = MediaCapabilities(
         audioCodecs: ["opus"], videoCodecs: ["vp8", "h264"],
-        extensionURIs: [Extmap.midURI, Extmap.audioLevelURI, Extmap.absSendTimeURI, Extmap.transportCCURI, Extmap.absCaptureTimeURI],
-        videoFeedback: ["nack", "nack pli", "ccm fir", "goog-remb"], audioFeedback: [])
+        extensionURIs: [
+            Extmap.midURI, Extmap.ridURI, Extmap.repairedRIDURI, Extmap.audioLevelURI, Extmap.absSendTimeURI, Extmap.transportCCURI,
+            Extmap.absCaptureTimeURI,
+        ],
+        videoFeedback: ["nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"], audioFeedback: ["transport-cc"])
+
+    /// Spatial layers taken from one simulcast m-line; further rids are declined.
+    public static let maxSimulcastLayers = 3
 
     func accepts(_ codec: SDPCodec, kind: String) -> Bool {
         let name = codec.name.lowercased()
@@ -83,6 +89,12 @@ public struct NegotiatedMedia: Sendable, Equatable {
     /// feedback both sides support.
     public var codecs: [SDPCodec]
     public var extmaps: [Extmap]
+    /// Simulcast: the rids accepted, in the offer's order (empty without simulcast).
+    public var rids: [String] = []
+    /// `a=ssrc-group` lines (SIM: the layers' SSRCs, FID: media and RTX SSRC pairs).
+    public var ssrcGroups: [SSRCGroup] = []
+    /// RTX payload type → the payload type it repairs (apt), for the accepted codecs.
+    public var retransmissionPayloadTypes: [UInt8: UInt8] = [:]
 }
 
 public struct PublisherAnswer: Sendable {
@@ -122,12 +134,19 @@ public enum Negotiation {
                 throw SDPError(line: 0, text: "", reason: "m-section \(index) has no a=mid (BUNDLE needs one)")
             }
             let supportedFeedback = capabilities.feedback(for: section.kind)
-            let codecs = section.codecs.filter { capabilities.accepts($0, kind: section.kind) }.map { codec in
+            let offered = section.codecs
+            let mediaCodecs = Set(offered.filter { capabilities.accepts($0, kind: section.kind) }.map(\.payloadType))
+            // An RTX codec is kept when the codec it repairs is.
+            var retransmission: [UInt8: UInt8] = [:]
+            for (apt, rtx) in section.retransmissionPayloadTypes where mediaCodecs.contains(apt) && section.kind == "video" {
+                retransmission[rtx] = apt
+            }
+            let codecs = offered.filter { mediaCodecs.contains($0.payloadType) || retransmission[$0.payloadType] != nil }.map { codec in
                 var kept = codec
                 kept.feedback = codec.feedback.filter { supportedFeedback.contains($0) }
                 return kept
             }
-            let usable = !section.isRejected && section.direction.sends && section.proto.contains("RTP") && !codecs.isEmpty
+            let usable = !section.isRejected && section.direction.sends && section.proto.contains("RTP") && !mediaCodecs.isEmpty
             guard usable else {
                 answer.media.append(rejected(section, mid: mid))
                 continue
@@ -141,16 +160,36 @@ public enum Negotiation {
             media.addAttribute("rtcp-mux")
             if section.hasAttribute("rtcp-rsize") { media.addAttribute("rtcp-rsize") }
             addCodecs(&media, codecs)
+            let rids = section.kind == "video" ? simulcastRIDs(section, extmaps: extmaps) : []
+            for rid in rids { media.addAttribute("rid", RIDDescription(id: rid, direction: .recv).value) }
+            if !rids.isEmpty { media.addAttribute("simulcast", SimulcastDescription(receive: rids.map { [.init(rid: $0)] }).value) }
             addCandidates(&media, local)
             answer.media.append(media)
             mids.append(mid)
+            let groups = section.ssrcGroups
             accepted.append(
                 NegotiatedMedia(
-                    mid: mid, kind: section.kind, ssrc: section.primarySSRC, msid: section.msid.map { "\($0.stream) \($0.track ?? "")" },
-                    codecs: codecs, extmaps: extmaps))
+                    mid: mid, kind: section.kind, ssrc: groups.first { $0.semantics == "SIM" }?.ssrcs.first ?? section.primarySSRC,
+                    msid: section.msid.map { "\($0.stream) \($0.track ?? "")" }, codecs: codecs, extmaps: extmaps, rids: rids,
+                    ssrcGroups: groups, retransmissionPayloadTypes: retransmission))
         }
         if !mids.isEmpty { answer.lines.insert(SDPLine("a", "group:BUNDLE \(mids.joined(separator: " "))"), at: 3) }
         return PublisherAnswer(description: answer, accepted: accepted, remote: remote)
+    }
+
+    /// The rids of a simulcast offer the answer receives: the first choice of each send
+    /// stream (RFC 8853 §5.3), at most `maxSimulcastLayers`, each with an `a=rid … send`; none
+    /// unless the RID extension was accepted too (without it layers cannot be told apart).
+    static func simulcastRIDs(_ section: MediaDescription, extmaps: [Extmap]) -> [String] {
+        guard let simulcast = section.simulcast, extmaps.contains(where: { $0.uri == Extmap.ridURI }) else { return [] }
+        let declared = Set(section.rids.filter { $0.direction == .send }.map(\.id))
+        var rids: [String] = []
+        for alternatives in simulcast.send {
+            guard let first = alternatives.first, declared.contains(first.rid), !rids.contains(first.rid) else { continue }
+            rids.append(first.rid)
+            if rids.count == MediaCapabilities.maxSimulcastLayers { break }
+        }
+        return rids
     }
 
     // MARK: Subscriber offers
@@ -168,8 +207,11 @@ public enum Negotiation {
             public var trackID: String
             /// The codec the publisher sends (its name, rate and fmtp; the payload type is ours).
             public var codec: SDPCodec
+            /// The SSRC retransmissions go out on (RFC 4588), for video.
+            public var retransmissionSSRC: UInt32?
 
-            public init(ssrc: UInt32, cname: String, streamID: String, trackID: String, codec: SDPCodec) {
+            public init(ssrc: UInt32, cname: String, streamID: String, trackID: String, codec: SDPCodec, retransmissionSSRC: UInt32? = nil) {
+                self.retransmissionSSRC = retransmissionSSRC
                 self.ssrc = ssrc
                 self.cname = cname
                 self.streamID = streamID
@@ -192,6 +234,12 @@ public enum Negotiation {
         (2, Extmap.audioLevelURI, ["audio"]),
         (3, Extmap.absSendTimeURI, ["audio", "video"]),
         (4, Extmap.absCaptureTimeURI, ["audio", "video"]),
+        (5, Extmap.transportCCURI, ["audio", "video"]),
+    ]
+
+    /// RTCP feedback offered to subscribers, per kind.
+    static let subscriberFeedback: [String: [String]] = [
+        "video": ["nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"], "audio": ["transport-cc"],
     ]
 
     /// The server's offer on a subscriber transport (ICE-lite, actpass). The slots' order is
@@ -210,8 +258,12 @@ public enum Negotiation {
             let codec = slotCodec(slot)
             var offered = codec
             offered.payloadType = payloadTypes[signature(codec)] ?? codec.payloadType
-            offered.feedback = slot.kind == "video" ? ["nack", "nack pli", "ccm fir", "goog-remb"] : []
-            var media = MediaDescription(kind: slot.kind, port: 9, proto: "UDP/TLS/RTP/SAVPF", formats: [String(offered.payloadType)])
+            offered.feedback = subscriberFeedback[slot.kind] ?? []
+            var codecs = [offered]
+            if slot.kind == "video", let rtx = payloadTypes[retransmissionSignature(codec)] {
+                codecs.append(SDPCodec(payloadType: rtx, name: "rtx", clockRate: codec.clockRate, fmtp: "apt=\(offered.payloadType)"))
+            }
+            var media = MediaDescription(kind: slot.kind, port: 9, proto: "UDP/TLS/RTP/SAVPF", formats: codecs.map { String($0.payloadType) })
             media.lines.append(SDPLine("c", "IN IP4 0.0.0.0"))
             addTransport(&media, local: local, setup: .actpass, mid: slot.mid)
             for ext in subscriberExtensions where ext.kinds.contains(slot.kind) { media.addAttribute("extmap", "\(ext.id) \(ext.uri)") }
@@ -223,10 +275,14 @@ public enum Negotiation {
             }
             media.addAttribute("rtcp-mux")
             media.addAttribute("rtcp-rsize")
-            addCodecs(&media, [offered])
+            addCodecs(&media, codecs)
             if let track = slot.track {
-                media.addAttribute("ssrc", "\(track.ssrc) cname:\(track.cname)")
-                media.addAttribute("ssrc", "\(track.ssrc) msid:\(track.streamID) \(track.trackID)")
+                let rtx = codecs.count > 1 ? track.retransmissionSSRC : nil
+                if let rtx { media.addAttribute("ssrc-group", SSRCGroup(semantics: "FID", ssrcs: [track.ssrc, rtx]).value) }
+                for ssrc in [track.ssrc] + (rtx.map { [$0] } ?? []) {
+                    media.addAttribute("ssrc", "\(ssrc) cname:\(track.cname)")
+                    media.addAttribute("ssrc", "\(ssrc) msid:\(track.streamID) \(track.trackID)")
+                }
             }
             addCandidates(&media, local)
             offer.media.append(media)
@@ -241,17 +297,23 @@ public enum Negotiation {
         var assigned: [String: UInt8] = [:]
         var used: Set<UInt8> = []
         let preferred: [String: UInt8] = ["opus": 111, "vp8": 96, "h264": 102]
-        for slot in slots {
-            let codec = slotCodec(slot)
-            let key = signature(codec)
-            guard assigned[key] == nil else { continue }
-            var payloadType = preferred[codec.name.lowercased()] ?? 98
+        func assign(_ key: String, preferring start: UInt8) {
+            guard assigned[key] == nil else { return }
+            var payloadType = start
             while used.contains(payloadType) { payloadType = payloadType >= 127 ? 96 : payloadType + 1 }
             assigned[key] = payloadType
             used.insert(payloadType)
         }
+        for slot in slots { assign(signature(slotCodec(slot)), preferring: preferred[slotCodec(slot).name.lowercased()] ?? 98) }
+        // Each video codec's RTX next to it, once every codec has its number.
+        for slot in slots where slot.kind == "video" {
+            let codec = slotCodec(slot)
+            assign(retransmissionSignature(codec), preferring: (assigned[signature(codec)] ?? 96) + 1)
+        }
         return assigned
     }
+
+    static func retransmissionSignature(_ codec: SDPCodec) -> String { "rtx/" + signature(codec) }
 
     /// The codec a slot offers: its track's, or for an inactive slot a placeholder of its kind.
     static func slotCodec(_ slot: SubscriberSlot) -> SDPCodec {

@@ -1,18 +1,29 @@
 import RTP
 import WebRTC
 
-/// One publication as one subscriber receives it: a fixed outgoing SSRC, the subscriber's
-/// payload types and extension ids, and the sequence/timestamp rewriting that keeps the stream
-/// continuous across publisher restarts and mutes. "What to forward" is the room's decision;
-/// this type only knows "how to rewrite it".
+/// One publication as one subscriber receives it: a fixed outgoing SSRC (and RTX SSRC), the
+/// subscriber's payload types and extension ids, the layer it gets, and the rewriting that keeps
+/// its stream continuous across layer switches, dropped temporal layers, publisher restarts and
+/// mutes. Which layer it should get is the allocator's decision (`targetLayer`); this type
+/// switches to it at the target's next keyframe and rewrites every packet it sends.
 public final class DownTrack {
     // What sending reads and writes comes first, so the forwarding loop's prefetch of the first
     // lines covers it (the extension map, a quarter of a kilobyte, goes last).
     let transport: WebRTCTransport
+    unowned let bandwidth: SubscriberBandwidth
     /// Set once the subscriber's answer is applied: payload types and extension ids are known.
     public internal(set) var isNegotiated = false
+    /// The spatial layer being forwarded; -1 before the first and while paused.
+    public internal(set) var currentLayer: Int
+    /// The layer the allocator chose; -1 pauses the track.
+    public internal(set) var targetLayer: Int
+    /// VP8 temporal layers above this are dropped.
+    public internal(set) var maxTemporalLayer = 2
     var payloadTypes = PayloadTypeMap()
+    /// The subscriber's RTX payload type, `PayloadTypeMap.drop` when it did not take RTX.
+    var retransmissionPayloadType = PayloadTypeMap.drop
     var rewriter: SequenceRewriter
+    var vp8 = VP8Munger()
     /// Outgoing minus incoming timestamp of the current source, for retransmissions.
     var timestampOffset: UInt32 = 0
     var packetsSent: UInt32 = 0
@@ -22,83 +33,186 @@ public final class DownTrack {
     var sentAny = false
     var keyframeRequested = false
     var subscriberExtensions = RTPExtensionIDs()
+    var retransmissionSequence: UInt16
     /// The subscriber's latest REMB for this track's SSRC, bits per second.
     var receiverEstimate: UInt64?
     public let publication: Publication
     public let subscriberSid: String
     public let mid: String
     public let outgoingSSRC: UInt32
+    public let retransmissionSSRC: UInt32
+    /// What the subscriber asked for: the most it wants of this track.
+    public internal(set) var limit = SubscriptionLimit()
+    /// The allocator paused it: not even the lowest layer fits the subscriber's bandwidth.
+    public internal(set) var isPausedForBandwidth = false
+    public internal(set) var layerSwitches: UInt64 = 0
+    public internal(set) var retransmissionsSent: UInt64 = 0
     var extensionMap = ExtensionIDMap()
 
     /// Holds its publication strongly; the room breaks the cycle when it unsubscribes.
-    init(publication: Publication, subscriberSid: String, mid: String, outgoingSSRC: UInt32, transport: WebRTCTransport) {
+    init(
+        publication: Publication, subscriberSid: String, mid: String, outgoingSSRC: UInt32, retransmissionSSRC: UInt32,
+        transport: WebRTCTransport, bandwidth: SubscriberBandwidth
+    ) {
         self.publication = publication
         self.subscriberSid = subscriberSid
         self.mid = mid
         self.outgoingSSRC = outgoingSSRC
+        self.retransmissionSSRC = retransmissionSSRC
         self.transport = transport
+        self.bandwidth = bandwidth
         self.rewriter = SequenceRewriter(clockRate: publication.clockRate, outgoingSSRC: outgoingSSRC)
+        retransmissionSequence = UInt16(truncatingIfNeeded: retransmissionSSRC >> 7)
+        // A plain track flows from its first packet (the decoder waits for the keyframe asked
+        // for at negotiation); a simulcast one starts at a keyframe of the layer chosen.
+        let start = publication.isSimulcast ? min(1, publication.layers.count - 1) : 0
+        currentLayer = publication.isSimulcast ? -1 : 0
+        targetLayer = start
     }
 
     /// Applies what the subscriber's answer accepted.
-    func negotiate(codecs: [RTPCodec], extensions: RTPExtensionIDs) {
+    func negotiate(codecs: [RTPCodec], retransmissionPayloadType: UInt8?, extensions: RTPExtensionIDs) {
         payloadTypes = PayloadTypeMap()
-        for published in publication.codecs where published.payloadType < 128 {
+        for published in publication.codecs where published.payloadType < 128 && published.name.lowercased() != "rtx" {
             if let accepted = codecs.first(where: { $0.matches(published) }) { payloadTypes[published.payloadType] = accepted.payloadType }
         }
+        self.retransmissionPayloadType = retransmissionPayloadType ?? PayloadTypeMap.drop
         subscriberExtensions = extensions
         extensionMap = publication.extensions.forwardingMap(to: extensions)
         isNegotiated = true
     }
 
     var isActive: Bool { isNegotiated && transport.isConnected }
+    var hasRetransmission: Bool { retransmissionPayloadType != PayloadTypeMap.drop }
 
-    /// Sends `packet` (as received) to this subscriber, rewritten for it where it leaves from
-    /// (the worker's send slot). Returns false when it was not sent. A retransmission passes the
-    /// outgoing number the subscriber NACKed.
-    func send(_ packet: UnsafeRawBufferPointer, header: RTPHeader, now: UInt64, retransmittedAs: UInt16? = nil) -> Bool {
+    /// Moves to another layer (or -1: pause). Going to a layer means waiting for its keyframe:
+    /// packets of the current layer keep flowing until then.
+    func setTarget(layer: Int, temporal: Int) {
+        maxTemporalLayer = temporal
+        guard layer != targetLayer else { return }
+        targetLayer = layer
+        if layer < 0 { currentLayer = -1 }
+    }
+
+    /// Whether a packet of `layer` goes to this subscriber, switching layers at a keyframe of the
+    /// target. False for packets of other layers and, after a pause, until a keyframe.
+    @inline(__always)
+    func accepts(layer: Int, frame: FrameInfo) -> Bool {
+        if layer == currentLayer { return true }
+        guard layer == targetLayer, frame.startsKeyframe || !frame.isVideo else { return false }
+        if currentLayer >= 0 { layerSwitches += 1 }
+        // The new layer is a new source: sequence numbers and timestamps continue from the last
+        // ones sent (the rewriter advances the timestamp by the wall time since).
+        rewriter.resync()
+        vp8.switchSource()
+        currentLayer = layer
+        return true
+    }
+
+    /// Sends `packet` (as received, RTX unwrapped) to this subscriber, rewritten for it where it
+    /// leaves from (the worker's send slot). Returns false when it was not sent. A retransmission
+    /// passes the outgoing number the subscriber NACKed.
+    func send(_ packet: UnsafeRawBufferPointer, header: RTPHeader, frame: FrameInfo, now: UInt64, retransmittedAs: UInt16? = nil) -> Bool {
         let outgoingPayloadType = payloadTypes[header.payloadType]
         guard outgoingPayloadType != PayloadTypeMap.drop else { return false }
-        let sequenceNumber: UInt16
-        let timestamp: UInt32
+        var fields: ForwardedPacket.Fields
+        var vp8Rewrite = VP8Munger.Rewrite.none
         if let retransmittedAs {
-            sequenceNumber = retransmittedAs
-            timestamp = header.timestamp &+ timestampOffset
+            let timestamp = header.timestamp &+ timestampOffset
+            if frame.vp8 != nil { vp8Rewrite = vp8.rewriteForRetransmission(frame.vp8!) ?? .none }
+            if hasRetransmission {
+                fields = ForwardedPacket.Fields(
+                    ssrc: retransmissionSSRC, sequenceNumber: retransmissionSequence, timestamp: timestamp,
+                    payloadType: retransmissionPayloadType)
+                retransmissionSequence &+= 1
+                fields.originalSequenceNumber = retransmittedAs
+            } else {
+                fields = ForwardedPacket.Fields(ssrc: outgoingSSRC, sequenceNumber: retransmittedAs, timestamp: timestamp, payloadType: outgoingPayloadType)
+            }
         } else {
+            if let descriptor = frame.vp8 {
+                switch vp8.process(descriptor, maxTemporalLayer: maxTemporalLayer) {
+                case .drop:
+                    // A dropped temporal layer leaves no gap the subscriber would NACK.
+                    _ = rewriter.skip(ssrc: header.ssrc, sequenceNumber: header.sequenceNumber)
+                    return false
+                case .forward(let rewrite): vp8Rewrite = rewrite
+                }
+            }
             guard
                 let output = rewriter.rewrite(
                     ssrc: header.ssrc, sequenceNumber: header.sequenceNumber, timestamp: header.timestamp,
                     arrivalNanoseconds: Int64(truncatingIfNeeded: now))
             else { return false }
-            sequenceNumber = output.sequenceNumber
-            timestamp = output.timestamp
             timestampOffset = output.timestamp &- header.timestamp
+            fields = ForwardedPacket.Fields(
+                ssrc: outgoingSSRC, sequenceNumber: output.sequenceNumber, timestamp: output.timestamp, payloadType: outgoingPayloadType)
         }
+        // Transport-wide sequence numbers drive our estimate of the subscriber's bandwidth; a
+        // subscriber without them estimates itself (REMB) from abs-send-time.
+        if subscriberExtensions.transportCC != 0 {
+            fields.transportSequenceID = subscriberExtensions.transportCC
+            fields.transportSequence = bandwidth.packetSent(size: packet.count + ForwardedPacket.maxGrowth, now: now)
+        } else if subscriberExtensions.absSendTime != 0 {
+            fields.absSendTimeID = subscriberExtensions.absSendTime
+            fields.absSendTime = AbsSendTime(nanoseconds: Int64(truncatingIfNeeded: now))
+        }
+        let extensionMap = self.extensionMap
         let sent = transport.sendRTP { buffer in
-            guard packet.count <= buffer.count else { return nil }
-            let copy = UnsafeMutableRawBufferPointer(rebasing: buffer[..<packet.count])
-            copy.copyMemory(from: packet)
-            guard var rewriter = RTPPacketRewriter(copy) else { return nil }
-            rewriter.setSSRC(outgoingSSRC)
-            rewriter.setSequenceNumber(sequenceNumber)
-            rewriter.setTimestamp(timestamp)
-            rewriter.setPayloadType(outgoingPayloadType)
-            if header.hasExtension {
-                _ = rewriter.remapExtensionIDs(extensionMap)
-                if publication.extensions.absSendTime != 0, subscriberExtensions.absSendTime != 0 {
-                    _ = rewriter.writeAbsSendTime(AbsSendTime(nanoseconds: Int64(truncatingIfNeeded: now)), id: subscriberExtensions.absSendTime)
-                }
+            guard let written = ForwardedPacket.write(packet, header: header, fields: fields, extensionMap: extensionMap, into: buffer)
+            else { return nil }
+            if case .none = vp8Rewrite {} else if let descriptor = frame.vp8 {
+                vp8Rewrite.apply(to: UnsafeMutableRawBufferPointer(rebasing: buffer[written.payloadOffset..<written.length]), descriptor: descriptor)
             }
-            return packet.count
+            return written.length
         }
         guard sent else { return false }
         if retransmittedAs == nil {
             packetsSent &+= 1
             octetsSent &+= UInt32(truncatingIfNeeded: header.payloadLength)
-            lastOutgoingTimestamp = timestamp
+            lastOutgoingTimestamp = fields.timestamp
             lastSentAt = now
             sentAny = true
+        } else {
+            retransmissionsSent &+= 1
         }
         return true
     }
+}
+
+/// What a subscriber asked for of one track: a quality, or the size of the tile that shows it.
+public struct SubscriptionLimit: Sendable, Equatable {
+    public enum Quality: String, Sendable, Equatable, CaseIterable {
+        case low, medium, high
+
+        /// The highest spatial layer this quality takes (0 lowest).
+        public var maxSpatialLayer: Int {
+            switch self {
+            case .low: 0
+            case .medium: 1
+            case .high: 2
+            }
+        }
+    }
+
+    public var quality: Quality
+    public var maxWidth: Int?
+    public var maxHeight: Int?
+
+    public init(quality: Quality = .high, maxWidth: Int? = nil, maxHeight: Int? = nil) {
+        self.quality = quality
+        self.maxWidth = maxWidth
+        self.maxHeight = maxHeight
+    }
+}
+
+/// What the forwarding loop learns of a packet once, for every down-track: whether a decoder can
+/// start from it and, for VP8, its payload descriptor (temporal layer, picture ids).
+struct FrameInfo {
+    var isVideo: Bool
+    var startsKeyframe: Bool
+    var temporalLayer: Int
+    var vp8: VP8PayloadDescriptor?
+
+    static let audio = FrameInfo(isVideo: false, startsKeyframe: false, temporalLayer: 0, vp8: nil)
 }

@@ -48,8 +48,16 @@ public struct RTPExtensionIDs: Sendable, Equatable {
     public var absSendTime: UInt8 = 0
     public var transportCC: UInt8 = 0
     public var absCaptureTime: UInt8 = 0
+    /// Simulcast: which layer (rid) a packet belongs to, and which an RTX packet repairs.
+    public var rid: UInt8 = 0
+    public var repairedRID: UInt8 = 0
 
-    public init(mid: UInt8 = 0, audioLevel: UInt8 = 0, absSendTime: UInt8 = 0, transportCC: UInt8 = 0, absCaptureTime: UInt8 = 0) {
+    public init(
+        mid: UInt8 = 0, audioLevel: UInt8 = 0, absSendTime: UInt8 = 0, transportCC: UInt8 = 0, absCaptureTime: UInt8 = 0, rid: UInt8 = 0,
+        repairedRID: UInt8 = 0
+    ) {
+        self.rid = rid
+        self.repairedRID = repairedRID
         self.absCaptureTime = absCaptureTime
         self.mid = mid
         self.audioLevel = audioLevel
@@ -57,13 +65,12 @@ public struct RTPExtensionIDs: Sendable, Equatable {
         self.transportCC = transportCC
     }
 
-    /// Publisher ids → subscriber ids for the extensions an SFU forwards unchanged (mid is
-    /// rewritten per m-line, abs-send-time is stamped fresh, transport-cc is hop-by-hop: those
-    /// the down-track writes itself or drops).
+    /// Publisher ids → subscriber ids for the extensions an SFU forwards unchanged. mid, rid and
+    /// repaired rid name the publisher's streams (the subscriber knows its SSRCs from the SDP);
+    /// abs-send-time and transport-cc are hop-by-hop, written fresh by the down-track.
     public func forwardingMap(to subscriber: RTPExtensionIDs) -> ExtensionIDMap {
         var map = ExtensionIDMap()
         if audioLevel != 0, subscriber.audioLevel != 0 { map[audioLevel] = subscriber.audioLevel }
-        if absSendTime != 0, subscriber.absSendTime != 0 { map[absSendTime] = subscriber.absSendTime }
         if absCaptureTime != 0, subscriber.absCaptureTime != 0 { map[absCaptureTime] = subscriber.absCaptureTime }
         return map
     }
@@ -78,6 +85,16 @@ public struct SFUConfiguration: Sendable {
     public var consentTimeoutNanoseconds: UInt64
     public var reportIntervalNanoseconds: UInt64 = 1_000_000_000
     public var nackRetryNanoseconds: Int64 = 30_000_000
+    /// How often publishers get transport-wide feedback (Chromium's receivers send it every 50-100 ms).
+    public var uplinkFeedbackIntervalNanoseconds: UInt64 = 50_000_000
+    /// How often each subscriber's layers are chosen again from its estimate.
+    public var allocationIntervalNanoseconds: UInt64 = 200_000_000
+    /// A layer no subscriber needed for this long is turned off at the publisher (dynacast).
+    public var layerIdleNanoseconds: UInt64 = 3_000_000_000
+    /// The first estimate of a subscriber's downlink, before its feedback says more.
+    public var initialSubscriberBitrate = 1_000_000
+    public var minSubscriberBitrate = 100_000
+    public var maxSubscriberBitrate = 10_000_000
     /// Wall clock for sender reports (NTP time), injected for tests.
     public var wallClockNanoseconds: @Sendable () -> Int64
 

@@ -1,3 +1,4 @@
+import Congestion
 import RTP
 import WebRTC
 
@@ -5,6 +6,16 @@ import WebRTC
 public protocol SFURoomDelegate: AnyObject {
     func sfuRoom(_ room: SFURoom, speakersChanged speakers: [ActiveSpeaker])
     func sfuRoom(_ room: SFURoom, participant sid: String, transport role: TransportRole, closed reason: WebRTCTransport.CloseReason)
+    /// A subscriber's track was paused (not even its lowest layer fits its bandwidth) or resumed.
+    func sfuRoom(_ room: SFURoom, downTrack: DownTrack, pausedForBandwidth paused: Bool)
+    /// The simulcast layers of a publication that someone needs changed: the publisher should
+    /// send only those (dynacast).
+    func sfuRoom(_ room: SFURoom, publication: Publication, neededLayers: [PublishedLayer])
+}
+
+extension SFURoomDelegate {
+    public func sfuRoom(_ room: SFURoom, downTrack: DownTrack, pausedForBandwidth paused: Bool) {}
+    public func sfuRoom(_ room: SFURoom, publication: Publication, neededLayers: [PublishedLayer]) {}
 }
 
 /// Something that takes a copy of every publication's packets as they arrive, decrypted (a
@@ -49,6 +60,9 @@ public final class SFURoom: @unchecked Sendable {
     private var lastReportsAt: UInt64 = 0
     private var lastSpeakersAt: UInt64 = 0
     private var lastSpeakers: [ActiveSpeaker] = []
+    var lastSpeakerSids: [String] { lastSpeakers.map(\.participantSid) }
+    private var lastBitrateWindowAt: UInt64 = 0
+    var lastAllocationAt: UInt64 = 0
     private var closed = false
 
     public static let maxPacket = 1500
@@ -85,7 +99,11 @@ public final class SFURoom: @unchecked Sendable {
     public func participant(_ sid: String) -> SFUParticipant {
         port.loop.preconditionInEventLoop()
         if let existing = participants[sid] { return existing }
-        let participant = SFUParticipant(sid: sid, room: self, rtcpSSRC: randomSSRC())
+        let bandwidth = SubscriberBandwidth(
+            configuration: SendSideEstimator.Configuration(
+                initialBitrate: configuration.initialSubscriberBitrate, minBitrate: configuration.minSubscriberBitrate,
+                maxBitrate: configuration.maxSubscriberBitrate))
+        let participant = SFUParticipant(sid: sid, room: self, rtcpSSRC: randomSSRC(), bandwidth: bandwidth)
         participants[sid] = participant
         return participant
     }
@@ -131,18 +149,22 @@ public final class SFURoom: @unchecked Sendable {
 
     // MARK: Publications and subscriptions
 
+    /// Starts taking a publisher's m-line: one layer (`ssrc` when its SDP said it) or the
+    /// simulcast `layers`, lowest first; `retransmission` maps RTX payload types to the ones
+    /// they repair.
     public func publish(
-        participant sid: String, trackSid: String, kind: MediaKind, mid: String, ssrc: UInt32?, codecs: [RTPCodec],
-        extensions: RTPExtensionIDs, feedback: Publication.Feedback
+        participant sid: String, trackSid: String, kind: MediaKind, mid: String, ssrc: UInt32?, layers: [Publication.LayerDescription] = [],
+        codecs: [RTPCodec], extensions: RTPExtensionIDs, feedback: Publication.Feedback, retransmission: [UInt8: UInt8] = [:]
     ) -> Publication {
         let participant = participant(sid)
         if let existing = participant.publications.first(where: { $0.mid == mid }) { return existing }
         let publication = Publication(
-            trackSid: trackSid, participantSid: sid, kind: kind, mid: mid, ssrc: ssrc, codecs: codecs, extensions: extensions,
-            feedback: feedback, historySize: configuration.packetHistory)
+            trackSid: trackSid, participantSid: sid, kind: kind, mid: mid,
+            layers: layers.isEmpty ? [Publication.LayerDescription(ssrc: ssrc)] : layers, codecs: codecs, extensions: extensions,
+            feedback: feedback, retransmission: retransmission, historySize: configuration.packetHistory)
         participant.publications.append(publication)
         if publication.isNacked { nackedPublications += 1 }
-        if let ssrc { participant.publicationsBySSRC[ssrc] = publication }
+        participant.bindAnnouncedStreams(of: publication)
         tap?.tap(self, published: publication)
         return publication
     }
@@ -158,7 +180,7 @@ public final class SFURoom: @unchecked Sendable {
         let count = participant.publications.count
         participant.publications.removeAll { $0 === publication }
         if participant.publications.count < count, publication.isNacked { nackedPublications -= 1 }
-        participant.publicationsBySSRC = participant.publicationsBySSRC.filter { $0.value !== publication }
+        participant.unbindStreams(of: publication)
     }
 
     /// Every publication in the room, for a recorder that starts mid-meeting.
@@ -166,7 +188,7 @@ public final class SFURoom: @unchecked Sendable {
 
     /// Asks the publisher of a video publication for a keyframe now (a recorder starting).
     public func requestKeyframe(_ publication: Publication) {
-        requestKeyframe(publication, now: port.now(), force: true)
+        requestKeyframe(publication, layer: publication.layers.count - 1, now: port.now(), force: true)
     }
 
     public func publication(trackSid: String) -> Publication? {
@@ -184,9 +206,14 @@ public final class SFURoom: @unchecked Sendable {
         let transport = transport(for: subscriberSid, role: .subscriber)
         var ssrc = randomSSRC()
         while subscriber.downTracksBySSRC[ssrc] != nil { ssrc = randomSSRC() }
-        let downTrack = DownTrack(publication: publication, subscriberSid: subscriberSid, mid: mid, outgoingSSRC: ssrc, transport: transport)
+        var retransmissionSSRC = randomSSRC()
+        while subscriber.downTracksBySSRC[retransmissionSSRC] != nil || retransmissionSSRC == ssrc { retransmissionSSRC = randomSSRC() }
+        let downTrack = DownTrack(
+            publication: publication, subscriberSid: subscriberSid, mid: mid, outgoingSSRC: ssrc, retransmissionSSRC: retransmissionSSRC,
+            transport: transport, bandwidth: subscriber.bandwidth)
         subscriber.downTracks.append(downTrack)
         subscriber.downTracksBySSRC[ssrc] = downTrack
+        subscriber.downTracksBySSRC[retransmissionSSRC] = downTrack
         publication.downTracks.append(downTrack)
         return downTrack
     }
@@ -198,6 +225,7 @@ public final class SFURoom: @unchecked Sendable {
         if let subscriber = participants[downTrack.subscriberSid] {
             subscriber.downTracks.removeAll { $0 === downTrack }
             subscriber.downTracksBySSRC[downTrack.outgoingSSRC] = nil
+            subscriber.downTracksBySSRC[downTrack.retransmissionSSRC] = nil
         }
         // A BYE tells the subscriber the stream ended (its m-line goes inactive in the next offer).
         if downTrack.transport.isConnected, let bye = RTCPBuilder.bye(ssrcs: [downTrack.outgoingSSRC]) {
@@ -206,9 +234,9 @@ public final class SFURoom: @unchecked Sendable {
     }
 
     /// Applies the subscriber's answer for a down-track; video asks the publisher for a keyframe.
-    public func negotiate(_ downTrack: DownTrack, codecs: [RTPCodec], extensions: RTPExtensionIDs) {
+    public func negotiate(_ downTrack: DownTrack, codecs: [RTPCodec], retransmissionPayloadType: UInt8? = nil, extensions: RTPExtensionIDs) {
         let wasNegotiated = downTrack.isNegotiated
-        downTrack.negotiate(codecs: codecs, extensions: extensions)
+        downTrack.negotiate(codecs: codecs, retransmissionPayloadType: retransmissionPayloadType, extensions: extensions)
         if !wasNegotiated, downTrack.publication.kind == .video { wantKeyframe(for: downTrack) }
     }
 
@@ -221,30 +249,117 @@ public final class SFURoom: @unchecked Sendable {
         // What was held back during the mute is not a loss: each subscriber's stream continues
         // at the next sequence number, its timestamp advanced by the time muted.
         for downTrack in publication.downTracks { downTrack.rewriter.resync() }
-        if publication.kind == .video { requestKeyframe(publication, now: port.now(), force: true) }
+        if publication.kind == .video {
+            for index in publication.layers.indices { requestKeyframe(publication, layer: index, now: port.now(), force: true) }
+        }
     }
 
     // MARK: The packet path
 
-    func forward(_ received: UnsafeRawBufferPointer, from participant: SFUParticipant) {
-        guard let header = RTPHeader(received) else { return workerStatistics.counts.droppedMalformedRTP += 1 }
-        guard let publication = participant.publication(for: header, packet: received) else {
+    func forward(_ received: UnsafeMutableRawBufferPointer, from participant: SFUParticipant) {
+        guard var header = RTPHeader(UnsafeRawBufferPointer(received)) else { return workerStatistics.counts.droppedMalformedRTP += 1 }
+        let now = port.now()
+        guard let stream = participant.stream(for: header, packet: UnsafeRawBufferPointer(received)) else {
             return workerStatistics.counts.droppedUnknownSSRC += 1
         }
-        let now = port.now()
-        publication.noteReceived(header, packet: received, now: now)
-        tap?.tap(self, received: received, header: header, from: publication, now: now)
-        guard !publication.muted, !publication.downTracks.isEmpty, received.count <= Self.maxPacket else { return }
+        let publication = stream.publication
+        let layer = stream.layer
+        // Every packet on the transport counts for the publisher's uplink estimate, RTX and
+        // padding included: the feedback reports them all.
+        if publication.extensions.transportCC != 0 { noteUplinkArrival(header, packet: UnsafeRawBufferPointer(received), of: publication, from: participant, now: now) }
+        var packet = UnsafeRawBufferPointer(received)
+        if stream.isRetransmission {
+            guard let unwrapped = unwrapRetransmission(received, header: header, layer: layer, publication: publication) else { return }
+            header = unwrapped.header
+            packet = unwrapped.packet
+        }
+        if header.payloadLength == 0 {
+            // Padding only (a sender probing its uplink): nothing to decode. Each subscriber's
+            // numbering skips it, so it leaves no gap to NACK.
+            workerStatistics.counts.paddingReceived += 1
+            layer.noteReceived(header, packet: packet, temporalLayer: 0, clockRate: publication.clockRate, nacked: publication.isNacked, now: now)
+            for downTrack in publication.downTracks where downTrack.currentLayer == layer.index {
+                _ = downTrack.rewriter.skip(ssrc: header.ssrc, sequenceNumber: header.sequenceNumber)
+            }
+            return
+        }
+        let frame = frameInfo(packet, header: header, publication: publication)
+        layer.noteReceived(header, packet: packet, temporalLayer: frame.temporalLayer, clockRate: publication.clockRate, nacked: publication.isNacked, now: now)
+        if frame.startsKeyframe { noteKeyframe(frame, layer: layer, packet: packet, header: header, now: now) }
+        if publication.kind == .audio { publication.noteAudioLevel(header, packet: packet) }
+        if layer.index == publication.layers.count - 1 { tap?.tap(self, received: packet, header: header, from: publication, now: now) }
+        guard !publication.muted, !publication.downTracks.isEmpty, packet.count <= Self.maxPacket else { return }
         let downTracks = publication.downTracks
         prefetchSendingState(of: downTracks)
         var forwarded: UInt64 = 0
-        for downTrack in downTracks where downTrack.isActive {
-            if downTrack.send(received, header: header, now: now) { forwarded += 1 }
+        for downTrack in downTracks where downTrack.isActive && downTrack.accepts(layer: layer.index, frame: frame) {
+            if downTrack.send(packet, header: header, frame: frame, now: now) { forwarded += 1 }
         }
         if forwarded > 0 {
             workerStatistics.counts.forwardedPackets += forwarded
             workerStatistics.counts.recordForwardingDelay(nanoseconds: port.now() &- now)
         }
+    }
+
+    /// An RTX packet made back into the original (in the receive buffer): the layer's SSRC, the
+    /// payload type it repairs, the original sequence number. Nil (counted) for padding-only RTX,
+    /// which senders use to probe, and for an RTX payload type with no codec behind it.
+    private func unwrapRetransmission(
+        _ received: UnsafeMutableRawBufferPointer, header: RTPHeader, layer: PublishedLayer, publication: Publication
+    ) -> (header: RTPHeader, packet: UnsafeRawBufferPointer)? {
+        let repaired = publication.retransmissionPayloadTypes[header.payloadType]
+        guard repaired != PayloadTypeMap.drop, let ssrc = layer.ssrc else {
+            workerStatistics.counts.droppedUnknownRetransmission += 1
+            return nil
+        }
+        guard let length = RetransmissionPacket.unwrap(received, header: header) else {
+            workerStatistics.counts.paddingReceived += 1
+            return nil
+        }
+        guard var rewriter = RTPPacketRewriter(UnsafeMutableRawBufferPointer(rebasing: received[..<length])) else {
+            workerStatistics.counts.droppedMalformedRTP += 1
+            return nil
+        }
+        rewriter.setSSRC(ssrc)
+        rewriter.setPayloadType(repaired)
+        layer.repairsReceived += 1
+        workerStatistics.counts.repairsReceived += 1
+        return (rewriter.header, UnsafeRawBufferPointer(rewriter.packet))
+    }
+
+    /// What every down-track needs to know of a packet, worked out once.
+    @inline(__always)
+    private func frameInfo(_ packet: UnsafeRawBufferPointer, header: RTPHeader, publication: Publication) -> FrameInfo {
+        guard publication.kind == .video else { return .audio }
+        let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
+        if publication.isVP8 {
+            guard let descriptor = VP8PayloadDescriptor(payload) else {
+                workerStatistics.counts.droppedMalformedVP8 += 1
+                return FrameInfo(isVideo: true, startsKeyframe: false, temporalLayer: 0, vp8: nil)
+            }
+            return FrameInfo(isVideo: true, startsKeyframe: descriptor.isKeyframe, temporalLayer: descriptor.temporalLayer, vp8: descriptor)
+        }
+        return FrameInfo(isVideo: true, startsKeyframe: H264Payload.startsKeyframe(payload), temporalLayer: 0, vp8: nil)
+    }
+
+    private func noteKeyframe(_ frame: FrameInfo, layer: PublishedLayer, packet: UnsafeRawBufferPointer, header: RTPHeader, now: UInt64) {
+        layer.lastKeyframeAt = now
+        if let size = frame.vp8?.keyframeSize(in: UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])) {
+            layer.width = size.width
+            layer.height = size.height
+        }
+    }
+
+    /// Records a publisher packet's transport-wide sequence number and arrival for the feedback
+    /// the tick sends back.
+    private func noteUplinkArrival(_ header: RTPHeader, packet: UnsafeRawBufferPointer, of publication: Publication, from participant: SFUParticipant, now: UInt64) {
+        guard let range = header.extensionElement(id: publication.extensions.transportCC, in: packet),
+            let sequence = TransportSequenceNumber.read(UnsafeRawBufferPointer(rebasing: packet[range]))
+        else { return }
+        if participant.uplinkFeedback == nil {
+            participant.uplinkFeedback = TWCCRecorder(senderSSRC: participant.rtcpSSRC, mediaSSRC: header.ssrc)
+        }
+        participant.uplinkFeedback?.packetArrived(sequenceNumber: sequence, arrivalMicroseconds: Int64(now / 1000))
     }
 
     /// Every subscriber's state is cold when a packet arrives (the worker's other rooms ran since
@@ -268,8 +383,8 @@ public final class SFURoom: @unchecked Sendable {
         while let packet = iterator.next() {
             switch role {
             case .publisher:
-                if let report = RTCPSenderReport(packet), let publication = participant.publicationsBySSRC[report.ssrc] {
-                    publication.statistics?.senderReportReceived(ntp: report.ntp, arrivalNanoseconds: configuration.wallClockNanoseconds())
+                if let report = RTCPSenderReport(packet), let stream = participant.streamsBySSRC[report.ssrc], !stream.isRetransmission {
+                    stream.layer.statistics?.senderReportReceived(ntp: report.ntp, arrivalNanoseconds: configuration.wallClockNanoseconds())
                 }
             case .subscriber:
                 handleSubscriberFeedback(packet, from: participant, now: now)
@@ -280,52 +395,79 @@ public final class SFURoom: @unchecked Sendable {
     private func handleSubscriberFeedback(_ packet: RTCPPacket, from subscriber: SFUParticipant, now: UInt64) {
         if let nack = RTCPGenericNack(packet) {
             workerStatistics.counts.nacksReceived += 1
-            guard let downTrack = subscriber.downTracksBySSRC[nack.mediaSSRC], let history = downTrack.publication.history else { return }
+            guard let downTrack = subscriber.downTracksBySSRC[nack.mediaSSRC], downTrack.outgoingSSRC == nack.mediaSSRC else { return }
             nack.forEachLostSequenceNumber { outgoing in
-                guard let incoming = downTrack.rewriter.incomingSequence(forOutgoing: outgoing) else {
+                if retransmit(outgoing, on: downTrack, now: now) {
+                    workerStatistics.counts.retransmissions += 1
+                } else {
                     workerStatistics.counts.retransmissionMisses += 1
-                    return
                 }
-                let resent: Bool? = history.withPacket(sequenceNumber: incoming) { stored in
-                    guard let header = RTPHeader(stored) else { return false }
-                    return downTrack.send(stored, header: header, now: now, retransmittedAs: outgoing)
-                }
-                if resent == true { workerStatistics.counts.retransmissions += 1 } else { workerStatistics.counts.retransmissionMisses += 1 }
+            }
+        } else if packet.packetType == .transportFeedback, packet.format == TWCCFeedback.format {
+            if subscriber.bandwidth.feedbackReceived(packet, now: now) {
+                workerStatistics.counts.transportFeedbackReceived += 1
+            } else {
+                workerStatistics.counts.droppedMalformedTransportFeedback += 1
             }
         } else if let pli = RTCPPictureLossIndication(packet) {
             workerStatistics.counts.plisReceived += 1
-            if let downTrack = subscriber.downTracksBySSRC[pli.mediaSSRC] { requestKeyframe(downTrack.publication, now: now) }
+            if let downTrack = subscriber.downTracksBySSRC[pli.mediaSSRC] { requestKeyframe(for: downTrack, now: now) }
         } else if let fir = RTCPFullIntraRequest(packet) {
             workerStatistics.counts.plisReceived += 1
             for entry in fir.entries {
-                if let downTrack = subscriber.downTracksBySSRC[entry.ssrc] { requestKeyframe(downTrack.publication, now: now) }
+                if let downTrack = subscriber.downTracksBySSRC[entry.ssrc] { requestKeyframe(for: downTrack, now: now) }
             }
         } else if let remb = RTCPREMB(packet) {
             for ssrc in remb.ssrcs { subscriber.downTracksBySSRC[ssrc]?.receiverEstimate = remb.bitrate }
+            subscriber.bandwidth.receiverEstimate = remb.bitrate
         } else if packet.packetType == .receiverReport {
             workerStatistics.counts.receiverReportsReceived += 1
         }
     }
 
-    /// PLI (or FIR when the publisher did not offer PLI), at most once per `pliInterval`.
-    /// False when the publisher cannot be asked yet (its transport is not connected): the
-    /// caller keeps the request for later.
-    @discardableResult
-    func requestKeyframe(_ publication: Publication, now: UInt64, force: Bool = false) -> Bool {
-        guard publication.kind == .video, let ssrc = publication.ssrc,
-            let publisher = participants[publication.participantSid], let transport = publisher.publisher, transport.isConnected
+    /// Sends again what went out as `outgoing` on `downTrack`, from its layer's history: on the
+    /// subscriber's RTX stream when it negotiated one, else as the original.
+    private func retransmit(_ outgoing: UInt16, on downTrack: DownTrack, now: UInt64) -> Bool {
+        let publication = downTrack.publication
+        guard downTrack.currentLayer >= 0, let history = publication.layers[downTrack.currentLayer].history,
+            let incoming = downTrack.rewriter.incomingSequence(forOutgoing: outgoing)
         else { return false }
-        guard force || publication.lastKeyframeRequest == 0 || now &- publication.lastKeyframeRequest >= configuration.pliIntervalNanoseconds
+        let resent: Bool? = history.withPacket(sequenceNumber: incoming) { stored in
+            guard let header = RTPHeader(stored) else { return false }
+            let frame = frameInfo(stored, header: header, publication: publication)
+            return downTrack.send(stored, header: header, frame: frame, now: now, retransmittedAs: outgoing)
+        }
+        return resent == true
+    }
+
+    /// A subscriber lost its picture: the layer it receives (or is switching to) is asked.
+    private func requestKeyframe(for downTrack: DownTrack, now: UInt64) {
+        let layer = downTrack.targetLayer >= 0 ? downTrack.targetLayer : downTrack.currentLayer
+        guard layer >= 0 else { return }
+        requestKeyframe(downTrack.publication, layer: layer, now: now)
+    }
+
+    /// PLI (or FIR when the publisher did not offer PLI) for one layer, at most once per
+    /// `pliInterval`. False when the publisher cannot be asked yet (its transport is not
+    /// connected, or the layer's SSRC is not known): the caller keeps the request for later.
+    @discardableResult
+    func requestKeyframe(_ publication: Publication, layer index: Int = 0, now: UInt64, force: Bool = false) -> Bool {
+        guard publication.kind == .video, publication.layers.indices.contains(index) else { return false }
+        let layer = publication.layers[index]
+        guard let ssrc = layer.ssrc, let publisher = participants[publication.participantSid], let transport = publisher.publisher,
+            transport.isConnected
+        else { return false }
+        guard force || layer.lastKeyframeRequest == 0 || now &- layer.lastKeyframeRequest >= configuration.pliIntervalNanoseconds
         else { return true }
-        publication.lastKeyframeRequest = now
+        layer.lastKeyframeRequest = now
         let length: Int?
         if publication.feedback.pli || !publication.feedback.fir {
             length = RTCPBuilder.pictureLossIndication(senderSSRC: publisher.rtcpSSRC, mediaSSRC: ssrc, into: rtcpScratch)
             workerStatistics.counts.plisSent += 1
         } else {
-            publication.keyframeRequestSequence &+= 1
+            layer.keyframeRequestSequence &+= 1
             length = RTCPBuilder.fullIntraRequest(
-                senderSSRC: publisher.rtcpSSRC, entries: [FIREntry(ssrc: ssrc, sequenceNumber: publication.keyframeRequestSequence)],
+                senderSSRC: publisher.rtcpSSRC, entries: [FIREntry(ssrc: ssrc, sequenceNumber: layer.keyframeRequestSequence)],
                 into: rtcpScratch)
             workerStatistics.counts.firsSent += 1
         }
@@ -351,7 +493,8 @@ public final class SFURoom: @unchecked Sendable {
                 guard keyframeRequestsPending else { continue }
                 // A subscriber that connected before its publisher keeps asking until the publisher can hear it.
                 for downTrack in participant.downTracks where downTrack.keyframeRequested {
-                    if downTrack.isActive, requestKeyframe(downTrack.publication, now: now, force: true) {
+                    let layer = downTrack.targetLayer >= 0 ? downTrack.targetLayer : max(downTrack.currentLayer, 0)
+                    if downTrack.isActive, requestKeyframe(downTrack.publication, layer: layer, now: now, force: true) {
                         downTrack.keyframeRequested = false
                     } else {
                         stillPending = true
@@ -359,6 +502,26 @@ public final class SFURoom: @unchecked Sendable {
                 }
             }
             keyframeRequestsPending = stillPending
+        }
+        for participant in participants.values where participant.uplinkFeedback != nil {
+            if now &- participant.lastUplinkFeedbackAt >= configuration.uplinkFeedbackIntervalNanoseconds {
+                participant.lastUplinkFeedbackAt = now
+                sendUplinkFeedback(to: participant)
+            }
+        }
+        if now &- lastBitrateWindowAt >= 1_000_000_000 {
+            let elapsed = lastBitrateWindowAt == 0 ? 0 : now &- lastBitrateWindowAt
+            lastBitrateWindowAt = now
+            for participant in participants.values {
+                for publication in participant.publications where publication.kind == .video {
+                    for layer in publication.layers { layer.closeWindow(elapsed: elapsed) }
+                }
+            }
+        }
+        if now &- lastAllocationAt >= configuration.allocationIntervalNanoseconds {
+            lastAllocationAt = now
+            for participant in participants.values where !participant.downTracks.isEmpty { allocate(participant, now: now) }
+            updateNeededLayers(now: now)
         }
         if now &- lastReportsAt >= configuration.reportIntervalNanoseconds {
             lastReportsAt = now
@@ -370,17 +533,28 @@ public final class SFURoom: @unchecked Sendable {
         }
     }
 
-    /// NACKs upstream for gaps in a publisher's video.
+    /// Transport-wide feedback to a publisher: what arrived when since the last one.
+    private func sendUplinkFeedback(to participant: SFUParticipant) {
+        guard let transport = participant.publisher, transport.isConnected, let feedbacks = participant.uplinkFeedback?.makeFeedback() else { return }
+        for feedback in feedbacks {
+            transport.sendRTCP(feedback.serialized())
+            workerStatistics.counts.transportFeedbackSent += 1
+        }
+    }
+
+    /// NACKs upstream for gaps in a publisher's video, per layer.
     private func sendNacks(for participant: SFUParticipant, now: UInt64) {
         guard let transport = participant.publisher, transport.isConnected else { return }
         for publication in participant.publications where publication.isNacked {
-            guard let ssrc = publication.ssrc else { continue }
-            let due = publication.nacks.dueNacks(nowNanoseconds: Int64(truncatingIfNeeded: now), retryIntervalNanoseconds: configuration.nackRetryNanoseconds)
-            guard !due.isEmpty,
-                let length = RTCPBuilder.genericNack(senderSSRC: participant.rtcpSSRC, mediaSSRC: ssrc, lostSequenceNumbers: due, into: rtcpScratch)
-            else { continue }
-            workerStatistics.counts.nacksSent += 1
-            transport.sendRTCP(rtcpScratch, length: length)
+            for layer in publication.layers {
+                guard let ssrc = layer.ssrc else { continue }
+                let due = layer.nacks.dueNacks(nowNanoseconds: Int64(truncatingIfNeeded: now), retryIntervalNanoseconds: configuration.nackRetryNanoseconds)
+                guard !due.isEmpty,
+                    let length = RTCPBuilder.genericNack(senderSSRC: participant.rtcpSSRC, mediaSSRC: ssrc, lostSequenceNumbers: due, into: rtcpScratch)
+                else { continue }
+                workerStatistics.counts.nacksSent += 1
+                transport.sendRTCP(rtcpScratch, length: length)
+            }
         }
     }
 
@@ -389,17 +563,23 @@ public final class SFURoom: @unchecked Sendable {
         let wall = configuration.wallClockNanoseconds()
         if let transport = participant.publisher, transport.isConnected {
             var blocks: [ReportBlock] = []
-            for publication in participant.publications where publication.statistics != nil {
-                if let block = publication.statistics?.makeReportBlock(nowNanoseconds: wall) { blocks.append(block) }
+            for publication in participant.publications {
+                for layer in publication.layers {
+                    if let block = layer.statistics?.makeReportBlock(nowNanoseconds: wall) { blocks.append(block) }
+                }
             }
             if !blocks.isEmpty, let length = RTCPBuilder.receiverReport(ssrc: participant.rtcpSSRC, reportBlocks: blocks.prefix(31), into: rtcpScratch) {
                 transport.sendRTCP(rtcpScratch, length: length)
             }
             for publication in participant.publications where publication.kind == .video && publication.feedback.remb {
-                guard let ssrc = publication.ssrc else { continue }
-                let estimates = publication.downTracks.compactMap(\.receiverEstimate)
+                let ssrcs = publication.layers.compactMap(\.ssrc)
+                guard !ssrcs.isEmpty else { continue }
+                // Simulcast serves each subscriber a layer that fits it: one slow subscriber must
+                // not hold the publisher down, so only the ceiling is sent. A single layer is held
+                // to what its slowest subscriber takes, as before.
+                let estimates = publication.isSimulcast ? [] : publication.downTracks.compactMap(\.receiverEstimate)
                 let bitrate = min(configuration.maxBitrate, estimates.min() ?? configuration.maxBitrate)
-                if let length = RTCPBuilder.remb(senderSSRC: participant.rtcpSSRC, bitrate: bitrate, ssrcs: [ssrc], into: rtcpScratch) {
+                if let length = RTCPBuilder.remb(senderSSRC: participant.rtcpSSRC, bitrate: bitrate, ssrcs: ssrcs, into: rtcpScratch) {
                     workerStatistics.counts.rembSent += 1
                     transport.sendRTCP(rtcpScratch, length: length)
                 }

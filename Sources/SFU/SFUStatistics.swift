@@ -19,6 +19,19 @@ public struct SFUStatistics: Sendable, Equatable {
     public var droppedMalformedRTP: UInt64 = 0
     public var droppedMalformedRTCP: UInt64 = 0
     public var droppedUnknownSSRC: UInt64 = 0
+    /// RTX packets whose payload type repairs no negotiated codec, or whose layer has no SSRC yet.
+    public var droppedUnknownRetransmission: UInt64 = 0
+    /// VP8 packets whose payload descriptor is cut short (not forwarded by layer logic).
+    public var droppedMalformedVP8: UInt64 = 0
+    public var droppedMalformedTransportFeedback: UInt64 = 0
+    /// Padding-only packets from publishers (their own probing): counted, not forwarded.
+    public var paddingReceived: UInt64 = 0
+    /// Publishers' retransmissions that arrived on RTX and were unwrapped.
+    public var repairsReceived: UInt64 = 0
+    public var transportFeedbackReceived: UInt64 = 0
+    public var transportFeedbackSent: UInt64 = 0
+    /// Subscriber tracks paused because not even their lowest layer fit.
+    public var tracksPaused: UInt64 = 0
     /// Counts per bucket of `delayBucketsMicroseconds`, then one for larger delays.
     public var delayBuckets = [UInt64](repeating: 0, count: delayBucketsMicroseconds.count + 1)
     public var delaySumNanoseconds: UInt64 = 0
@@ -50,6 +63,14 @@ public struct SFUStatistics: Sendable, Equatable {
         droppedMalformedRTP += other.droppedMalformedRTP
         droppedMalformedRTCP += other.droppedMalformedRTCP
         droppedUnknownSSRC += other.droppedUnknownSSRC
+        droppedUnknownRetransmission += other.droppedUnknownRetransmission
+        droppedMalformedVP8 += other.droppedMalformedVP8
+        droppedMalformedTransportFeedback += other.droppedMalformedTransportFeedback
+        paddingReceived += other.paddingReceived
+        repairsReceived += other.repairsReceived
+        transportFeedbackReceived += other.transportFeedbackReceived
+        transportFeedbackSent += other.transportFeedbackSent
+        tracksPaused += other.tracksPaused
         for index in delayBuckets.indices { delayBuckets[index] += other.delayBuckets[index] }
         delaySumNanoseconds &+= other.delaySumNanoseconds
         delayCount += other.delayCount

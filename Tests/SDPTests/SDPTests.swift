@@ -135,13 +135,21 @@ let local = LocalTransportParameters(
         }
         let audio = sdp.media[0], video = sdp.media[1]
         #expect(audio.codecs.map(\.name) == ["opus"])
-        #expect(audio.codecs[0].feedback.isEmpty)
-        #expect(!video.codecs.contains { $0.name == "rtx" })
+        #expect(audio.codecs[0].feedback == ["transport-cc"])
+        // Each video codec keeps its RTX, pointing at it.
+        let mediaTypes = Set(video.codecs.filter { $0.name != "rtx" }.map(\.payloadType))
+        let rtx = video.codecs.filter { $0.name == "rtx" }
+        #expect(rtx.count == mediaTypes.count)
+        #expect(rtx.allSatisfy { $0.parameter("apt").flatMap(UInt8.init).map(mediaTypes.contains) == true })
+        #expect(answer.accepted[1].retransmissionPayloadTypes.count == mediaTypes.count)
+        #expect(rtx.allSatisfy { $0.feedback.isEmpty })
         #expect(video.codecs.first?.name == "VP8")
         #expect(video.codecs.filter { $0.name == "H264" }.allSatisfy { $0.parameter("packetization-mode") == "1" })
         #expect(video.codecs.contains { $0.name == "H264" })
-        #expect(Set(video.codecs[0].feedback) == ["nack", "nack pli", "ccm fir", "goog-remb"])
-        #expect(Set(video.extmaps.map(\.uri)) == [Extmap.absSendTimeURI, Extmap.transportCCURI, Extmap.midURI])
+        #expect(Set(video.codecs[0].feedback) == ["nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"])
+        #expect(
+            Set(video.extmaps.map(\.uri)) == [Extmap.absSendTimeURI, Extmap.transportCCURI, Extmap.midURI, Extmap.ridURI, Extmap.repairedRIDURI])
+        #expect(video.attribute("simulcast") == nil, "no simulcast offered, none answered")
         #expect(video.extmaps.first { $0.uri == Extmap.midURI }?.id == 4, "the offerer's ids are kept")
         #expect(audio.extmaps.first { $0.uri == Extmap.audioLevelURI }?.id == 1)
         #expect(answer.accepted[0].ssrc == 4_127_716_505)
@@ -149,11 +157,11 @@ let local = LocalTransportParameters(
         #expect(try SessionDescription(parsing: sdp.serialized()) == sdp)
     }
 
-    @Test func aiortcOfferKeepsOnlyOpusAndNoRTX() throws {
+    @Test func aiortcOfferKeepsOpusAndEachVideoCodecWithItsRTX() throws {
         let offer = try SessionDescription(parsing: fixture("aiortc-1.16-publisher-offer"))
         let answer = try Negotiation.answerPublisherOffer(offer, local: local)
         #expect(answer.description.media[0].codecs.map(\.name) == ["opus"])
-        #expect(answer.description.media[1].codecs.map(\.name) == ["VP8", "H264", "H264"])
+        #expect(answer.description.media[1].codecs.map(\.name) == ["VP8", "rtx", "H264", "rtx", "H264", "rtx"])
         #expect(answer.accepted[1].ssrc == 2_759_102_695, "the FID group's first SSRC is the media SSRC")
         #expect(answer.remote.fingerprint.algorithm == "sha-256", "of three fingerprints, sha-256 is taken")
         #expect(answer.description.media.allSatisfy { answer.description.setup(of: $0) == .passive })

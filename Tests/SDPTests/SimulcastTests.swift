@@ -77,4 +77,58 @@ import Testing
         #expect(video.ssrcGroups.filter { $0.semantics == "FID" }.map(\.ssrcs) == [[100, 101], [200, 201], [300, 301]])
         #expect(video.retransmissionPayloadTypes == [96: 97])
     }
+
+    @Test func chromiumsSimulcastOfferIsAnsweredWithItsThreeLayers() throws {
+        let offer = try SessionDescription(parsing: try fixture("chromium-156-simulcast-offer"))
+        let answer = try Negotiation.answerPublisherOffer(offer, local: local)
+        let video = try #require(answer.description.media.first { $0.kind == "video" })
+        #expect(video.rids.map(\.id) == ["q", "h", "f"])
+        #expect(video.rids.allSatisfy { $0.direction == .recv })
+        #expect(video.simulcast == SimulcastDescription(receive: [[.init(rid: "q")], [.init(rid: "h")], [.init(rid: "f")]]))
+        #expect(Set(video.extmaps.map(\.uri)).isSuperset(of: [Extmap.ridURI, Extmap.repairedRIDURI, Extmap.midURI, Extmap.transportCCURI]))
+        let accepted = try #require(answer.accepted.first { $0.kind == "video" })
+        #expect(accepted.rids == ["q", "h", "f"])
+        #expect(accepted.retransmissionPayloadTypes[97] == 96)
+        #expect(try SessionDescription(parsing: answer.description.serialized()) == answer.description)
+    }
+
+    @Test func simulcastNeedsTheRIDExtensionAndTakesAtMostThreeLayers() throws {
+        func answer(rids: [String], ridExtension: Bool) throws -> [String] {
+            var lines = [
+                "v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:0", "a=sendonly",
+                "a=ice-ufrag:abcd", "a=ice-pwd:0123456789012345678901", "a=fingerprint:sha-256 01:02", "a=setup:actpass",
+                "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid", "a=rtpmap:96 VP8/90000",
+            ]
+            if ridExtension { lines.append("a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id") }
+            lines += rids.map { "a=rid:\($0) send" }
+            lines.append("a=simulcast:send " + rids.joined(separator: ";"))
+            let offer = try SessionDescription(parsing: lines.joined(separator: "\r\n") + "\r\n")
+            return try Negotiation.answerPublisherOffer(offer, local: local).accepted[0].rids
+        }
+        #expect(try answer(rids: ["a", "b", "c", "d"], ridExtension: true) == ["a", "b", "c"], "a fourth layer is declined")
+        #expect(try answer(rids: ["q", "h"], ridExtension: false).isEmpty, "without the RID extension layers cannot be told apart")
+    }
+
+    @Test func subscriberOffersCarryRTXAndTransportCC() throws {
+        let vp8 = SDPCodec(payloadType: 100, name: "VP8", clockRate: 90_000)
+        let h264 = SDPCodec(payloadType: 102, name: "H264", clockRate: 90_000, fmtp: "packetization-mode=1;profile-level-id=42e01f")
+        let slots = [
+            Negotiation.SubscriberSlot(
+                mid: "0", kind: "video", track: .init(ssrc: 22, cname: "c", streamID: "PA_a", trackID: "TR_v", codec: vp8, retransmissionSSRC: 23)),
+            Negotiation.SubscriberSlot(
+                mid: "1", kind: "video", track: .init(ssrc: 32, cname: "c", streamID: "PA_b", trackID: "TR_w", codec: h264, retransmissionSSRC: 33)),
+        ]
+        let offer = Negotiation.makeSubscriberOffer(slots: slots, local: local, previous: nil)
+        #expect(try SessionDescription(parsing: offer.serialized()) == offer)
+        for (media, ssrcs) in zip(offer.media, [[UInt32(22), 23], [32, 33]]) {
+            let codecs = media.codecs
+            #expect(codecs.count == 2 && codecs[1].name == "rtx")
+            #expect(codecs[1].parameter("apt") == String(codecs[0].payloadType))
+            #expect(codecs[0].feedback.contains("transport-cc"))
+            #expect(media.ssrcGroups == [SSRCGroup(semantics: "FID", ssrcs: ssrcs)])
+            #expect(media.extmaps.contains { $0.uri == Extmap.transportCCURI })
+        }
+        let numbers = offer.media.flatMap { $0.codecs.map(\.payloadType) }
+        #expect(Set(numbers).count == 4, "one numbering for the bundle: \(numbers)")
+    }
 }

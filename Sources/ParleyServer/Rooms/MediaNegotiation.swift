@@ -26,6 +26,10 @@ enum MediaNegotiation {
         var codecs: [RTPCodec]
         var extensions: RTPExtensionIDs
         var feedback: Publication.Feedback
+        /// Simulcast layers, lowest first; empty for a single stream.
+        var layers: [Publication.LayerDescription]
+        /// RTX payload type → the payload type it repairs.
+        var retransmission: [UInt8: UInt8]
     }
 
     struct PublisherAnswer {
@@ -35,7 +39,7 @@ enum MediaNegotiation {
 
     struct SubscriberAnswer {
         var remote: WebRTCTransport.RemoteParameters
-        var media: [String: (codecs: [RTPCodec], extensions: RTPExtensionIDs)]
+        var media: [String: (codecs: [RTPCodec], retransmissionPayloadType: UInt8?, extensions: RTPExtensionIDs)]
     }
 
     static func readPublisherOffer(_ text: String) throws -> PublisherOffer {
@@ -55,9 +59,32 @@ enum MediaNegotiation {
                 mid: media.mid, kind: kind, ssrc: media.ssrc, codecs: media.codecs.map(rtpCodec), extensions: extensionIDs(media.extmaps),
                 feedback: Publication.Feedback(
                     nack: feedback.contains("nack"), pli: feedback.contains("nack pli"), fir: feedback.contains("ccm fir"),
-                    remb: feedback.contains("goog-remb")))
+                    remb: feedback.contains("goog-remb"), transportCC: feedback.contains("transport-cc")),
+                layers: simulcastLayers(media), retransmission: media.retransmissionPayloadTypes)
         }
         return PublisherAnswer(sdp: answer.description.serialized(), accepted: accepted)
+    }
+
+    /// The layers of a simulcast m-line, lowest first. Rids say nothing of size; the usual
+    /// names (q, h, f) are put in that order, any others kept in the offer's order, as browsers
+    /// list encodings lowest first. An `a=ssrc-group:SIM` offer (no rids) lists its SSRCs lowest
+    /// first, each paired with its RTX by `FID`.
+    static func simulcastLayers(_ media: NegotiatedMedia) -> [Publication.LayerDescription] {
+        let pairs = Dictionary(
+            media.ssrcGroups.filter { $0.semantics == "FID" && $0.ssrcs.count == 2 }.map { ($0.ssrcs[0], $0.ssrcs[1]) },
+            uniquingKeysWith: { first, _ in first })
+        if media.rids.count > 1 {
+            let usual = ["q", "h", "f"]
+            let rids = Set(media.rids).isSubset(of: usual) ? usual.filter(media.rids.contains) : media.rids
+            return rids.map { Publication.LayerDescription(rid: $0) }
+        }
+        if let sim = media.ssrcGroups.first(where: { $0.semantics == "SIM" }), sim.ssrcs.count > 1 {
+            return sim.ssrcs.prefix(MediaCapabilities.maxSimulcastLayers).map {
+                Publication.LayerDescription(ssrc: $0, retransmissionSSRC: pairs[$0])
+            }
+        }
+        if let ssrc = media.ssrc { return [Publication.LayerDescription(ssrc: ssrc, retransmissionSSRC: pairs[ssrc])] }
+        return []
     }
 
     struct SubscriberOfferState {
@@ -77,7 +104,8 @@ enum MediaNegotiation {
                 track: .init(
                     ssrc: downTrack.outgoingSSRC, cname: publication.participantSid, streamID: publication.participantSid,
                     trackID: publication.trackSid,
-                    codec: SDPCodec(payloadType: codec.payloadType, name: codec.name, clockRate: codec.clockRate, channels: codec.channels, fmtp: codec.fmtp)))
+                    codec: SDPCodec(payloadType: codec.payloadType, name: codec.name, clockRate: codec.clockRate, channels: codec.channels, fmtp: codec.fmtp),
+                    retransmissionSSRC: publication.kind == .video ? downTrack.retransmissionSSRC : nil))
         }
         let description = Negotiation.makeSubscriberOffer(slots: described, local: sdpParameters(local, version: 1), previous: previous?.description)
         return SubscriberOfferState(description: description, sdp: description.serialized())
@@ -86,9 +114,14 @@ enum MediaNegotiation {
     static func readSubscriberAnswer(_ text: String, for offer: SubscriberOfferState) throws -> SubscriberAnswer {
         let description = try SDP.SessionDescription(parsing: text)
         let summary = try Negotiation.readSubscriberAnswer(description, for: offer.description)
-        var media: [String: (codecs: [RTPCodec], extensions: RTPExtensionIDs)] = [:]
+        var media: [String: (codecs: [RTPCodec], retransmissionPayloadType: UInt8?, extensions: RTPExtensionIDs)] = [:]
         for (mid, accepted) in summary.media where accepted.direction.receives {
-            media[mid] = (accepted.codecs.map(rtpCodec), extensionIDs(accepted.extmaps))
+            let codecs = accepted.codecs.filter { $0.name.lowercased() != "rtx" }
+            // The subscriber's RTX for the codec it takes (its first), if it kept one.
+            let rtx = accepted.codecs.first { codec in
+                codec.name.lowercased() == "rtx" && codec.parameter("apt").flatMap(UInt8.init) == codecs.first?.payloadType
+            }
+            media[mid] = (codecs.map(rtpCodec), rtx?.payloadType, extensionIDs(accepted.extmaps))
         }
         return SubscriberAnswer(remote: try transportParameters(summary.remote, ourSetup: .actpass), media: media)
     }
@@ -136,6 +169,7 @@ enum MediaNegotiation {
         func id(_ uri: String) -> UInt8 { extmaps.first { $0.uri == uri }?.id ?? 0 }
         return RTPExtensionIDs(
             mid: id(Extmap.midURI), audioLevel: id(Extmap.audioLevelURI), absSendTime: id(Extmap.absSendTimeURI),
-            transportCC: id(Extmap.transportCCURI), absCaptureTime: id(Extmap.absCaptureTimeURI))
+            transportCC: id(Extmap.transportCCURI), absCaptureTime: id(Extmap.absCaptureTimeURI), rid: id(Extmap.ridURI),
+            repairedRID: id(Extmap.repairedRIDURI))
     }
 }

@@ -14,6 +14,8 @@ struct ParticipantMedia {
     /// Tracks the participant asked not to receive (selective subscription); everything else
     /// is received by default.
     var excluded: Set<String> = []
+    /// What the participant asked for of each track it receives (quality or tile size).
+    var limits: [String: SubscriptionLimit] = [:]
     var nextMid = 0
     var offersSent = 0
     /// The id of the subscriber offer awaiting its answer: one at a time, so no glare.
@@ -42,15 +44,38 @@ final class SFUEventRelay: SFURoomDelegate, @unchecked Sendable {
     func sfuRoom(_ sfu: SFURoom, participant sid: String, transport role: TransportRole, closed reason: WebRTCTransport.CloseReason) {
         room?.assumeIsolated { $0.mediaTransportClosed(sid: sid, role: role, reason: reason) }
     }
+
+    func sfuRoom(_ sfu: SFURoom, downTrack: DownTrack, pausedForBandwidth paused: Bool) {
+        let subscriber = downTrack.subscriberSid
+        let publisher = downTrack.publication.participantSid
+        let track = downTrack.publication.trackSid
+        room?.assumeIsolated { $0.trackPausedForBandwidth(track, of: publisher, for: subscriber, paused: paused) }
+    }
+
+    func sfuRoom(_ sfu: SFURoom, publication: Publication, neededLayers: [PublishedLayer]) {
+        let publisher = publication.participantSid
+        let track = publication.trackSid
+        let rids = neededLayers.compactMap(\.rid)
+        room?.assumeIsolated { $0.publisherLayersNeeded(track, of: publisher, rids: rids) }
+    }
 }
 
 extension Room {
     // MARK: Media (the room API)
 
     /// Subscribes `sid` to `tracks` again (`subscribe` true) or stops receiving them; everything
-    /// else it receives by default. Its subscriber transport gets an offer if that changed.
-    public func subscribe(_ tracks: [String], _ subscribe: Bool, for sid: String) throws(ProtocolError) {
+    /// else it receives by default. A quality or a tile size (`maxWidth`/`maxHeight`) caps the
+    /// simulcast layer it gets of them. Its subscriber transport gets an offer if that changed.
+    public func subscribe(
+        _ tracks: [String], _ subscribe: Bool, quality: VideoQuality? = nil, maxWidth: Int? = nil, maxHeight: Int? = nil, for sid: String
+    ) throws(ProtocolError) {
         let participant = try member(sid)
+        var limit: SubscriptionLimit?
+        if quality != nil || maxWidth != nil || maxHeight != nil {
+            guard (maxWidth ?? 1) > 0, (maxHeight ?? 1) > 0 else { throw ProtocolError(.badRequest, "maxWidth and maxHeight must be positive") }
+            limit = SubscriptionLimit(
+                quality: quality.flatMap { SubscriptionLimit.Quality(rawValue: $0.rawValue) } ?? .high, maxWidth: maxWidth, maxHeight: maxHeight)
+        }
         guard participant.grants.subscribe else { throw ProtocolError(.forbidden, "token lacks the subscribe grant") }
         let known = Set(participants.flatMap { $0.media.tracks.map(\.sid) })
         let unknown = tracks.filter { !known.contains($0) }
@@ -60,7 +85,26 @@ extension Room {
         } else {
             participant.media.excluded.formUnion(tracks)
         }
+        if let limit {
+            for track in tracks { participant.media.limits[track] = limit }
+            for slot in participant.media.slots {
+                if let downTrack = slot.downTrack, let trackSid = slot.trackSid, tracks.contains(trackSid) { sfu.setLimit(limit, for: downTrack) }
+            }
+        }
         updateSubscriptions(of: participant)
+    }
+
+    /// Tells a subscriber one of its tracks paused for lack of bandwidth, or resumed.
+    func trackPausedForBandwidth(_ track: String, of publisher: String, for subscriberSid: String, paused: Bool) {
+        guard let subscriber = findParticipant(sid: subscriberSid) else { return }
+        let frame = paused ? codec.encode(TrackPaused(participant: publisher, track: track)) : codec.encode(TrackResumed(participant: publisher, track: track))
+        deliver(frame, to: subscriber)
+    }
+
+    /// Dynacast: tells a publisher which simulcast layers of its track anyone needs.
+    func publisherLayersNeeded(_ track: String, of publisherSid: String, rids: [String]) {
+        guard let publisher = findParticipant(sid: publisherSid) else { return }
+        deliver(codec.encode(PublisherLayers(track: track, active: rids)), to: publisher)
     }
 
     /// Mutes or unmutes one of `sid`'s tracks: forwarding stops or resumes (with a keyframe), the
@@ -131,10 +175,12 @@ extension Room {
             }
             let track = TrackInfo(
                 sid: services.ids.track(), kind: media.kind.rawValue, source: media.kind == .audio ? "microphone" : "camera",
-                muted: false, mid: media.mid)
+                muted: false, mid: media.mid,
+                layers: media.layers.count > 1
+                    ? media.layers.enumerated().map { VideoLayer(rid: $1.rid ?? "\($0)", index: $0) } : nil)
             _ = sfu.publish(
-                participant: participant.sid, trackSid: track.sid, kind: media.kind, mid: media.mid, ssrc: media.ssrc,
-                codecs: media.codecs, extensions: media.extensions, feedback: media.feedback)
+                participant: participant.sid, trackSid: track.sid, kind: media.kind, mid: media.mid, ssrc: media.ssrc, layers: media.layers,
+                codecs: media.codecs, extensions: media.extensions, feedback: media.feedback, retransmission: media.retransmission)
             published.append(track)
         }
         // m-lines no longer sending: their tracks end.
@@ -193,7 +239,9 @@ extension Room {
             }
             participant.media.slots[index].trackSid = track.sid
             participant.media.slots[index].publisherSid = publisher.sid
-            participant.media.slots[index].downTrack = sfu.subscribe(participant.sid, to: publication, mid: participant.media.slots[index].mid)
+            let downTrack = sfu.subscribe(participant.sid, to: publication, mid: participant.media.slots[index].mid)
+            if let limit = participant.media.limits[track.sid] { sfu.setLimit(limit, for: downTrack) }
+            participant.media.slots[index].downTrack = downTrack
             changed = true
         }
         if changed {
@@ -255,7 +303,7 @@ extension Room {
         }
         for slot in participant.media.slots {
             guard let downTrack = slot.downTrack, let accepted = summary.media[slot.mid] else { continue }
-            sfu.negotiate(downTrack, codecs: accepted.codecs, extensions: accepted.extensions)
+            sfu.negotiate(downTrack, codecs: accepted.codecs, retransmissionPayloadType: accepted.retransmissionPayloadType, extensions: accepted.extensions)
         }
         offerToSubscriber(participant)
     }

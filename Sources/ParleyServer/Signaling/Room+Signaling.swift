@@ -54,7 +54,8 @@ extension Room {
                 throw ProtocolError(.badRequest, "candidate is not a valid ICE candidate: \(text.prefix(200))")
             }
         case .subscribe(let request):
-            try subscribe(request.tracks, request.subscribe, for: sid)
+            try subscribe(
+                request.tracks, request.subscribe, quality: request.quality, maxWidth: request.maxWidth, maxHeight: request.maxHeight, for: sid)
         case .mute(let request):
             reply(try setMuted(request.muted, track: request.track, of: sid), re: id, to: participant)
         case .recordingStart(let start):
