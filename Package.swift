@@ -33,6 +33,7 @@ let package = Package(
         .library(name: "Recording", targets: ["Recording"]),
         .library(name: "Opus", targets: ["Opus"]),
         .library(name: "Congestion", targets: ["Congestion"]),
+        .library(name: "StreamAllocation", targets: ["StreamAllocation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -68,6 +69,8 @@ let package = Package(
         // Transport-wide congestion control: TWCC feedback, the send-side bandwidth estimator.
         // Pure: times are passed in; tested with link traces and fuzzed.
         .target(name: "Congestion", swiftSettings: strictSettings),
+        // Per subscriber: which simulcast and temporal layer of each track fits the estimate; dynacast's needed layers. Pure.
+        .target(name: "StreamAllocation", swiftSettings: strictSettings),
         // libopus: the encoder and decoder the recorder's mixer and the tools use.
         .target(name: "Opus", dependencies: ["CParleyOpus"], swiftSettings: strictSettings),
         // Socket addresses (STUN's, NIO's, the kernel's), raw UDP sockets and sendmmsg batches.
@@ -175,6 +178,7 @@ let package = Package(
         .testTarget(name: "STUNTests", dependencies: ["STUN", "Addresses"]),
         .testTarget(name: "RTPTests", dependencies: ["RTP"]),
         .testTarget(name: "CongestionTests", dependencies: ["Congestion"]),
+        .testTarget(name: "StreamAllocationTests", dependencies: ["StreamAllocation"]),
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN", "Addresses", "CParleySRTP"]),
         .testTarget(name: "RecordingTests", dependencies: ["Recording"]),
