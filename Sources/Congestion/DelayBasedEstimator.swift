@@ -74,6 +74,11 @@ public struct DelayBasedEstimator: Sendable {
         rate.update(usage: usage, ackedBitrate: ackedBitrate, now: now)
     }
 
+    /// A probe the link delivered at `bitrate`: the rate rises to it at once (never falls).
+    public mutating func probed(bitrate: Int, saturated: Bool) -> Int {
+        rate.probed(bitrate: bitrate, saturated: saturated)
+    }
+
     private mutating func update(sendDeltaMs: Double, arrivalDeltaMs: Double, arrival: Int64) {
         let first = firstArrival ?? arrival
         firstArrival = first
@@ -199,9 +204,25 @@ public struct AIMDRateControl: Sendable {
             }
             state = .hold
         }
-        // Never far ahead of what arrives: an idle sender must not claim an untested rate.
-        if let acked = ackedBitrate { next = min(next, 1.5 * Double(acked) + 10_000) }
+        // Never grows far ahead of what arrives: an idle sender must not claim an untested rate.
+        // The limit stops growth but does not cut: a rate a probe proved stands while the
+        // sender does not yet use it.
+        if let acked = ackedBitrate, state == .increase {
+            next = min(next, max(1.5 * Double(acked) + 10_000, Double(bitrate)))
+        }
         bitrate = Int(min(max(next, Double(minBitrate)), Double(maxBitrate)))
+        return bitrate
+    }
+
+    /// A probe the link delivered at `bitrate`: the rate rises to it. A saturated probe measured
+    /// the link's capacity; one it carried whole says only that the capacity is higher.
+    mutating func probed(bitrate probed: Int, saturated: Bool) -> Int {
+        if saturated {
+            linkCapacity = Double(probed)
+        } else if let capacity = linkCapacity, Double(probed) > capacity {
+            linkCapacity = nil
+        }
+        bitrate = min(max(bitrate, probed), maxBitrate)
         return bitrate
     }
 }

@@ -8,7 +8,9 @@ import Darwin
 /// packet sent gets a transport-wide sequence number and is remembered with its send time and
 /// size; each feedback says which arrived when. The delay-based estimator (queues growing) and the
 /// loss-based one (packets lost) each propose a rate; the estimate is the lower, within
-/// [minBitrate, maxBitrate]. Times are microseconds on the caller's clock, passed in.
+/// [minBitrate, maxBitrate]. Packets sent as part of a probe cluster are measured as a group:
+/// a cluster the link delivered lifts the estimate at once (see `ProbeController`). Times are
+/// microseconds on the caller's clock, passed in.
 public struct SendSideEstimator: Sendable {
     public struct Configuration: Sendable, Equatable {
         public var initialBitrate: Int
@@ -30,6 +32,8 @@ public struct SendSideEstimator: Sendable {
         public var ackedBitrate: Int?
         public var lossFraction: Double
         public var usage: DelayBasedEstimator.Usage
+        /// A probe cluster this feedback completed enough of to measure (the newest if several).
+        public var probe: ProbeResult?
     }
 
     /// Sent packets remembered for feedback: a power of two, indexed by sequence number.
@@ -39,6 +43,8 @@ public struct SendSideEstimator: Sendable {
         var sequence: Int64 = -1
         var sendTime: Int64 = 0
         var size: Int32 = 0
+        /// `ProbeMeasurements`' slot for a probe cluster's packet (1-based), 0 for others.
+        var probeSlot: UInt8 = 0
         var reported = false
     }
 
@@ -48,6 +54,10 @@ public struct SendSideEstimator: Sendable {
     private var delay: DelayBasedEstimator
     private var loss: LossBasedEstimator
     private var acked = AckedBitrate()
+    private var probes = ProbeMeasurements()
+    /// The last probe's delivery rate: for as long as the acked window lags behind it, the
+    /// better measure of throughput.
+    private var lastProbeDelivery: (bitrate: Int, at: Int64)?
     public private(set) var estimate: Int
     /// Feedback entries for sequence numbers never sent, or sent too long ago to be remembered.
     public private(set) var unknownReports = 0
@@ -64,10 +74,17 @@ public struct SendSideEstimator: Sendable {
     /// Records a packet about to be sent and returns the transport-wide sequence number to stamp
     /// on it.
     public mutating func packetSent(size: Int, at sendTime: Int64) -> UInt16 {
+        packetSent(size: size, at: sendTime, probeCluster: nil)
+    }
+
+    /// Records a packet about to be sent, as part of `probeCluster` when one is being sent (media
+    /// and padding alike), and returns the transport-wide sequence number to stamp on it.
+    public mutating func packetSent(size: Int, at sendTime: Int64, probeCluster: ProbeCluster?) -> UInt16 {
         let sequence = nextSequence
         nextSequence += 1
+        let probeSlot = probeCluster.map { probes.packetSent($0, sequence: sequence, size: size, at: sendTime) } ?? 0
         history[Int(sequence & Int64(Self.historySize - 1))] = Sent(
-            sequence: sequence, sendTime: sendTime, size: Int32(clamping: size), reported: false)
+            sequence: sequence, sendTime: sendTime, size: Int32(clamping: size), probeSlot: probeSlot, reported: false)
         return UInt16(truncatingIfNeeded: sequence)
     }
 
@@ -88,6 +105,9 @@ public struct SendSideEstimator: Sendable {
             }
             if let arrival = status.arrivalMicroseconds {
                 arrived.append((history[slot].sendTime, arrival, Int(history[slot].size)))
+                if history[slot].probeSlot != 0 {
+                    probes.packetArrived(slot: history[slot].probeSlot, sequence: sequence, size: Int(history[slot].size), at: arrival)
+                }
                 if !history[slot].reported { total += 1 }
                 history[slot].reported = true
             } else if !history[slot].reported {
@@ -101,14 +121,35 @@ public struct SendSideEstimator: Sendable {
             acked.packetArrived(size: packet.size, at: packet.arrival)
             delay.packetArrived(sendTime: packet.sendTime, arrivalTime: packet.arrival)
         }
+        // Probes these packets completed: the newest is reported; the fastest delivery is a
+        // throughput sample fresher than the acked window's (a cut under overuse, now or while
+        // the window still lags, starts from it) and, without overuse, what the estimate is
+        // lifted toward.
+        let probeApplies = delay.usage != .overusing
+        var probe: ProbeResult?
+        var fastestProbe: (delivered: Int, saturated: Bool)?
+        while let measured = probes.takeResult() {
+            if measured.delivered > fastestProbe?.delivered ?? 0 { fastestProbe = (measured.delivered, measured.saturated) }
+            probe = ProbeResult(
+                clusterID: measured.cluster.id, target: measured.cluster.bitrate, bitrate: ProbeMeasurements.liftedRate(measured.delivered),
+                saturated: measured.saturated, applied: probeApplies)
+        }
+        if let fastestProbe { lastProbeDelivery = (fastestProbe.delivered, now) }
+        if let last = lastProbeDelivery, now - last.at > AckedBitrate.window { lastProbeDelivery = nil }
         let ackedBitrate = acked.bitrate
-        let delayBased = delay.updateRate(ackedBitrate: ackedBitrate, now: now)
+        let throughput = lastProbeDelivery.map { max($0.bitrate, ackedBitrate ?? 0) } ?? ackedBitrate
+        var delayBased = delay.updateRate(ackedBitrate: throughput, now: now)
         let lossFraction = loss.packetsReported(lost: lost, total: total, now: now)
+        if probeApplies, let fastestProbe {
+            let lifted = ProbeMeasurements.liftedRate(fastestProbe.delivered)
+            delayBased = delay.probed(bitrate: lifted, saturated: fastestProbe.saturated)
+            loss.probed(bitrate: lifted)
+        }
         let lossBased = loss.cap(at: delayBased)
         estimate = min(max(min(delayBased, lossBased), configuration.minBitrate), configuration.maxBitrate)
         return Update(
             estimate: estimate, delayBased: delayBased, lossBased: lossBased, ackedBitrate: ackedBitrate, lossFraction: lossFraction,
-            usage: delay.usage)
+            usage: delay.usage, probe: probe)
     }
 }
 
@@ -156,6 +197,9 @@ public struct LossBasedEstimator: Sendable {
         }
         return fraction
     }
+
+    /// A probe delivered at `bitrate`: the loss-based half does not hold the estimate below it.
+    mutating func probed(bitrate: Int) { self.bitrate = max(self.bitrate, Double(bitrate)) }
 
     /// The proposal, never above the delay-based one (so growth resumes from where delay allows).
     mutating func cap(at delayBased: Int) -> Int {

@@ -49,20 +49,53 @@ struct SplitMix64: RandomNumberGenerator {
 
 /// A sender paced at the estimate (1,200-byte packets every 5 ms tick as the budget allows), a
 /// receiver that sends feedback every 100 ms through a `TWCCRecorder`, the bytes parsed again on
-/// the way back (half a round trip later), and the estimator between them.
+/// the way back (half a round trip later), and the estimator between them. With a prober, the
+/// sender does what the SFU does: on a 20 ms tick it starts the cluster the controller asks
+/// for and sends the padding the pacer asks for (packets of up to 1,200 bytes) through the
+/// same link, and stamps media sent meanwhile with the cluster too.
 struct Trace {
     var link: SimulatedLink
     var estimator: SendSideEstimator
     var recorder = TWCCRecorder(senderSSRC: 1, mediaSSRC: 2)
+    var prober: ProbeController?
+    var pacer = ProbePacer(tickInterval: 20_000)
+    private(set) var paddingBits: [(at: Int64, bits: Int)] = []
+    /// Each probe result, with the estimate before and after its feedback.
+    private(set) var probes: [(at: Int64, result: ProbeResult, before: Int, after: Int)] = []
     private var inFlight: [(arrival: Int64, sequence: UInt16)] = []
     private var feedbackInFlight: [(due: Int64, bytes: [UInt8])] = []
     private var budget = 0.0
     private(set) var estimates: [(at: Int64, bitrate: Int)] = []
     private(set) var sentBits: [(at: Int64, bits: Int)] = []
 
-    init(link: SimulatedLink, initialBitrate: Int) {
+    /// `probingFor`: probe as an allocator that wants that much would have it (nil: no probing).
+    init(link: SimulatedLink, initialBitrate: Int, probingFor wanted: Int? = nil) {
         self.link = link
         estimator = SendSideEstimator(.init(initialBitrate: initialBitrate, minBitrate: 50_000, maxBitrate: 5_000_000))
+        if let wanted {
+            prober = ProbeController(initialBitrate: initialBitrate)
+            prober?.want(bitrate: wanted)
+        }
+    }
+
+    private mutating func send(size: Int, at now: Int64) {
+        let cluster = pacer.activeCluster
+        let sequence = estimator.packetSent(size: size, at: now, probeCluster: cluster)
+        if cluster != nil { pacer.packetSent(size: size) }
+        if let arrival = link.send(size: size, at: now) { inFlight.append((arrival, sequence)) }
+    }
+
+    private mutating func sendPadding(at now: Int64) {
+        guard var prober else { return }
+        if pacer.activeCluster == nil, let cluster = prober.nextCluster(now: now) { pacer.start(cluster, at: now) }
+        self.prober = prober
+        var padding = pacer.paddingBytes(now: now)
+        while padding > 0, pacer.activeCluster != nil {
+            let size = min(padding, 1200)
+            send(size: size, at: now)
+            paddingBits.append((now, size * 8))
+            padding -= size
+        }
     }
 
     mutating func run(seconds: Int) {
@@ -74,10 +107,10 @@ struct Trace {
             budget = min(budget + Double(estimator.estimate) * Double(tick) / 1_000_000, 1200 * 8 * 4)
             while budget >= 1200 * 8 {
                 budget -= 1200 * 8
-                let sequence = estimator.packetSent(size: 1200, at: now)
+                send(size: 1200, at: now)
                 sentBits.append((now, 1200 * 8))
-                if let arrival = link.send(size: 1200, at: now) { inFlight.append((arrival, sequence)) }
             }
+            if now % 20_000 == 0 { sendPadding(at: now) }
             inFlight.sort { $0.arrival < $1.arrival }
             while let first = inFlight.first, first.arrival <= now {
                 recorder.packetArrived(sequenceNumber: first.sequence, arrivalMicroseconds: first.arrival)
@@ -89,7 +122,11 @@ struct Trace {
             while let first = feedbackInFlight.first, first.due <= now {
                 feedbackInFlight.removeFirst()
                 let parsed = first.bytes.withUnsafeBytes { try? TWCCFeedback(parsing: $0) }
-                if let parsed { estimator.feedbackReceived(parsed, now: now) }
+                guard let parsed else { continue }
+                let before = estimator.estimate
+                let update = estimator.feedbackReceived(parsed, now: now)
+                prober?.estimateUpdated(update, now: now)
+                if let result = update.probe { probes.append((now, result, before, update.estimate)) }
             }
             if now % 100_000 == 0 { estimates.append((now, estimator.estimate)) }
         }
@@ -134,20 +171,24 @@ struct Trace {
         #expect(up - 40 < 25, "above 1.5 Mbit/s at \(up) s")
     }
 
-    @Test func fivePercentRandomLossNeitherCollapsesNorInflatesTheEstimate() {
+    /// With probing too (an allocator wanting 2.5 Mbit/s).
+    @Test(arguments: [nil, 2_500_000] as [Int?])
+    func fivePercentRandomLossNeitherCollapsesNorInflatesTheEstimate(probingFor wanted: Int?) {
         var link = SimulatedLink { _ in 2_000_000 }
         link.lossRate = 0.05
-        var trace = Trace(link: link, initialBitrate: 800_000)
+        var trace = Trace(link: link, initialBitrate: 800_000, probingFor: wanted)
         trace.run(seconds: 40)
         let lowest = trace.estimates.filter { $0.at > 1_000_000 }.map(\.bitrate).min() ?? 0
         #expect(lowest >= 500_000, "fell to \(lowest)")
         #expect((trace.estimates.map(\.bitrate).max() ?? 0) <= 2_200_000)
     }
 
-    @Test func aTwoHundredMillisecondQueueIsNotKeptFull() {
+    /// With probing too (an allocator wanting 1.5 Mbit/s).
+    @Test(arguments: [nil, 1_500_000] as [Int?])
+    func aTwoHundredMillisecondQueueIsNotKeptFull(probingFor wanted: Int?) {
         var link = SimulatedLink { _ in 1_000_000 }
         link.maxQueueDelay = 200_000
-        var trace = Trace(link: link, initialBitrate: 2_000_000)
+        var trace = Trace(link: link, initialBitrate: 2_000_000, probingFor: wanted)
         trace.run(seconds: 30)
         let settled = trace.meanEstimate(from: 10, to: 30)
         #expect(settled > 0.6 * 1_000_000 && settled < 1.1 * 1_000_000, "settled at \(settled)")
