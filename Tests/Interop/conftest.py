@@ -167,8 +167,9 @@ def free_port() -> int:
 class ParleyServer:
     """One `parley serve --dev` process on 127.0.0.1 with its own data directory."""
 
-    def __init__(self, binary: str, data_dir: Path, sets: dict | None = None):
+    def __init__(self, binary: str, data_dir: Path, sets: dict | None = None, host: str = "127.0.0.1"):
         self.binary = binary
+        self.host = host
         self.data_dir = Path(data_dir)
         self.sets = dict(sets or {})
         self.port: int | None = None
@@ -202,16 +203,17 @@ class ParleyServer:
             "serve",
             "--dev",
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(port),
             "--set",
             f"store.path={self.db_path}",
-            # Free media ports and loopback candidates, so servers run side by side on loopback.
+            # Free media ports and candidates on the bound address (loopback unless a test binds a
+            # network namespace's veth), so servers run side by side.
             "--set",
             "rtc.port=0",
             "--set",
-            "rtc.nodeIPs=127.0.0.1",
+            f"rtc.nodeIPs={self.host}",
             # A free STUN/TURN port too (servers side by side must not share one through SO_REUSEPORT).
             "--set",
             "turn.port=0",
@@ -313,11 +315,11 @@ class ParleyServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
     def rtc_url(self, token: str, resume: str | None = None) -> str:
         url = f"{self.ws_base}/v1/rtc?token={token}"
@@ -355,11 +357,13 @@ def server_factory(parley_binary):
     started: list[ParleyServer] = []
     dirs: list[str] = []
 
-    def make(sets: dict | None = None, data_dir: str | Path | None = None) -> ParleyServer:
+    def make(sets: dict | None = None, data_dir: str | Path | None = None, host: str = "127.0.0.1") -> ParleyServer:
+        """`host` is the address the server binds and advertises (`rtc.nodeIPs`); a test with
+        browsers in network namespaces passes a host-side veth address."""
         if data_dir is None:
             data_dir = tempfile.mkdtemp(prefix="parley-interop-")
             dirs.append(str(data_dir))
-        srv = ParleyServer(parley_binary, Path(data_dir), sets)
+        srv = ParleyServer(parley_binary, Path(data_dir), sets, host)
         started.append(srv)
         return srv.start()
 
@@ -386,3 +390,23 @@ def server(request, server_factory) -> ParleyServer:
         sets.update(marker.args[0] if marker.args else {})
         sets.update(marker.kwargs)
     return server_factory(sets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Network namespaces (netns.py): shaped and lossy links for browsers and peers
+
+
+@pytest.fixture
+def netns_pool():
+    """A `NetnsPool`: namespaces made through it are removed after the test, passed or failed.
+    Skips where namespaces cannot be made (not root, no ip/tc/nft)."""
+    import netns
+
+    reason = netns.available()
+    if reason:
+        pytest.skip(reason)
+    pool = netns.NetnsPool()
+    try:
+        yield pool
+    finally:
+        pool.close()

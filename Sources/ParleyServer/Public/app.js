@@ -73,7 +73,10 @@ function handle(msg) {
       break;
     }
     case "room.closed": me = null; $("status").textContent = `room closed: ${msg.reason}`; break;
-    case "error": $("status").textContent = `error ${msg.code}: ${msg.message}`; break;
+    case "error":
+      // Replies to the media code's optional requests (media.js) are its own business.
+      if (!msg.quiet) $("status").textContent = `error ${msg.code}: ${msg.message}`;
+      break;
   }
 }
 
