@@ -87,7 +87,7 @@ let package = Package(
         // The forwarding core: publications, down-tracks, RTCP feedback, speakers, its counters.
         .target(
             name: "SFU",
-            dependencies: ["RTP", "WebRTC", "Congestion"],
+            dependencies: ["RTP", "WebRTC", "Congestion", "StreamAllocation"],
             swiftSettings: packetPathSettings
         ),
         // The STUN/TURN server: allocations, permissions, channels, UDP relays, credentials.

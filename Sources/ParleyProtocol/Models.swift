@@ -288,3 +288,108 @@ public struct RecordingInfo: Codable, Sendable, Equatable {
         self.error = error
     }
 }
+
+/// The admin API's view of one participant's media: what it publishes (each layer as it
+/// arrives) and what it receives (the layer chosen for it, from its estimated bandwidth).
+public struct ParticipantMediaInfo: Codable, Sendable, Equatable {
+    public var participant: ParticipantInfo
+    public var downlink: Downlink
+    public var publications: [Publication]
+    public var subscriptions: [Subscription]
+
+    public init(participant: ParticipantInfo, downlink: Downlink, publications: [Publication], subscriptions: [Subscription]) {
+        self.participant = participant
+        self.downlink = downlink
+        self.publications = publications
+        self.subscriptions = subscriptions
+    }
+
+    public struct Downlink: Codable, Sendable, Equatable {
+        /// Bits per second the server may send it: the TWCC estimate, else its REMB.
+        public var estimate: Int
+        /// "twcc" once transport-wide feedback arrived, "remb", or "none" (not yet known).
+        public var source: String
+        public var feedbackPackets: Int
+        public var probeBytes: Int
+
+        public init(estimate: Int, source: String, feedbackPackets: Int, probeBytes: Int) {
+            self.estimate = estimate
+            self.source = source
+            self.feedbackPackets = feedbackPackets
+            self.probeBytes = probeBytes
+        }
+    }
+
+    public struct Publication: Codable, Sendable, Equatable {
+        public var track: String
+        public var kind: String
+        public var layers: [Layer]
+
+        public init(track: String, kind: String, layers: [Layer]) {
+            self.track = track
+            self.kind = kind
+            self.layers = layers
+        }
+    }
+
+    public struct Layer: Codable, Sendable, Equatable {
+        public var rid: String?
+        public var index: Int
+        public var ssrc: UInt32?
+        public var width: Int?
+        public var height: Int?
+        /// Bits per second over the last second, all temporal layers.
+        public var bitrate: Int
+        public var active: Bool
+        /// Whether a subscriber (or the recorder) needs it: dynacast turns the others off.
+        public var requested: Bool
+        public var packets: Int
+        /// Retransmissions that came on the RTX stream.
+        public var repairs: Int
+
+        public init(
+            rid: String?, index: Int, ssrc: UInt32?, width: Int?, height: Int?, bitrate: Int, active: Bool, requested: Bool, packets: Int,
+            repairs: Int
+        ) {
+            self.rid = rid
+            self.index = index
+            self.ssrc = ssrc
+            self.width = width
+            self.height = height
+            self.bitrate = bitrate
+            self.active = active
+            self.requested = requested
+            self.packets = packets
+            self.repairs = repairs
+        }
+    }
+
+    public struct Subscription: Codable, Sendable, Equatable {
+        public var track: String
+        public var publisher: String
+        public var kind: String
+        /// The spatial layer being sent (-1: none yet, or paused) and the one it is moving to.
+        public var layer: Int
+        public var targetLayer: Int
+        public var maxTemporalLayer: Int
+        public var paused: Bool
+        public var switches: Int
+        /// Retransmissions sent to it (on its RTX stream when it negotiated one).
+        public var retransmissions: Int
+
+        public init(
+            track: String, publisher: String, kind: String, layer: Int, targetLayer: Int, maxTemporalLayer: Int, paused: Bool, switches: Int,
+            retransmissions: Int
+        ) {
+            self.track = track
+            self.publisher = publisher
+            self.kind = kind
+            self.layer = layer
+            self.targetLayer = targetLayer
+            self.maxTemporalLayer = maxTemporalLayer
+            self.paused = paused
+            self.switches = switches
+            self.retransmissions = retransmissions
+        }
+    }
+}

@@ -11,6 +11,7 @@ public final class DownTrack {
     // lines covers it (the extension map, a quarter of a kilobyte, goes last).
     let transport: WebRTCTransport
     unowned let bandwidth: SubscriberBandwidth
+    unowned let workerStatistics: SFUWorkerStatistics
     /// Set once the subscriber's answer is applied: payload types and extension ids are known.
     public internal(set) var isNegotiated = false
     /// The spatial layer being forwarded; -1 before the first and while paused.
@@ -45,6 +46,8 @@ public final class DownTrack {
     public internal(set) var limit = SubscriptionLimit()
     /// The allocator paused it: not even the lowest layer fits the subscriber's bandwidth.
     public internal(set) var isPausedForBandwidth = false
+    /// The spatial layer this subscriber needs the publisher to send (dynacast), nil for none.
+    var neededSpatialLayer: Int?
     public internal(set) var layerSwitches: UInt64 = 0
     public internal(set) var retransmissionsSent: UInt64 = 0
     var extensionMap = ExtensionIDMap()
@@ -52,8 +55,9 @@ public final class DownTrack {
     /// Holds its publication strongly; the room breaks the cycle when it unsubscribes.
     init(
         publication: Publication, subscriberSid: String, mid: String, outgoingSSRC: UInt32, retransmissionSSRC: UInt32,
-        transport: WebRTCTransport, bandwidth: SubscriberBandwidth
+        transport: WebRTCTransport, bandwidth: SubscriberBandwidth, workerStatistics: SFUWorkerStatistics
     ) {
+        self.workerStatistics = workerStatistics
         self.publication = publication
         self.subscriberSid = subscriberSid
         self.mid = mid
@@ -100,7 +104,10 @@ public final class DownTrack {
     func accepts(layer: Int, frame: FrameInfo) -> Bool {
         if layer == currentLayer { return true }
         guard layer == targetLayer, frame.startsKeyframe || !frame.isVideo else { return false }
-        if currentLayer >= 0 { layerSwitches += 1 }
+        if currentLayer >= 0 {
+            layerSwitches += 1
+            workerStatistics.counts.layerSwitches += 1
+        }
         // The new layer is a new source: sequence numbers and timestamps continue from the last
         // ones sent (the rewriter advances the timestamp by the wall time since).
         rewriter.resync()
@@ -112,7 +119,9 @@ public final class DownTrack {
     /// Sends `packet` (as received, RTX unwrapped) to this subscriber, rewritten for it where it
     /// leaves from (the worker's send slot). Returns false when it was not sent. A retransmission
     /// passes the outgoing number the subscriber NACKed.
-    func send(_ packet: UnsafeRawBufferPointer, header: RTPHeader, frame: FrameInfo, now: UInt64, retransmittedAs: UInt16? = nil) -> Bool {
+    func send(
+        _ packet: UnsafeRawBufferPointer, header: RTPHeader, frame: FrameInfo, now: UInt64, retransmittedAs: UInt16? = nil, isProbe: Bool = false
+    ) -> Bool {
         let outgoingPayloadType = payloadTypes[header.payloadType]
         guard outgoingPayloadType != PayloadTypeMap.drop else { return false }
         var fields: ForwardedPacket.Fields
@@ -173,7 +182,7 @@ public final class DownTrack {
             lastOutgoingTimestamp = fields.timestamp
             lastSentAt = now
             sentAny = true
-        } else {
+        } else if !isProbe {
             retransmissionsSent &+= 1
         }
         return true

@@ -153,7 +153,7 @@ public final class PublishedLayer {
     }
 
     /// Whether the publisher sends it now: a packet within the last second.
-    func isActive(now: UInt64) -> Bool { lastPacketAt != 0 && now &- lastPacketAt < 1_000_000_000 }
+    public func isActive(now: UInt64) -> Bool { lastPacketAt != 0 && now &- lastPacketAt < 1_000_000_000 }
 
     /// Bookkeeping for one arriving packet (of this layer's own stream, RTX unwrapped).
     func noteReceived(_ header: RTPHeader, packet: UnsafeRawBufferPointer, temporalLayer: Int, clockRate: UInt32, nacked: Bool, now: UInt64) {

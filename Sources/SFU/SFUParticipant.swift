@@ -1,5 +1,6 @@
 import Congestion
 import RTP
+import StreamAllocation
 import WebRTC
 
 public enum TransportRole: String, Sendable, Equatable {
@@ -34,7 +35,8 @@ public final class SFUParticipant: WebRTCTransportDelegate {
     /// back so its browser estimates its uplink (publisher side).
     var uplinkFeedback: TWCCRecorder?
     var lastUplinkFeedbackAt: UInt64 = 0
-    var lastAllocationAt: UInt64 = 0
+    /// Chooses the layers it receives from `bandwidth`.
+    var allocator = StreamAllocator()
 
     init(sid: String, room: SFURoom, rtcpSSRC: UInt32, bandwidth: SubscriberBandwidth) {
         self.sid = sid

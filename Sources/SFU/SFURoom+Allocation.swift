@@ -1,95 +1,77 @@
 import RTP
+import StreamAllocation
 
 extension SFURoom {
-    /// Chooses each of a subscriber's video tracks' layers from its bandwidth, asks publishers for
-    /// the keyframes the switches wait for, and tells the room which tracks paused or resumed.
+    /// Chooses each of a subscriber's video tracks' layers from its bandwidth (its own
+    /// `StreamAllocator`: priorities, limits, hysteresis), asks publishers for the keyframes the
+    /// switches wait for, and tells the room which tracks paused or resumed.
     func allocate(_ subscriber: SFUParticipant, now: UInt64) {
-        let available = Int(subscriber.bandwidth.available(fallback: UInt64(configuration.maxSubscriberBitrate)))
-        var budget = available
-        for downTrack in subscriber.downTracks where downTrack.publication.kind == .audio && downTrack.isNegotiated {
-            budget -= max(downTrack.publication.layers[0].bitrates.last ?? 0, 48_000)
-        }
-        let videos = subscriber.downTracks.filter { $0.publication.kind == .video && $0.isNegotiated && !$0.publication.muted }
+        let estimate = Int(subscriber.bandwidth.available(fallback: UInt64(configuration.maxSubscriberBitrate)))
         let speakers = Set(lastSpeakerSids)
-        let ordered = videos.sorted { rank($0, speakers: speakers) < rank($1, speakers: speakers) }
-        for downTrack in ordered {
-            let choice = chooseLayer(for: downTrack, budget: budget, now: now)
-            budget -= choice.bitrate
-            apply(choice.layer, temporal: 2, to: downTrack, now: now)
-        }
-    }
-
-    private func rank(_ downTrack: DownTrack, speakers: Set<String>) -> Int {
-        if downTrack.publication.isScreenShare { return 0 }
-        return speakers.contains(downTrack.publication.participantSid) ? 1 : 2
-    }
-
-    /// The highest layer within the subscriber's limit whose bitrate fits; -1 when none does.
-    private func chooseLayer(for downTrack: DownTrack, budget: Int, now: UInt64) -> (layer: Int, bitrate: Int) {
-        let publication = downTrack.publication
-        let limit = limitLayer(downTrack)
-        var best = (layer: -1, bitrate: 0)
-        for layer in publication.layers where layer.index <= limit {
-            let available = layer.isActive(now: now) || !publication.requestedLayers.contains(layer.index)
-            guard available || !publication.isSimulcast else { continue }
-            let bitrate = layer.bitrates.last.map { $0 > 0 ? $0 : Self.assumedBitrate(layer) } ?? Self.assumedBitrate(layer)
-            // Moving up needs a margin over what the layer takes, so a noisy estimate does not
-            // flap between layers; staying needs only that it fits.
-            let margin = layer.index > downTrack.currentLayer ? bitrate / 5 : 0
-            if bitrate + margin <= budget || best.layer < 0 && layer.index == 0 && !publication.isSimulcast {
-                best = (layer.index, bitrate)
+        var tracks: [SubscribedTrack] = []
+        var downTracksByID: [String: DownTrack] = [:]
+        for downTrack in subscriber.downTracks where downTrack.isNegotiated {
+            let publication = downTrack.publication
+            downTracksByID[publication.trackSid] = downTrack
+            switch publication.kind {
+            case .audio:
+                tracks.append(.audio(id: publication.trackSid, bitrate: publication.layers[0].bitrates.last ?? 0, isWanted: !publication.muted))
+            case .video:
+                let priority: TrackPriority =
+                    publication.isScreenShare ? .screenShare : speakers.contains(publication.participantSid) ? .activeSpeaker : .other
+                let layers = publication.layers.map { layer in
+                    StreamAllocation.PublishedLayer(
+                        width: layer.width, height: layer.height, isActive: layer.isActive(now: now), temporalBitrates: layer.bitrates)
+                }
+                tracks.append(.video(id: publication.trackSid, priority: priority, limit: allocationLimit(downTrack.limit), layers: layers, isWanted: !publication.muted))
             }
         }
-        return best
-    }
-
-    /// What a layer not yet measured is assumed to take, from its place in the simulcast.
-    static func assumedBitrate(_ layer: PublishedLayer) -> Int {
-        [150_000, 500_000, 1_700_000][min(layer.index, 2)]
-    }
-
-    /// The highest spatial layer a subscriber's limit allows.
-    func limitLayer(_ downTrack: DownTrack) -> Int {
-        let publication = downTrack.publication
-        let top = publication.layers.count - 1
-        var limit = min(downTrack.limit.quality.maxSpatialLayer, top)
-        if downTrack.limit.maxWidth != nil || downTrack.limit.maxHeight != nil {
-            // The smallest layer that covers the tile; the top when none does (or sizes are unknown).
-            let wantedWidth = downTrack.limit.maxWidth ?? 0
-            let wantedHeight = downTrack.limit.maxHeight ?? 0
-            let covering = publication.layers.first { layer in
-                guard let width = layer.width, let height = layer.height else { return false }
-                return width >= wantedWidth && height >= wantedHeight
+        let allocation = subscriber.allocator.update(estimate: estimate, tracks: tracks, now: Int64(now / 1000))
+        subscriber.bandwidth.probeGoal = allocation.probeGoal
+        subscriber.bandwidth.want(bitrate: allocation.probeGoal ?? (allocation.audioBitrate + allocation.videoBitrate))
+        for video in allocation.video {
+            guard let downTrack = downTracksByID[video.id] else { continue }
+            downTrack.neededSpatialLayer = video.neededSpatialLayer
+            switch video.decision {
+            case .forward(let selection): apply(selection.spatial, temporal: selection.temporal, to: downTrack, now: now)
+            case .paused(let reason): apply(-1, temporal: 0, to: downTrack, now: now, pausedForBandwidth: reason == .bandwidth)
             }
-            limit = min(limit, covering?.index ?? top)
         }
-        return limit
     }
 
-    /// Points a down-track at `layer` (-1 pauses it); a new target asks for its keyframe.
-    func apply(_ layer: Int, temporal: Int, to downTrack: DownTrack, now: UInt64) {
+    private func allocationLimit(_ limit: SubscriptionLimit) -> LayerLimit {
+        if limit.maxWidth != nil || limit.maxHeight != nil { return .tile(width: limit.maxWidth ?? 0, height: limit.maxHeight ?? 0) }
+        switch limit.quality {
+        case .low: return .quality(.low)
+        case .medium: return .quality(.medium)
+        case .high: return .quality(.high)
+        }
+    }
+
+    /// Points a down-track at `layer` (-1 stops it); a new target asks for its keyframe.
+    func apply(_ layer: Int, temporal: Int, to downTrack: DownTrack, now: UInt64, pausedForBandwidth: Bool = false) {
         let wasPaused = downTrack.isPausedForBandwidth
         let changed = layer != downTrack.targetLayer
         downTrack.setTarget(layer: layer, temporal: temporal)
-        downTrack.isPausedForBandwidth = layer < 0
+        downTrack.isPausedForBandwidth = layer < 0 && pausedForBandwidth
         if changed, layer >= 0, layer != downTrack.currentLayer {
             if !requestKeyframe(downTrack.publication, layer: layer, now: now) { wantKeyframe(for: downTrack) }
         }
         if wasPaused != downTrack.isPausedForBandwidth {
-            workerStatistics.counts.tracksPaused += downTrack.isPausedForBandwidth ? 1 : 0
+            if downTrack.isPausedForBandwidth { workerStatistics.counts.tracksPaused += 1 }
             delegate?.sfuRoom(self, downTrack: downTrack, pausedForBandwidth: downTrack.isPausedForBandwidth)
         }
     }
 
-    /// Dynacast: a simulcast layer no subscriber (and no recorder) needs is turned off at the
-    /// publisher after `layerIdle`; one that someone needs again is turned on at once. The
-    /// lowest layer always flows, so a new subscriber has something to start from.
+    /// Dynacast: the simulcast layers some subscriber needs (its layer and the next one up, so an
+    /// upgrade has something to switch to) or the recorder takes (the top). A layer no longer
+    /// needed is turned off at the publisher after `layerIdle`; one needed again at once.
     func updateNeededLayers(now: UInt64) {
         for participant in participants.values {
             for publication in participant.publications where publication.isSimulcast {
-                var needed: Set<Int> = [0]
-                for downTrack in publication.downTracks where downTrack.targetLayer >= 0 { needed.insert(downTrack.targetLayer) }
-                if tap != nil { needed.insert(publication.layers.count - 1) }
+                var needs = publication.downTracks.compactMap(\.neededSpatialLayer)
+                if tap != nil { needs.append(publication.layers.count - 1) }
+                let needed = Dynacast.layersToSend(needs: needs, layerCount: publication.layers.count).union([0])
                 guard needed != publication.requestedLayers else {
                     publication.layersUnneededSince = nil
                     continue
@@ -105,9 +87,38 @@ extension SFURoom {
             }
         }
     }
-}
 
-extension SFURoom {
+    /// Sends the probe bytes due to a subscriber that gives transport-wide feedback: RTX copies of
+    /// the newest packets of one of its video tracks (a duplicate the receiver drops, but real
+    /// bytes through its link), counted towards the probe like any packet it is sent.
+    func sendProbe(to subscriber: SFUParticipant, now: UInt64) {
+        guard subscriber.subscriber?.isConnected == true else { return }
+        var due = subscriber.bandwidth.probeBytesDue(now: now)
+        guard due > 0 else { return }
+        guard
+            let downTrack = subscriber.downTracks.first(where: {
+                $0.publication.kind == .video && $0.hasRetransmission && $0.currentLayer >= 0 && $0.isActive
+                    && $0.subscriberExtensions.transportCC != 0
+            }), let history = downTrack.publication.layers[downTrack.currentLayer].history
+        else { return }
+        var outgoing = downTrack.rewriter.lastOutgoingSequence
+        var attempts = 0
+        while due > 0, attempts < 64 {
+            attempts += 1
+            defer { outgoing &-= 1 }
+            guard let incoming = downTrack.rewriter.incomingSequence(forOutgoing: outgoing) else { break }
+            let sent = history.withPacket(sequenceNumber: incoming) { stored -> Int in
+                guard let header = RTPHeader(stored) else { return 0 }
+                let frame = frameInfo(stored, header: header, publication: downTrack.publication)
+                return downTrack.send(stored, header: header, frame: frame, now: now, retransmittedAs: outgoing, isProbe: true) ? stored.count : 0
+            } ?? 0
+            guard sent > 0 else { continue }
+            due -= sent
+            subscriber.bandwidth.probeBytesSent += UInt64(sent)
+            workerStatistics.counts.probeBytesSent += UInt64(sent)
+        }
+    }
+
     /// What a subscriber asked for of one of its tracks; the next allocation honours it.
     public func setLimit(_ limit: SubscriptionLimit, for downTrack: DownTrack) {
         port.loop.preconditionInEventLoop()

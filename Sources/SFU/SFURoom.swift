@@ -79,6 +79,7 @@ public final class SFURoom: @unchecked Sendable {
         self.generator = generator
         rtcpScratch = .allocate(byteCount: 1500, alignment: 8)
         port.addTickHandler(owner: self) { [weak self] now in self?.tick(now: now) }
+        workerStatistics.register(self)
     }
 
     deinit {
@@ -92,6 +93,7 @@ public final class SFURoom: @unchecked Sendable {
         closed = true
         for sid in Array(participants.keys) { removeParticipant(sid) }
         port.removeTickHandler(owner: self)
+        workerStatistics.unregister(self)
     }
 
     // MARK: Participants and transports
@@ -210,7 +212,7 @@ public final class SFURoom: @unchecked Sendable {
         while subscriber.downTracksBySSRC[retransmissionSSRC] != nil || retransmissionSSRC == ssrc { retransmissionSSRC = randomSSRC() }
         let downTrack = DownTrack(
             publication: publication, subscriberSid: subscriberSid, mid: mid, outgoingSSRC: ssrc, retransmissionSSRC: retransmissionSSRC,
-            transport: transport, bandwidth: subscriber.bandwidth)
+            transport: transport, bandwidth: subscriber.bandwidth, workerStatistics: workerStatistics)
         subscriber.downTracks.append(downTrack)
         subscriber.downTracksBySSRC[ssrc] = downTrack
         subscriber.downTracksBySSRC[retransmissionSSRC] = downTrack
@@ -329,7 +331,7 @@ public final class SFURoom: @unchecked Sendable {
 
     /// What every down-track needs to know of a packet, worked out once.
     @inline(__always)
-    private func frameInfo(_ packet: UnsafeRawBufferPointer, header: RTPHeader, publication: Publication) -> FrameInfo {
+    func frameInfo(_ packet: UnsafeRawBufferPointer, header: RTPHeader, publication: Publication) -> FrameInfo {
         guard publication.kind == .video else { return .audio }
         let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
         if publication.isVP8 {
@@ -399,6 +401,7 @@ public final class SFURoom: @unchecked Sendable {
             nack.forEachLostSequenceNumber { outgoing in
                 if retransmit(outgoing, on: downTrack, now: now) {
                     workerStatistics.counts.retransmissions += 1
+                    if downTrack.hasRetransmission { workerStatistics.counts.retransmissionsOnRTX += 1 }
                 } else {
                     workerStatistics.counts.retransmissionMisses += 1
                 }
@@ -503,6 +506,7 @@ public final class SFURoom: @unchecked Sendable {
             }
             keyframeRequestsPending = stillPending
         }
+        for participant in participants.values where participant.bandwidth.hasFeedback { sendProbe(to: participant, now: now) }
         for participant in participants.values where participant.uplinkFeedback != nil {
             if now &- participant.lastUplinkFeedbackAt >= configuration.uplinkFeedbackIntervalNanoseconds {
                 participant.lastUplinkFeedbackAt = now

@@ -13,18 +13,40 @@ public final class SubscriberBandwidth {
     public private(set) var malformedFeedback: UInt64 = 0
     public private(set) var lastUpdate: SendSideEstimator.Update?
     /// The subscriber's REMB (max over its tracks' reports), for subscribers without transport-cc.
-    var receiverEstimate: UInt64?
-    public private(set) var probeBytesSent: UInt64 = 0
+    public internal(set) var receiverEstimate: UInt64?
+    public internal(set) var probeBytesSent: UInt64 = 0
+    /// The estimate the next layer upgrade needs, when only the estimate stands in its way: what
+    /// probing tries to reach.
+    public internal(set) var probeGoal: Int?
+
+    /// When and how fast to probe above the estimate, and the bytes of the probe under way.
+    var prober: ProbeController
+    var pacer = ProbePacer()
 
     init(configuration: SendSideEstimator.Configuration) {
         estimator = SendSideEstimator(configuration)
+        prober = ProbeController(initialBitrate: configuration.initialBitrate)
     }
 
     /// Records a packet about to leave; returns the transport-wide sequence number to stamp.
+    /// While a probe runs, media counts toward it too.
     @inline(__always)
     func packetSent(size: Int, now: UInt64) -> UInt16 {
-        estimator.packetSent(size: size, at: Int64(now / 1000))
+        let cluster = pacer.activeCluster
+        let sequence = estimator.packetSent(size: size, at: Int64(now / 1000), probeCluster: cluster)
+        if cluster != nil { pacer.packetSent(size: size) }
+        return sequence
     }
+
+    /// The probe bytes due now (starting the next probe when one is due); 0 when none.
+    func probeBytesDue(now: UInt64) -> Int {
+        let micros = Int64(now / 1000)
+        if pacer.activeCluster == nil, let cluster = prober.nextCluster(now: micros) { pacer.start(cluster, at: micros) }
+        return pacer.paddingBytes(now: micros)
+    }
+
+    /// What the allocator would spend if it could: probing goes up to it, no further.
+    func want(bitrate: Int) { prober.want(bitrate: bitrate) }
 
     /// Takes one transport-cc feedback packet (RTPFB FMT 15); false when it does not parse.
     func feedbackReceived(_ packet: RTCPPacket, now: UInt64) -> Bool {
@@ -37,13 +59,15 @@ public final class SubscriberBandwidth {
         }
         feedbackReceived += 1
         hasFeedback = true
-        lastUpdate = estimator.feedbackReceived(feedback, now: Int64(now / 1000))
+        let update = estimator.feedbackReceived(feedback, now: Int64(now / 1000))
+        prober.estimateUpdated(update, now: Int64(now / 1000))
+        lastUpdate = update
         return true
     }
 
     /// Bits per second the allocator may spend: the TWCC estimate once feedback arrives, else the
     /// subscriber's REMB, else `fallback` (a subscriber that tells nothing is not held back).
-    func available(fallback: UInt64) -> UInt64 {
+    public func available(fallback: UInt64) -> UInt64 {
         if hasFeedback { return UInt64(max(estimator.estimate, 0)) }
         if let receiverEstimate { return receiverEstimate }
         return fallback

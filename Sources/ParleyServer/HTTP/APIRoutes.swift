@@ -43,6 +43,15 @@ struct APIRoutes: Sendable {
             try await auth.require(request, room: room)
             return JSONResponse.make(["participants": try await open(room).participantInfos()])
         }
+        rooms.get(":room/participants/:identity") { request, context in
+            let room = try roomName(context)
+            try await auth.require(request, room: room)
+            let identity = try parameter("identity", context)
+            guard let info = try await open(room).mediaInfo(identity: identity) else {
+                throw APIError(.notFound, "no participant \(identity) in room \(room)")
+            }
+            return JSONResponse.make(info)
+        }
         rooms.delete(":room/participants/:identity") { request, context in
             let room = try roomName(context)
             try await auth.require(request, room: room)

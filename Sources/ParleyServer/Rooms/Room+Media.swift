@@ -308,6 +308,36 @@ extension Room {
         offerToSubscriber(participant)
     }
 
+    /// The admin view of one participant's media, read on the room's loop.
+    public func mediaInfo(identity: String) -> ParticipantMediaInfo? {
+        guard let participant = findParticipant(identity: identity) else { return nil }
+        let media = sfu.participants[participant.sid]
+        let now = sfu.port.now()
+        let bandwidth = media?.bandwidth
+        let source = bandwidth.map { $0.hasFeedback ? "twcc" : ($0.receiverEstimate != nil ? "remb" : "none") } ?? "none"
+        let downlink = ParticipantMediaInfo.Downlink(
+            estimate: Int(bandwidth?.available(fallback: 0) ?? 0), source: source, feedbackPackets: Int(bandwidth?.feedbackReceived ?? 0),
+            probeBytes: Int(bandwidth?.probeBytesSent ?? 0))
+        let publications = (media?.publications ?? []).map { publication in
+            ParticipantMediaInfo.Publication(
+                track: publication.trackSid, kind: publication.kind.rawValue,
+                layers: publication.layers.map { layer in
+                    ParticipantMediaInfo.Layer(
+                        rid: layer.rid, index: layer.index, ssrc: layer.ssrc, width: layer.width, height: layer.height,
+                        bitrate: layer.bitrates.last ?? 0, active: layer.isActive(now: now),
+                        requested: publication.requestedLayers.contains(layer.index), packets: Int(layer.packetsReceived),
+                        repairs: Int(layer.repairsReceived))
+                })
+        }
+        let subscriptions = (media?.downTracks ?? []).map { downTrack in
+            ParticipantMediaInfo.Subscription(
+                track: downTrack.publication.trackSid, publisher: downTrack.publication.participantSid, kind: downTrack.publication.kind.rawValue,
+                layer: downTrack.currentLayer, targetLayer: downTrack.targetLayer, maxTemporalLayer: downTrack.maxTemporalLayer,
+                paused: downTrack.isPausedForBandwidth, switches: Int(downTrack.layerSwitches), retransmissions: Int(downTrack.retransmissionsSent))
+        }
+        return ParticipantMediaInfo(participant: participant.info, downlink: downlink, publications: publications, subscriptions: subscriptions)
+    }
+
     // MARK: Helpers
 
     private func localParameters(_ transport: WebRTCTransport) -> MediaNegotiation.LocalParameters {

@@ -27,9 +27,10 @@ public actor RoomRegistry {
     public nonisolated func mediaSnapshot() async -> MediaFigures {
         var total = MediaFigures()
         for (port, sfu) in zip(workers.ports, workers.sfuStatistics) {
-            if let figures = try? await port.loop.submit({ (port.snapshot(), sfu.counts) }).get() {
+            if let figures = try? await port.loop.submit({ (port.snapshot(), sfu.counts, sfu.downlink()) }).get() {
                 total.media.add(figures.0)
                 total.sfu.add(figures.1)
+                total.downlink.add(figures.2)
             }
         }
         return total

@@ -5,6 +5,7 @@ import WebRTC
 public struct MediaFigures: Sendable, Equatable {
     public var media = MediaSnapshot()
     public var sfu = SFUStatistics()
+    public var downlink = DownlinkFigures()
 
     public init() {}
 }
@@ -45,6 +46,9 @@ enum MediaMetrics {
             ("reason=\"malformed_rtp\"", figures.sfu.droppedMalformedRTP),
             ("reason=\"malformed_rtcp\"", figures.sfu.droppedMalformedRTCP),
             ("reason=\"unknown_ssrc\"", figures.sfu.droppedUnknownSSRC),
+            ("reason=\"unknown_rtx\"", figures.sfu.droppedUnknownRetransmission),
+            ("reason=\"malformed_vp8\"", figures.sfu.droppedMalformedVP8),
+            ("reason=\"malformed_twcc\"", figures.sfu.droppedMalformedTransportFeedback),
         ])
         counter("media_dtls_failures_total", "DTLS handshakes that failed (bad fingerprint, timeout, alerts)", [("", t.dtlsFailures)])
         let w = figures.sfu
@@ -59,6 +63,33 @@ enum MediaMetrics {
         counter("media_retransmission_misses_total", "NACKed packets no longer in the history", [("", w.retransmissionMisses)])
         counter("media_remb_total", "REMB estimates sent to publishers", [("", w.rembSent)])
         counter("media_forwarded_packets_total", "RTP packets sent to subscribers (one per copy)", [("", w.forwardedPackets)])
+        counter("media_rtx_retransmissions_total", "Retransmissions sent on subscribers' RTX streams (part of media_retransmissions_total)", [
+            ("", w.retransmissionsOnRTX)
+        ])
+        counter("media_repairs_total", "Publishers' retransmissions received on their RTX streams and unwrapped", [("", w.repairsReceived)])
+        counter("media_padding_received_total", "Padding-only packets from publishers probing their uplink (not forwarded)", [("", w.paddingReceived)])
+        counter("media_transport_feedback_total", "Transport-wide congestion control feedback: from subscribers, to publishers", [
+            ("direction=\"in\"", w.transportFeedbackReceived), ("direction=\"out\"", w.transportFeedbackSent),
+        ])
+        counter("media_layer_switches_total", "Simulcast layer switches of subscribers' video (each at a keyframe)", [("", w.layerSwitches)])
+        counter("media_tracks_paused_total", "Subscribers' video tracks paused because not even their lowest layer fit", [("", w.tracksPaused)])
+        counter("media_probe_bytes_total", "Bytes sent to subscribers only to probe their bandwidth", [("", w.probeBytesSent)])
+        let downlink = figures.downlink
+        out += "# HELP parley_media_video_subscriptions Subscribers' video tracks by the simulcast layer they get now (paused: for bandwidth)\n"
+        out += "# TYPE parley_media_video_subscriptions gauge\n"
+        for (layer, count) in downlink.subscriptionsByLayer.enumerated() { out += "parley_media_video_subscriptions{layer=\"\(layer)\"} \(count)\n" }
+        out += "parley_media_video_subscriptions{layer=\"paused\"} \(downlink.pausedSubscriptions)\n"
+        out += "# HELP parley_media_subscriber_estimate_bits Subscribers' estimated downlinks (transport-wide feedback), bits per second\n"
+        out += "# TYPE parley_media_subscriber_estimate_bits histogram\n"
+        var estimates = 0
+        for (index, bound) in DownlinkFigures.estimateBuckets.enumerated() {
+            estimates += downlink.estimates[index]
+            out += "parley_media_subscriber_estimate_bits_bucket{le=\"\(bound)\"} \(estimates)\n"
+        }
+        estimates += downlink.estimates.last ?? 0
+        out += "parley_media_subscriber_estimate_bits_bucket{le=\"+Inf\"} \(estimates)\n"
+        out += "parley_media_subscriber_estimate_bits_sum \(downlink.estimateSum)\n"
+        out += "parley_media_subscriber_estimate_bits_count \(downlink.estimateCount)\n"
         gauge("media_transports", "ICE/DTLS transports open", media.activeTransports)
         gauge("media_transports_connected", "Transports with DTLS done and SRTP keys", media.connectedTransports)
 
