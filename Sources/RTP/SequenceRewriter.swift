@@ -7,17 +7,22 @@
 ///   the outgoing timestamp by the wall time since the last forwarded packet × clock rate (at
 ///   least 1 tick), so jitter buffers and the NACK logic of the receiver stay calm.
 /// - Within a source, packets keep their incoming spacing (gaps stay gaps, so the receiver can
-///   NACK them). Reordered packets within `reorderWindow` map with the current offsets;
-///   duplicates, packets older than the window and packets from before the latest switch are
-///   dropped (nil).
+///   NACK them). Reordered packets within `reorderWindow` map with the offset in force where
+///   their incoming number falls (see skipping); duplicates, packets older than the window and
+///   packets from before the latest switch are dropped (nil).
 /// - Sequence arithmetic wraps at 16 bits, timestamps at 32 bits.
 ///
-/// Skipping (`skip`): the SFU may drop a packet on purpose (e.g. padding-only) without leaving a
-/// gap, but only the packet that directly follows the newest forwarded one (incoming highest + 1).
-/// The skip starts a new offset epoch: late packets from before it are then dropped and the NACK
-/// reverse map no longer reaches before it, because their outgoing numbers can no longer be
-/// derived from a single offset. Anything else passed to `skip` returns false and should be
-/// forwarded (or dropped, leaving a gap the receiver will NACK in vain).
+/// Skipping (`skip`): the SFU drops whole frames on purpose (temporal layers above the
+/// subscriber's, padding-only packets) without leaving a gap: a skipped packet newer than the
+/// newest one hands its outgoing number to the next packet, so the offset of every later packet
+/// shrinks by one. Each such change starts an offset epoch at the incoming number after the
+/// skip; the last `skipHistoryCapacity` epochs are kept, so reordered packets still map with
+/// the offset of their own epoch and the NACK reverse map reaches back across skips. Packets
+/// lost before a skip keep their outgoing numbers (the receiver NACKs them as usual). A late
+/// packet (older than the newest) cannot be skipped without a gap, because later packets
+/// already carry the numbers after it: it is refused as a duplicate afterwards and the NACK
+/// map reports its number as not forwardable. When more epochs than the history holds pile up,
+/// packets of the forgotten ones are treated like packets from before a switch.
 ///
 /// Source changes: any SSRC other than the current one starts a new source, except the
 /// immediately previous SSRC, whose late packets are dropped; to switch back to it on purpose
@@ -34,6 +39,8 @@ public struct SequenceRewriter: Sendable {
 
     /// How far behind the newest packet a reordered packet is still forwarded (bits in `seen`).
     public static let reorderWindow = 256
+    /// How many offset changes (skips) of the current source the reverse map remembers.
+    public static let skipHistoryCapacity = OffsetEpochs.capacity
 
     public let clockRate: UInt32
     /// The SSRC every forwarded packet carries (the caller writes it; kept here for reference).
@@ -43,19 +50,20 @@ public struct SequenceRewriter: Sendable {
     /// The source before the latest switch: its stragglers are dropped rather than switched to.
     public private(set) var previousSSRC: UInt32?
     private var resyncPending = false
-    private var sequenceOffset: UInt16 = 0
     private var timestampOffset: UInt32 = 0
     /// Newest incoming sequence of the current source, extended beyond 16 bits.
     private var highestIncoming: Int64 = 0
-    /// Incoming packets below this (extended) belong to an earlier epoch and are dropped.
-    private var epochStartIncoming: Int64 = 0
-    /// First outgoing sequence number of the current epoch, for the reverse map.
-    private var epochStartOutgoing: UInt16 = 0
+    /// Sequence offsets of the current source since it started, one per run of skips.
+    private var epochs = OffsetEpochs()
+    /// The newest outgoing sequence number given out, or held for a packet still missing before
+    /// a skip; a new source continues after it.
     public private(set) var lastOutgoingSequence: UInt16 = 0
     public private(set) var lastOutgoingTimestamp: UInt32 = 0
     private var lastForwardNanoseconds: Int64 = 0
-    /// Bit per incoming sequence in (highest − window, highest]: forwarded already.
+    /// Bit per incoming sequence in (highest − window, highest]: forwarded or skipped already.
     private var seen = SIMD4<UInt64>(repeating: 0)
+    /// Bit per incoming sequence in the same window: skipped, so a NACK for it is not answered.
+    private var skipped = SIMD4<UInt64>(repeating: 0)
 
     public init(clockRate: UInt32, outgoingSSRC: UInt32) {
         self.clockRate = clockRate
@@ -76,45 +84,66 @@ public struct SequenceRewriter: Sendable {
             return Output(sequenceNumber: lastOutgoingSequence, timestamp: lastOutgoingTimestamp)
         }
         let extended = extend(sequenceNumber)
-        let output = Output(sequenceNumber: sequenceNumber &+ sequenceOffset, timestamp: timestamp &+ timestampOffset)
+        let outgoingTimestamp = timestamp &+ timestampOffset
         if extended > highestIncoming {
             advance(to: extended)
-            markSeen(extended)
-            lastOutgoingSequence = output.sequenceNumber
-            lastOutgoingTimestamp = output.timestamp
+            Self.set(&seen, extended)
+            lastOutgoingSequence = sequenceNumber &+ epochs.newestOffset
+            lastOutgoingTimestamp = outgoingTimestamp
             lastForwardNanoseconds = arrivalNanoseconds
-            return output
+            return Output(sequenceNumber: lastOutgoingSequence, timestamp: outgoingTimestamp)
         }
-        guard extended >= epochStartIncoming, highestIncoming - extended < Int64(Self.reorderWindow),
-            !isSeen(extended)
-        else { return nil }
-        markSeen(extended)
-        return output
+        guard isInWindow(extended), !Self.isSet(seen, extended), let offset = epochs.offset(forIncoming: extended) else { return nil }
+        Self.set(&seen, extended)
+        return Output(sequenceNumber: sequenceNumber &+ offset, timestamp: outgoingTimestamp)
     }
 
-    /// Consumes the next in-order packet without forwarding it and without leaving a gap in the
-    /// outgoing sequence. Returns false (nothing changed) unless the packet is from the current
-    /// source and directly follows the newest one; see the type documentation.
+    /// Consumes a packet of the current source without forwarding it. Returns true when the
+    /// outgoing sequence has no gap for it (it was newer than the newest: later packets close
+    /// up). A late packet returns false but is still marked, so its duplicates are dropped and
+    /// the NACK map does not offer it; other sources, duplicates and packets outside the window
+    /// return false and change nothing. See the type documentation.
+    @discardableResult
     public mutating func skip(ssrc: UInt32, sequenceNumber: UInt16) -> Bool {
         guard let currentSSRC, currentSSRC == ssrc, !resyncPending else { return false }
         let extended = extend(sequenceNumber)
-        guard extended == highestIncoming + 1 else { return false }
+        guard extended > highestIncoming else {
+            guard isInWindow(extended), !Self.isSet(seen, extended), epochs.offset(forIncoming: extended) != nil else { return false }
+            Self.set(&seen, extended)
+            Self.set(&skipped, extended)
+            return false
+        }
         advance(to: extended)
-        markSeen(extended)
-        sequenceOffset &-= 1
-        epochStartIncoming = extended + 1
-        epochStartOutgoing = lastOutgoingSequence &+ 1
+        Self.set(&seen, extended)
+        Self.set(&skipped, extended)
+        let offset = epochs.newestOffset &- 1
+        if epochs.newestStart == extended {
+            // Nothing was received since the previous skip: one epoch covers the run.
+            epochs.replaceNewest(start: extended + 1, offset: offset)
+        } else {
+            epochs.append(start: extended + 1, offset: offset)
+        }
+        // Numbers of packets still missing before the skipped one stay theirs.
+        lastOutgoingSequence = UInt16(truncatingIfNeeded: extended) &+ offset
         return true
     }
 
     /// NACK reverse map: the incoming sequence number (of the current source) that was sent as
-    /// `outgoingSequence`; nil if it was sent before the latest switch/skip or not sent yet.
+    /// `outgoingSequence`; nil if it was sent before the latest switch (or before the oldest
+    /// remembered skip), not sent yet, or belongs to a packet that was skipped.
     public func incomingSequence(forOutgoing outgoingSequence: UInt16) -> UInt16? {
-        guard currentSSRC != nil else { return nil }
-        let sinceEpochStart = Int16(bitPattern: outgoingSequence &- epochStartOutgoing)
-        let beforeLast = Int16(bitPattern: lastOutgoingSequence &- outgoingSequence)
-        guard sinceEpochStart >= 0, beforeLast >= 0 else { return nil }
-        return outgoingSequence &- sequenceOffset
+        guard currentSSRC != nil, Int16(bitPattern: lastOutgoingSequence &- outgoingSequence) >= 0 else { return nil }
+        // Newest epoch first: where two epochs claim the number (the one a skip handed on), the
+        // packet of the newer epoch carries it.
+        for back in 0..<epochs.count {
+            let epoch = epochs.fromNewest(back)
+            let incoming = extend(outgoingSequence &- epoch.offset)
+            guard incoming >= epoch.start else { continue }
+            guard incoming <= highestIncoming else { return nil }
+            if highestIncoming - incoming < Int64(Self.reorderWindow), Self.isSet(skipped, incoming) { return nil }
+            return UInt16(truncatingIfNeeded: incoming)
+        }
+        return nil
     }
 
     // MARK: - Internals
@@ -133,14 +162,13 @@ public struct SequenceRewriter: Sendable {
         if currentSSRC != ssrc { previousSSRC = currentSSRC }
         currentSSRC = ssrc
         resyncPending = false
-        sequenceOffset = outgoingSequence &- sequenceNumber
         timestampOffset = outgoingTimestamp &- timestamp
         // Start one cycle up so reordered packets just below stay non-negative when extended.
         highestIncoming = 0x1_0000 + Int64(sequenceNumber)
-        epochStartIncoming = highestIncoming
-        epochStartOutgoing = outgoingSequence
+        epochs.reset(start: highestIncoming, offset: outgoingSequence &- sequenceNumber)
         seen = SIMD4(repeating: 0)
-        markSeen(highestIncoming)
+        skipped = SIMD4(repeating: 0)
+        Self.set(&seen, highestIncoming)
         lastOutgoingSequence = outgoingSequence
         lastOutgoingTimestamp = outgoingTimestamp
         lastForwardNanoseconds = arrivalNanoseconds
@@ -163,30 +191,94 @@ public struct SequenceRewriter: Sendable {
         return highestIncoming + Int64(delta)
     }
 
+    /// Not newer than the newest, but recent enough for the `seen` bits to speak for it.
+    private func isInWindow(_ extended: Int64) -> Bool {
+        extended <= highestIncoming && highestIncoming - extended < Int64(Self.reorderWindow)
+    }
+
     private mutating func advance(to extended: Int64) {
         let steps = extended - highestIncoming
         if steps >= Int64(Self.reorderWindow) {
             seen = SIMD4(repeating: 0)
+            skipped = SIMD4(repeating: 0)
         } else {
             var next = highestIncoming + 1
             while next <= extended {
-                setSeen(next, false)
+                Self.clear(&seen, next)
+                Self.clear(&skipped, next)
                 next += 1
             }
         }
         highestIncoming = extended
     }
 
-    private func isSeen(_ extended: Int64) -> Bool {
+    private static func isSet(_ bits: SIMD4<UInt64>, _ extended: Int64) -> Bool {
         let bit = Int(extended & Int64(Self.reorderWindow - 1))
-        return seen[bit >> 6] & (1 << UInt64(bit & 63)) != 0
+        return bits[bit >> 6] & (1 << UInt64(bit & 63)) != 0
     }
 
-    private mutating func markSeen(_ extended: Int64) { setSeen(extended, true) }
-
-    private mutating func setSeen(_ extended: Int64, _ value: Bool) {
+    private static func set(_ bits: inout SIMD4<UInt64>, _ extended: Int64) {
         let bit = Int(extended & Int64(Self.reorderWindow - 1))
-        let mask: UInt64 = 1 << UInt64(bit & 63)
-        if value { seen[bit >> 6] |= mask } else { seen[bit >> 6] &= ~mask }
+        bits[bit >> 6] |= 1 << UInt64(bit & 63)
     }
+
+    private static func clear(_ bits: inout SIMD4<UInt64>, _ extended: Int64) {
+        let bit = Int(extended & Int64(Self.reorderWindow - 1))
+        bits[bit >> 6] &= ~(1 << UInt64(bit & 63))
+    }
+}
+
+/// The sequence offsets of one source, in a fixed ring (no allocation): epoch i maps the
+/// extended incoming numbers from its start up to the next epoch's start. The oldest start is
+/// where the source begins as far as the rewriter still knows.
+struct OffsetEpochs: Sendable {
+    static let capacity = 64
+    private var starts = SIMD64<Int64>(repeating: 0)
+    private var offsets = SIMD64<UInt16>(repeating: 0)
+    private var oldest = 0
+    private(set) var count = 0
+
+    var newestStart: Int64 { starts[index(fromNewest: 0)] }
+    var newestOffset: UInt16 { offsets[index(fromNewest: 0)] }
+
+    mutating func reset(start: Int64, offset: UInt16) {
+        oldest = 0
+        count = 1
+        starts[0] = start
+        offsets[0] = offset
+    }
+
+    /// Adds the newest epoch; when full, the oldest is forgotten.
+    mutating func append(start: Int64, offset: UInt16) {
+        if count == Self.capacity {
+            oldest = (oldest + 1) % Self.capacity
+        } else {
+            count += 1
+        }
+        let newest = index(fromNewest: 0)
+        starts[newest] = start
+        offsets[newest] = offset
+    }
+
+    mutating func replaceNewest(start: Int64, offset: UInt16) {
+        let newest = index(fromNewest: 0)
+        starts[newest] = start
+        offsets[newest] = offset
+    }
+
+    func fromNewest(_ back: Int) -> (start: Int64, offset: UInt16) {
+        let slot = index(fromNewest: back)
+        return (starts[slot], offsets[slot])
+    }
+
+    /// The offset of the epoch `extended` falls in; nil before the oldest one.
+    func offset(forIncoming extended: Int64) -> UInt16? {
+        for back in 0..<count {
+            let epoch = fromNewest(back)
+            if extended >= epoch.start { return epoch.offset }
+        }
+        return nil
+    }
+
+    private func index(fromNewest back: Int) -> Int { (oldest + count - 1 - back) % Self.capacity }
 }

@@ -20,25 +20,11 @@ import Testing
     }
 
     @Test func everyTruncationOfValidPackets() {
-        for seed in Self.seeds {
-            for length in 0...seed.count {
-                Array(seed.prefix(length)).withUnsafeBytes { RTPFuzz.run($0) }
-                Array(seed.suffix(length)).withUnsafeBytes { RTPFuzz.run($0) }
-            }
-        }
+        fuzzTruncations(of: Self.seeds) { RTPFuzz.run($0) }
     }
 
     @Test func singleByteMutationsOfValidPackets() {
-        var generator = SplitMix64(state: 7)
-        for seed in Self.seeds {
-            for index in seed.indices {
-                for _ in 0..<4 {
-                    var mutated = seed
-                    mutated[index] = UInt8.random(in: 0...255, using: &generator)
-                    mutated.withUnsafeBytes { RTPFuzz.run($0) }
-                }
-            }
-        }
+        fuzzSingleByteMutations(of: Self.seeds, perByte: 4, generatorState: 7) { RTPFuzz.run($0) }
     }
 
     @Test func randomBytes() {

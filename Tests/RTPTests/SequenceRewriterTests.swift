@@ -110,18 +110,108 @@ private let millisecond: Int64 = 1_000_000
         #expect(rewriter.incomingSequence(forOutgoing: 57) == nil)  // not sent yet
     }
 
+    /// Changed with the skip history: a skip no longer cuts the NACK map off (outgoing 11 was
+    /// nil here before), and a skip after a gap is accepted (see `skipAfterGapKeepsNumbersOfMissingPackets`).
     @Test func skipLeavesNoGap() {
         var rewriter = SequenceRewriter(clockRate: 90000, outgoingSSRC: 99)
         #expect(rewriter.skip(ssrc: 1, sequenceNumber: 9) == false)  // nothing forwarded yet
         _ = rewriter.rewrite(ssrc: 1, sequenceNumber: 10, timestamp: 0, arrivalNanoseconds: 0)
         _ = rewriter.rewrite(ssrc: 1, sequenceNumber: 11, timestamp: 0, arrivalNanoseconds: 0)
         #expect(rewriter.skip(ssrc: 1, sequenceNumber: 12) == true)  // padding-only packet
-        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 15) == false)  // not the next one
+        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 12) == false)  // duplicate
         #expect(rewriter.skip(ssrc: 2, sequenceNumber: 13) == false)  // other source
+        #expect(rewriter.lastOutgoingSequence == 11)
         #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 13, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 12)
         #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 14, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 13)
         #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 12, timestamp: 0, arrivalNanoseconds: 0) == nil)  // the skipped one
         #expect(rewriter.incomingSequence(forOutgoing: 12) == 13)
-        #expect(rewriter.incomingSequence(forOutgoing: 11) == nil)  // before the skip epoch
+        #expect(rewriter.incomingSequence(forOutgoing: 11) == 11)  // forwarded before the skip: still NACKable
+        #expect(rewriter.incomingSequence(forOutgoing: 10) == 10)
+        #expect(rewriter.incomingSequence(forOutgoing: 14) == nil)  // not sent yet
+    }
+
+    @Test func skipAfterGapKeepsNumbersOfMissingPackets() {
+        var rewriter = SequenceRewriter(clockRate: 90000, outgoingSSRC: 99)
+        _ = rewriter.rewrite(ssrc: 1, sequenceNumber: 10, timestamp: 0, arrivalNanoseconds: 0)
+        // 11 and 12 are missing; 13 is a dropped temporal-layer packet.
+        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 13) == true)
+        #expect(rewriter.lastOutgoingSequence == 12)  // 11 and 12 keep their numbers
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 14, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 13)
+        // The missing ones arrive late and fill exactly the numbers the receiver saw missing.
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 12, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 12)
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 11, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 11)
+        #expect((10...13).map { rewriter.incomingSequence(forOutgoing: $0) } == [10, 11, 12, 14])
+    }
+
+    @Test func reorderedPacketMapsWithItsOwnEpoch() {
+        var rewriter = SequenceRewriter(clockRate: 90000, outgoingSSRC: 99)
+        // Frames of 2 packets; every second frame is dropped: 100-101 sent, 102-103 skipped, ...
+        // 104 arrives late, after the next skip.
+        _ = rewriter.rewrite(ssrc: 1, sequenceNumber: 100, timestamp: 0, arrivalNanoseconds: 0)
+        _ = rewriter.rewrite(ssrc: 1, sequenceNumber: 101, timestamp: 0, arrivalNanoseconds: 0)
+        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 102) == true)
+        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 103) == true)
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 105, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 103)
+        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 106) == true)
+        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 107) == true)
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 108, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 104)
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 104, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 102)
+        #expect((100...104).map { rewriter.incomingSequence(forOutgoing: $0) } == [100, 101, 104, 105, 108])
+        // A late packet of a dropped frame cannot be skipped without a gap: outgoing 2 already
+        // lies between 1 and 3. The gap stays, but a NACK for it is not answered.
+        var late = SequenceRewriter(clockRate: 90000, outgoingSSRC: 99)
+        _ = late.rewrite(ssrc: 1, sequenceNumber: 1, timestamp: 0, arrivalNanoseconds: 0)
+        _ = late.rewrite(ssrc: 1, sequenceNumber: 3, timestamp: 0, arrivalNanoseconds: 0)
+        #expect(late.skip(ssrc: 1, sequenceNumber: 2) == false)  // the gap at outgoing 2 stays
+        #expect(late.incomingSequence(forOutgoing: 2) == nil)  // but a NACK for it is not answered
+        #expect(late.rewrite(ssrc: 1, sequenceNumber: 2, timestamp: 0, arrivalNanoseconds: 0) == nil)
+        #expect(late.incomingSequence(forOutgoing: 3) == 3)
+    }
+
+    @Test func skipsAcrossSequenceWrap() {
+        var rewriter = SequenceRewriter(clockRate: 90000, outgoingSSRC: 99)
+        _ = rewriter.rewrite(ssrc: 1, sequenceNumber: 65534, timestamp: 0, arrivalNanoseconds: 0)
+        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 65535) == true)
+        #expect(rewriter.skip(ssrc: 1, sequenceNumber: 0) == true)
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 1, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 65535)
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 2, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 0)
+        #expect(rewriter.incomingSequence(forOutgoing: 65534) == 65534)
+        #expect(rewriter.incomingSequence(forOutgoing: 65535) == 1)
+        #expect(rewriter.incomingSequence(forOutgoing: 0) == 2)
+        // A switch continues after the newest number, skips included.
+        #expect(rewriter.rewrite(ssrc: 2, sequenceNumber: 500, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 1)
+    }
+
+    @Test func skipHistoryIsBounded() {
+        var rewriter = SequenceRewriter(clockRate: 90000, outgoingSSRC: 99)
+        _ = rewriter.rewrite(ssrc: 1, sequenceNumber: 1000, timestamp: 0, arrivalNanoseconds: 0)
+        // 70 skips each followed by a forwarded packet: 71 epochs, the oldest 7 are forgotten.
+        #expect(SequenceRewriter.skipHistoryCapacity == 64)
+        for index in 0..<70 {
+            #expect(rewriter.skip(ssrc: 1, sequenceNumber: UInt16(1001 + 2 * index)) == true)
+            let output = rewriter.rewrite(ssrc: 1, sequenceNumber: UInt16(1002 + 2 * index), timestamp: 0, arrivalNanoseconds: 0)
+            #expect(output?.sequenceNumber == UInt16(1001 + index))
+        }
+        // Outgoing 1001 + i carried incoming 1002 + 2i; epoch i + 1 starts at incoming 1002 + 2i.
+        #expect(rewriter.incomingSequence(forOutgoing: 1070) == 1140)
+        #expect(rewriter.incomingSequence(forOutgoing: 1007) == 1014)  // the oldest epoch kept
+        #expect(rewriter.incomingSequence(forOutgoing: 1006) == nil)  // its epoch is forgotten
+        #expect(rewriter.incomingSequence(forOutgoing: 1000) == nil)
+    }
+
+    @Test func runOfSkipsUsesOneEpoch() {
+        var rewriter = SequenceRewriter(clockRate: 90000, outgoingSSRC: 99)
+        _ = rewriter.rewrite(ssrc: 1, sequenceNumber: 0, timestamp: 0, arrivalNanoseconds: 0)
+        // 200 skipped packets in a row (a long paused layer) take a single history slot, so the
+        // first packet's mapping survives 63 later, separate skips.
+        for sequence: UInt16 in 1...200 { #expect(rewriter.skip(ssrc: 1, sequenceNumber: sequence) == true) }
+        for index in 0..<62 {
+            _ = rewriter.rewrite(ssrc: 1, sequenceNumber: UInt16(201 + 2 * index), timestamp: 0, arrivalNanoseconds: 0)
+            #expect(rewriter.skip(ssrc: 1, sequenceNumber: UInt16(202 + 2 * index)) == true)
+        }
+        #expect(rewriter.rewrite(ssrc: 1, sequenceNumber: 325, timestamp: 0, arrivalNanoseconds: 0)?.sequenceNumber == 63)
+        #expect(rewriter.incomingSequence(forOutgoing: 0) == 0)
+        #expect(rewriter.incomingSequence(forOutgoing: 1) == 201)
+        #expect(rewriter.incomingSequence(forOutgoing: 62) == 323)
     }
 }

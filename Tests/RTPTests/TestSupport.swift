@@ -82,3 +82,27 @@ struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// Feeds every prefix and every suffix of each seed to a fuzz entry point.
+func fuzzTruncations(of seeds: [[UInt8]], _ run: (UnsafeRawBufferPointer) -> Void) {
+    for seed in seeds {
+        for length in 0...seed.count {
+            Array(seed.prefix(length)).withUnsafeBytes(run)
+            Array(seed.suffix(length)).withUnsafeBytes(run)
+        }
+    }
+}
+
+/// Feeds `perByte` random replacements of each byte of each seed to a fuzz entry point.
+func fuzzSingleByteMutations(of seeds: [[UInt8]], perByte: Int, generatorState: UInt64, _ run: (UnsafeRawBufferPointer) -> Void) {
+    var generator = SplitMix64(state: generatorState)
+    for seed in seeds {
+        for index in seed.indices {
+            for _ in 0..<perByte {
+                var mutated = seed
+                mutated[index] = UInt8.random(in: 0...255, using: &generator)
+                mutated.withUnsafeBytes(run)
+            }
+        }
+    }
+}
