@@ -141,7 +141,7 @@ let package = Package(
         .target(
             name: "ParleyClient",
             dependencies: [
-                "ParleyProtocol", "Addresses", "WebRTC", "SDP", "RTP", "STUN", "NetworkAddress",
+                "ParleyProtocol", "Addresses", "WebRTC", "SDP", "RTP", "STUN", "NetworkAddress", "Congestion",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -88,7 +88,8 @@ public final class ClientTransport: @unchecked Sendable {
     /// Reception statistics and NACK state of what we receive; counts and send history of
     /// what we send. The connections announce their SSRCs here.
     var inbound = InboundStreams()
-    var outbound = OutboundStreams()
+    lazy var outbound = OutboundStreams(transportSequences: transportSequences)
+    private let transportSequences = TransportSequenceLog()
     /// Our SSRC and CNAME in the RTCP we send.
     let rtcpSSRC = UInt32.random(in: 1...UInt32.max)
     private let cname = "parley-\(UInt32.random(in: 1...UInt32.max))"
@@ -331,13 +332,51 @@ public final class ClientTransport: @unchecked Sendable {
     public func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool {
         guard srtpOutbound != nil, let header = RTPHeader(packet) else { return false }
         outbound.sent(packet, header: header, now: clock())
-        return transmitRTP(packet, header: header)
+        return transmitRTP(packet, header: header, retransmission: nil)
     }
 
-    /// Sends an original or a retransmission, unless simulated loss takes it.
-    private func transmitRTP(_ packet: UnsafeRawBufferPointer, header: RTPHeader) -> Bool {
-        if dropsOutgoingRTP?(header) == true { return true }
-        let sent = protectAndSend(packet) { session, buffer, length in try session.protectRTP(buffer, length: length) }
+    /// The id of the transport-wide sequence number extension, once an answer kept it
+    /// (transport-cc): every RTP packet sent then carries one, retransmissions too. 0: none.
+    public internal(set) var transportSequenceID: UInt8 = 0 {
+        didSet {
+            // The packet's own elements are kept, less any stale transport-wide number.
+            rewriteExtensions = .identity
+            if transportSequenceID != 0 { rewriteExtensions[transportSequenceID] = 0 }
+        }
+    }
+    private var rewriteExtensions = ExtensionIDMap.identity
+
+    /// Sends an original or a retransmission, unless simulated loss takes it. A packet goes out
+    /// as it is unless it needs a transport-wide sequence number or RTX wrapping (RFC 4588:
+    /// its own SSRC, payload type and sequence number, the original's before the payload):
+    /// then it is rewritten straight into the send buffer.
+    private func transmitRTP(_ packet: UnsafeRawBufferPointer, header: RTPHeader, retransmission: OutboundStreams.Retransmission?) -> Bool {
+        guard transportSequenceID != 0 || retransmission != nil else {
+            if dropsOutgoingRTP?(header) == true { return true }
+            return countSent(protectAndSend(packet) { session, buffer, length in try session.protectRTP(buffer, length: length) })
+        }
+        guard let srtpOutbound, packet.count + ForwardedPacket.maxGrowth <= 1500 else { return false }
+        var fields = ForwardedPacket.Fields(
+            ssrc: retransmission?.ssrc ?? header.ssrc, sequenceNumber: retransmission?.nextSequenceNumber ?? header.sequenceNumber,
+            timestamp: header.timestamp, payloadType: retransmission?.payloadType ?? header.payloadType)
+        fields.originalSequenceNumber = retransmission.map { _ in header.sequenceNumber }
+        if transportSequenceID != 0 {
+            fields.transportSequenceID = transportSequenceID
+            // Numbered before simulated loss: the feedback then reports the packet missing, as a real loss.
+            fields.transportSequence = transportSequences.take(for: header.ssrc)
+        }
+        let map = rewriteExtensions
+        return countSent(sendBuffer.withUnsafeMutableBytes { buffer -> Bool in
+            guard let written = ForwardedPacket.write(packet, header: header, fields: fields, extensionMap: map, into: buffer) else { return false }
+            let rewritten = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<written.length])
+            if let dropsOutgoingRTP, let sentHeader = RTPHeader(UnsafeRawBufferPointer(rewritten)), dropsOutgoingRTP(sentHeader) { return true }
+            guard let length = try? srtpOutbound.protectRTP(buffer, length: written.length) else { return false }
+            send(Array(buffer[0..<length]))
+            return true
+        })
+    }
+
+    private func countSent(_ sent: Bool) -> Bool {
         if sent { counters.rtpOut += 1 }
         return sent
     }
@@ -399,9 +438,11 @@ public final class ClientTransport: @unchecked Sendable {
         onTick?(now)
     }
 
-    /// NACKs for gaps as they become due; receiver reports once per interval.
+    /// NACKs for gaps as they become due, PLIs for video that has not started; receiver reports
+    /// once per interval.
     private func sendFeedback(now: UInt64) {
         for nack in inbound.dueNacks(senderSSRC: rtcpSSRC, now: now) { sendRTCP(nack) }
+        for pli in inbound.dueKeyframeRequests(senderSSRC: rtcpSSRC, now: now) { sendRTCP(pli) }
         guard now >= lastReportAt + Self.reportIntervalNanoseconds else { return }
         lastReportAt = now
         for report in inbound.receiverReports(senderSSRC: rtcpSSRC, cname: cname, now: now) { sendRTCP(report) }
@@ -414,7 +455,9 @@ public final class ClientTransport: @unchecked Sendable {
         var iterator = RTCPCompoundIterator(compound)
         while let packet = iterator.next() {
             inbound.handle(packet, now: now)
-            outbound.handle(packet) { stored in RTPHeader(stored).map { transmitRTP(stored, header: $0) } ?? false }
+            outbound.handle(packet) { stored, retransmission in
+                RTPHeader(stored).map { transmitRTP(stored, header: $0, retransmission: retransmission) } ?? false
+            }
         }
     }
 
@@ -553,7 +596,7 @@ public final class ClientTransport: @unchecked Sendable {
             let packet = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
             guard let header = RTPHeader(packet) else { return }
             counters.rtpIn += 1
-            inbound.received(header, length: length, now: now)
+            inbound.received(header, packet: packet, now: now)
             onRTP?(packet, header, now)
         case .rtcp:
             guard let srtpInbound, let length = try? srtpInbound.unprotectRTCP(bytes, length: bytes.count) else {

@@ -26,6 +26,13 @@ public final class ParleyRoom: @unchecked Sendable {
         case trackMuted(participant: String, track: String, muted: Bool)
         case speakers(SpeakersEvent)
         case recording(RecordingInfo)
+        /// Not even the lowest layer of a track we receive fits our bandwidth: nothing of it
+        /// comes until `trackResumed`.
+        case trackPaused(participant: String, track: String)
+        case trackResumed(participant: String, track: String)
+        /// Dynacast: of our simulcast `track`, only the layers named in `active` are needed; the
+        /// room has paused the others (`PublisherConnection.pausedLayers`) until they are named again.
+        case publisherLayers(track: String, active: [String])
         /// The signaling connection dropped; attempt `attempt` to get back is under way.
         case reconnecting(attempt: Int)
         /// Signaling is back. `resumed`: the server kept the session. Otherwise it is a new
@@ -230,19 +237,21 @@ public final class ParleyRoom: @unchecked Sendable {
     /// senders `makeSenders` returns once the server has answered (on the publisher's loop).
     struct Publishing: Sendable {
         var video: Bool
+        var simulcast = false
         var makeSenders: @Sendable (PublisherConnection) throws -> [any MediaSender]
     }
 
     /// Publishes a microphone track and, with `video`, a camera track, and sends what the senders
     /// from `makeSenders` produce (made on the publisher's loop once the answer is applied; each
-    /// is asked on every tick for what is due); returns the tracks the server made. While the
-    /// room is reconnecting it waits for the connection first; a new session publishes the same
-    /// again.
+    /// is asked on every tick for what is due); returns the tracks the server made. With
+    /// `simulcast` the camera is offered as three layers with RTX and transport-cc (see
+    /// `PublisherConnection`): the senders then send each layer's source. While the room is
+    /// reconnecting it waits for the connection first; a new session publishes the same again.
     @discardableResult
     public func publish(
-        video: Bool, senders makeSenders: @escaping @Sendable (PublisherConnection) throws -> [any MediaSender]
+        video: Bool, simulcast: Bool = false, senders makeSenders: @escaping @Sendable (PublisherConnection) throws -> [any MediaSender]
     ) async throws -> [TrackInfo] {
-        try await publish(Publishing(video: video, makeSenders: makeSenders), on: liveSignaling(replacing: nil))
+        try await publish(Publishing(video: video, simulcast: simulcast, makeSenders: makeSenders), on: liveSignaling(replacing: nil))
     }
 
     @discardableResult
@@ -252,7 +261,7 @@ public final class ParleyRoom: @unchecked Sendable {
         let publisher = try await loop.submit { try PublisherConnection(loop: loop, clock: clock) }.get()
         try await publisher.start(iceServers: currentICEServers, policy: iceTransportPolicy, firewall: firewall)
         state.withLockedValue { $0.publisher = publisher }
-        let offer = try await loop.submit { publisher.makeOffer(video: publishing.video) }.get()
+        let offer = try await loop.submit { publisher.makeOffer(video: publishing.video, simulcast: publishing.simulcast) }.get()
         let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
             .decode(AnswerMessage.self)
         try await loop.submit {
@@ -289,8 +298,13 @@ public final class ParleyRoom: @unchecked Sendable {
 
     /// Stops receiving the given tracks (`subscribe: false`) or receives them again; everything is
     /// received by default. The server re-offers the subscriber transport and the room answers.
-    public func subscribe(tracks: [String], _ subscribe: Bool = true) async throws {
-        try await withSignaling { try await $0.send(SubscribeRequest(tracks: tracks, subscribe: subscribe)) }
+    /// A `quality`, or the size of the tile showing them (`maxWidth`/`maxHeight`), caps the
+    /// simulcast layer the server sends of them.
+    public func subscribe(
+        tracks: [String], _ subscribe: Bool = true, quality: VideoQuality? = nil, maxWidth: Int? = nil, maxHeight: Int? = nil
+    ) async throws {
+        let request = SubscribeRequest(tracks: tracks, subscribe: subscribe, quality: quality, maxWidth: maxWidth, maxHeight: maxHeight)
+        try await withSignaling { try await $0.send(request) }
     }
 
     /// Mutes or unmutes one of this participant's published tracks; returns once the server has
@@ -640,6 +654,15 @@ public final class ParleyRoom: @unchecked Sendable {
             if let event = try? frame.decode(SpeakersEvent.self) { continuation.yield(.speakers(event)) }
         case RecordingEvent.type:
             if let event = try? frame.decode(RecordingEvent.self) { continuation.yield(.recording(event.recording)) }
+        case TrackPaused.type:
+            if let event = try? frame.decode(TrackPaused.self) { continuation.yield(.trackPaused(participant: event.participant, track: event.track)) }
+        case TrackResumed.type:
+            if let event = try? frame.decode(TrackResumed.self) { continuation.yield(.trackResumed(participant: event.participant, track: event.track)) }
+        case PublisherLayers.type:
+            guard let event = try? frame.decode(PublisherLayers.self) else { return }
+            let publisher = state.withLockedValue { state in state.publishedTracks.contains { $0.sid == event.track } ? state.publisher : nil }
+            if let publisher { try? await publisher.loop.submit { publisher.setActiveLayers(event.active) }.get() }
+            continuation.yield(.publisherLayers(track: event.track, active: event.active))
         case RoomClosed.type:
             guard let event = try? frame.decode(RoomClosed.self) else { return }
             state.withLockedValue { $0.ended = true }

@@ -77,7 +77,9 @@ public final class SubscriberConnection: TransportConnection, @unchecked Sendabl
                         trackSid: msid.track ?? "", participantSid: msid.stream, kind: media.kind, codec: codec.name.lowercased())
                 }
                 announced.insert(ssrc)
-                transport.inbound.expect(ssrc: ssrc, clockRate: codec.clockRate, nack: codec.feedback.contains("nack"))
+                transport.inbound.expect(
+                    ssrc: ssrc, clockRate: codec.clockRate, nack: codec.feedback.contains("nack"), isVP8: codec.name.lowercased() == "vp8",
+                    pli: codec.feedback.contains("nack pli"))
             }
         }
         transport.inbound.keepOnly(announced)

@@ -28,6 +28,11 @@ public final class LoadTester: @unchecked Sendable {
         public var chatRate = 0.0
         /// Publishers also send synthetic VP8 video at this bitrate; 0 means audio only.
         public var videoBitrate = 0
+        /// With video: three simulcast layers (`SimulcastLayerPlan.standard`) with RTX and
+        /// transport-cc instead of one stream at `videoBitrate`.
+        public var simulcast = false
+        /// The quality subscribers ask for of every video track (nil: the server's choice).
+        public var quality: VideoQuality?
         public var roomPrefix = "load"
         /// `parley`, or `janus` (its VideoRoom over the WebSocket API at `url`, e.g. ws://127.0.0.1:8188).
         public var target = "parley"
@@ -106,8 +111,29 @@ public final class LoadTester: @unchecked Sendable {
         public var videoTracksReceived: Int
         public var videoBitrateKbpsPerTrack: Double
         public var chatDelayMs: Percentiles
+        /// Video tracks received, by the width of the latest keyframe each subscriber got of
+        /// them (the simulcast layer the server chose): width → tracks; "none" before a keyframe.
+        public var videoWidths: [String: Int]
+        /// Each subscriber's video tracks: which layer it got.
+        public var videoReceptions: [VideoReception]
+        /// What publishers' transports heard back: transport-wide feedback packets and NACKs
+        /// answered (on RTX when negotiated), summed over publishers.
+        public var publisherTransportFeedback: Int
+        public var publisherRetransmissions: Int
         public var server: [String: Double]
         public var errors: [String]
+    }
+
+    /// One subscriber's reception of one video track.
+    public struct VideoReception: Codable, Sendable {
+        public var subscriber: String
+        public var publisher: String
+        public var track: String
+        public var frameWidth: Int?
+        public var frameHeight: Int?
+        /// Keyframes received by width (more than one width: the layer changed).
+        public var keyframesByWidth: [String: Int]
+        public var bitrateKbps: Double
     }
 
     let options: Options
@@ -118,6 +144,9 @@ public final class LoadTester: @unchecked Sendable {
     private let failures = NIOLockedValueBox<[String]>([])
     private let tracks = NIOLockedValueBox<[TrackStats]>([])
     private let subscribers = NIOLockedValueBox<[SubscriberConnection]>([])
+    /// Each subscriber connection's identity, for the report.
+    private let subscriberIdentities = NIOLockedValueBox<[ObjectIdentifier: String]>([:])
+    private let publishers = NIOLockedValueBox<[PublisherConnection]>([])
     /// Publisher participant sid → its tone's frequency.
     private let frequencies = NIOLockedValueBox<[String: Double]>([:])
     /// Janus: each room's publisher feed ids, as publishers join (subscribers wait for all).
@@ -245,9 +274,11 @@ public final class LoadTester: @unchecked Sendable {
             let frequency = 300.0 + 110.0 * Double(index)
             frequencies.withLockedValue { $0[joinedMessage.participant.sid] = frequency }
             let publisher = try await loop.submit { try PublisherConnection(loop: loop) }.get()
+            publishers.withLockedValue { $0.append(publisher) }
             try await publisher.start(iceServers: joinedMessage.iceServers, policy: options.iceTransportPolicy)
             let video = options.videoBitrate > 0
-            let offer = try await loop.submit { publisher.makeOffer(video: video) }.get()
+            let simulcast = options.simulcast
+            let offer = try await loop.submit { publisher.makeOffer(video: video, simulcast: simulcast) }.get()
             let answer = try await signaling.request(SessionDescription(target: .publisher, sdp: offer), timeout: .seconds(15))
                 .decode(AnswerMessage.self)
             try await loop.submit {
@@ -261,18 +292,33 @@ public final class LoadTester: @unchecked Sendable {
                     let sentAt = Int64(Date().timeIntervalSince1970 * 1000)
                     try? await signaling.send(ChatSend(text: "lt:\(sentAt)", clientMsgId: UUID().uuidString))
                 }
-                _ = try? await signaling.next(timeout: .milliseconds(100))
+                // Dynacast: the layers no subscriber needs pause until they are asked for again.
+                if let frame = try? await signaling.next(timeout: .milliseconds(100)), frame.type == PublisherLayers.type,
+                    let layers = try? frame.decode(PublisherLayers.self)
+                {
+                    try await loop.submit { publisher.setActiveLayers(layers.active) }.get()
+                }
             }
             await publisher.close()
         } else {
             let subscriber = try await loop.submit { try SubscriberConnection(loop: loop) }.get()
             try await subscriber.start(iceServers: joinedMessage.iceServers, policy: options.iceTransportPolicy)
+            subscriberIdentities.withLockedValue { $0[ObjectIdentifier(subscriber)] = identity }
             try await loop.submit { [self] in installStatistics(on: subscriber) }.get()
+            var askedQuality: Set<String> = []
             while ContinuousClock.now < end {
                 guard let frame = try? await signaling.next(timeout: .milliseconds(200)) else { continue }
                 if let offer = frame.subscriberOffer {
-                    let answer = try await loop.submit { try subscriber.answer(offer: offer.sdp) }.get()
+                    let (answer, videoTracks) = try await loop.submit {
+                        (try subscriber.answer(offer: offer.sdp), subscriber.tracksBySSRC.values.filter { $0.kind == "video" }.map(\.trackSid))
+                    }.get()
                     try await signaling.sendRaw(SignalCodec().encode(AnswerMessage(target: .subscriber, sdp: answer), re: offer.id))
+                    // Each new video track once: the quality holds for it from then on.
+                    let fresh = Set(videoTracks).subtracting(askedQuality)
+                    if let quality = options.quality, !fresh.isEmpty {
+                        askedQuality.formUnion(fresh)
+                        try await signaling.send(SubscribeRequest(tracks: fresh.sorted(), subscribe: true, quality: quality))
+                    }
                 } else if frame.type == "chat", let chat = try? frame.decode(ChatEvent.self), chat.message.text.hasPrefix("lt:"),
                     let sent = Int64(chat.message.text.dropFirst(3))
                 {
@@ -415,6 +461,21 @@ public final class LoadTester: @unchecked Sendable {
         let delays = all.flatMap { stats in tracks.withLockedValue { _ in stats.delaysMs } }
         let joins = joinTimes.withLockedValue { $0 }
         let errors = failures.withLockedValue { $0 }
+        let identities = subscriberIdentities.withLockedValue { $0 }
+        let receptions = everything.filter { $0.kind == "video" }.compactMap { track -> VideoReception? in
+            guard let received = statistics(of: track) else { return nil }
+            return VideoReception(
+                subscriber: identities[ObjectIdentifier(track.subscriber)] ?? "", publisher: track.publisherSid, track: received.trackSid,
+                frameWidth: received.frameWidth, frameHeight: received.frameHeight,
+                keyframesByWidth: Dictionary(uniqueKeysWithValues: received.keyframesByWidth.map { (String($0.key), $0.value) }),
+                bitrateKbps: received.averageBitrate / 1000)
+        }.sorted { ($0.subscriber, $0.track) < ($1.subscriber, $1.track) }
+        var widths: [String: Int] = [:]
+        for reception in receptions { widths[reception.frameWidth.map(String.init) ?? "none", default: 0] += 1 }
+        var sent: [SentTrackStatistics] = []
+        for publisher in publishers.withLockedValue({ $0 }) {
+            sent += (try? await publisher.loop.submit { publisher.statistics() }.get()) ?? []
+        }
         return Report(
             rooms: options.rooms, publishers: options.publishers, subscribers: options.subscribers, durationSeconds: seconds,
             joinsOK: joins.count, joinsFailed: errors.count, joinMs: Self.percentiles(joins), mediaDelayMs: Self.percentiles(delays),
@@ -425,7 +486,10 @@ public final class LoadTester: @unchecked Sendable {
             tracksReceived: all.count, tracksExpected: options.rooms * options.publishers * options.subscribers, tonesDetected: detected,
             videoTracksReceived: everything.count - all.count,
             videoBitrateKbpsPerTrack: videoBitrates.isEmpty ? 0 : videoBitrates.reduce(0, +) / Double(videoBitrates.count),
-            chatDelayMs: Self.percentiles(chatDelays.withLockedValue { $0 }), server: options.target == "janus" ? [:] : await serverFigures(),
+            chatDelayMs: Self.percentiles(chatDelays.withLockedValue { $0 }), videoWidths: widths, videoReceptions: receptions,
+            // Feedback is per transport: counted once per publisher (its audio source).
+            publisherTransportFeedback: sent.filter { $0.kind == "audio" }.reduce(0) { $0 + $1.transportFeedbackReceived },
+            publisherRetransmissions: sent.reduce(0) { $0 + $1.retransmissions }, server: options.target == "janus" ? [:] : await serverFigures(),
             errors: errors)
     }
 
@@ -441,7 +505,8 @@ public final class LoadTester: @unchecked Sendable {
             guard parts.count == 2, let value = Double(parts[1]) else { continue }
             let name = String(parts[0].split(separator: "{").first ?? "")
             if ["parley_media_forwarded_packets_total", "parley_media_srtp_failures_total", "parley_media_dropped_total",
-                "parley_media_nacks_total", "parley_participants", "parley_media_transports_connected"].contains(name)
+                "parley_media_nacks_total", "parley_participants", "parley_media_transports_connected", "parley_media_repairs_total",
+                "parley_media_transport_feedback_total", "parley_media_layer_switches_total"].contains(name)
             {
                 figures[name, default: 0] += value
             }

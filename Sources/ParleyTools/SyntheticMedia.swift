@@ -5,32 +5,63 @@ import ParleyClient
 import ParleyProtocol
 import RTP
 
+/// What `startSyntheticMedia` sends: the tone, and the camera (one sender per simulcast layer).
+public struct SyntheticMedia: Sendable {
+    public var tone: ToneSender
+    /// Lowest layer first; empty without video.
+    public var cameras: [VideoSender]
+    public var camera: VideoSender? { cameras.first }
+}
+
+/// One layer of the synthetic simulcast camera.
+public struct SimulcastLayerPlan: Sendable, Equatable {
+    public var width: Int
+    public var height: Int
+    public var bitrate: Int
+
+    /// Quarter, half and full size of 1280x720, at bitrates a browser would pick for them.
+    public static let standard = [
+        SimulcastLayerPlan(width: 320, height: 180, bitrate: 150_000), SimulcastLayerPlan(width: 640, height: 360, bitrate: 500_000),
+        SimulcastLayerPlan(width: 1280, height: 720, bitrate: 1_500_000),
+    ]
+}
+
 extension PublisherConnection {
-    /// Starts the synthetic microphone (a tone at `frequency`) and, with a bitrate, camera, both
+    /// Starts the synthetic microphone (a tone at `frequency`) and, with a bitrate, camera, all
     /// paced by the transport's tick. On the loop, after `apply(answer:)`.
     @discardableResult
-    public func startSyntheticMedia(frequency: Double, videoBitrate: Int? = nil) throws -> (tone: ToneSender, camera: VideoSender?) {
-        let senders = try syntheticSenders(frequency: frequency, videoBitrate: videoBitrate)
-        startSending([senders.tone] + (senders.camera.map { [$0] } ?? []))
-        return senders
+    public func startSyntheticMedia(frequency: Double, videoBitrate: Int? = nil) throws -> SyntheticMedia {
+        let media = try syntheticSenders(frequency: frequency, videoBitrate: videoBitrate)
+        startSending([media.tone] + media.cameras)
+        return media
     }
 
     /// A tone at `frequency` for the audio m-line and, with a bitrate, a synthetic camera for the
-    /// video one.
-    func syntheticSenders(frequency: Double, videoBitrate: Int?) throws -> (tone: ToneSender, camera: VideoSender?) {
-        (try ToneSender(connection: self, frequency: frequency), try videoBitrate.map { try VideoSender(connection: self, bitrate: $0) })
+    /// video one: when the offer was simulcast, a camera per layer as `SimulcastLayerPlan.standard`
+    /// sizes and paces it (the bitrate then only says there is video).
+    func syntheticSenders(frequency: Double, videoBitrate: Int?) throws -> SyntheticMedia {
+        let tone = try ToneSender(connection: self, frequency: frequency)
+        guard let videoBitrate else { return SyntheticMedia(tone: tone, cameras: []) }
+        let layers = sources.filter { $0.kind == "video" && $0.layer != nil }
+        guard !layers.isEmpty else { return SyntheticMedia(tone: tone, cameras: [try VideoSender(connection: self, bitrate: videoBitrate)]) }
+        let cameras = try zip(layers, SimulcastLayerPlan.standard).map { source, plan in
+            try VideoSender(connection: self, source: source, bitrate: plan.bitrate, width: plan.width, height: plan.height)
+        }
+        return SyntheticMedia(tone: tone, cameras: cameras)
     }
 }
 
 extension ParleyRoom {
     /// Publishes a microphone that plays a tone at `frequency` (and with `video`, a synthetic
-    /// camera at 500 kbit/s); returns the tracks the server made. While the room is reconnecting
-    /// it waits for the connection first; a new session publishes the same again.
+    /// camera at 500 kbit/s, or with `simulcast` three layers of it: 320x180, 640x360 and
+    /// 1280x720 at 150k, 500k and 1.5 Mbit/s, with RTX and transport-cc); returns the tracks the
+    /// server made. While the room is reconnecting it waits for the connection first; a new
+    /// session publishes the same again.
     @discardableResult
-    public func publishTone(frequency: Double, video: Bool = false) async throws -> [TrackInfo] {
-        try await publish(video: video) { connection in
-            let senders = try connection.syntheticSenders(frequency: frequency, videoBitrate: video ? 500_000 : nil)
-            return [senders.tone] + (senders.camera.map { [$0] } ?? [])
+    public func publishTone(frequency: Double, video: Bool = false, simulcast: Bool = false) async throws -> [TrackInfo] {
+        try await publish(video: video, simulcast: simulcast) { connection in
+            let media = try connection.syntheticSenders(frequency: frequency, videoBitrate: video ? 500_000 : nil)
+            return [media.tone] + media.cameras
         }
     }
 }
@@ -135,10 +166,13 @@ enum SyntheticRTP {
 
 /// A synthetic camera: real VP8 frames (`SyntheticVP8Camera`: a moving square, each frame padded
 /// to its share of `bitrate`) at `fps`, packetized per RFC 7741 with a picture id. A PLI or FIR from
-/// the server makes the next frame a keyframe.
+/// the server makes the next frame a keyframe. A simulcast layer's camera sends nothing while the
+/// server has the layer paused (`publisher.layers`), and starts again with a keyframe.
 public final class VideoSender: MediaSender, @unchecked Sendable {
     private let source: PublisherConnection.Source
     private let transport: ClientTransport
+    /// Weak: the connection's transport holds this sender (its tick).
+    private weak var connection: PublisherConnection?
     public let bitrate: Int
     public let fps: Int
     private var camera: SyntheticVP8Camera
@@ -150,17 +184,26 @@ public final class VideoSender: MediaSender, @unchecked Sendable {
     private var frames = 0
     public private(set) var keyframesSent = 0
     public private(set) var packetsSent = 0
+    /// Frames not sent because the layer was paused.
+    public private(set) var framesSkippedWhilePaused = 0
+    public var width: Int { camera.width }
+    public var height: Int { camera.height }
     static let maxPayload = 1100
 
-    public init(connection: PublisherConnection, bitrate: Int = 500_000, fps: Int = 15) throws {
-        guard let source = connection.sources.first(where: { $0.kind == "video" }) else {
+    /// Sends on `source` (by default the offer's first video source) pictures of `width` x `height`.
+    public init(
+        connection: PublisherConnection, source: PublisherConnection.Source? = nil, bitrate: Int = 500_000, fps: Int = 15,
+        width: Int = 320, height: Int = 240
+    ) throws {
+        guard let source = source ?? connection.sources.first(where: { $0.kind == "video" }) else {
             throw SignalingClientError.connectFailed("the offer has no video m-line")
         }
         self.source = source
         transport = connection.transport
+        self.connection = connection
         self.bitrate = bitrate
         self.fps = fps
-        camera = SyntheticVP8Camera(bitrate: bitrate, fps: fps)
+        camera = SyntheticVP8Camera(width: width, height: height, bitrate: bitrate, fps: fps)
         let ssrc = source.ssrc
         let previous = transport.onRTCP
         transport.onRTCP = { [weak self] compound, now in
@@ -179,6 +222,13 @@ public final class VideoSender: MediaSender, @unchecked Sendable {
         if nextFrameAt == 0 { nextFrameAt = now }
         guard now >= nextFrameAt else { return }
         nextFrameAt = max(nextFrameAt + interval, now - interval)
+        if let layer = source.layer, connection?.pausedLayers.contains(layer) == true {
+            // The next frame sent cannot refer to frames the server never got.
+            keyframeWanted = true
+            framesSkippedWhilePaused += 1
+            timestamp &+= 90_000 / UInt32(fps)
+            return
+        }
         let frame = camera.nextFrame(keyframe: keyframeWanted || frames % (fps * 10) == 0)
         keyframeWanted = false
         if frame.isKeyframe { keyframesSent += 1 }

@@ -192,6 +192,8 @@ struct LoadTest: AsyncParsableCommand {
     @Flag(help: "Publishers also send synthetic VP8 video (keyframes on PLI)") var video = false
     @Option(help: "parley, or janus (its VideoRoom; --url is then its WebSocket API, e.g. ws://127.0.0.1:8188)") var target = "parley"
     @Option(name: .customLong("video-bitrate"), help: "Bits per second of each synthetic video track") var videoBitrate = 500_000
+    @Flag(help: "Publishers send video as three simulcast layers (320x180, 640x360, 1280x720 at 150k, 500k, 1.5M) with RTX and transport-cc; implies --video") var simulcast = false
+    @Option(help: "The quality subscribers ask for of every video track: low, medium or high") var quality: String?
     @Flag(help: "Send and receive all media through the server's TURN relay (iceTransportPolicy relay; Parley only)") var relay = false
     @Option(help: "Write the full report as JSON here") var json: String?
     @Option(name: .customLong("slo-loss"), help: "Fail when packet loss is above this, e.g. 1%") var sloLoss: String?
@@ -222,7 +224,13 @@ struct LoadTest: AsyncParsableCommand {
         options.target = target
         guard !relay || target == "parley" else { throw ValidationError("--relay uses Parley's TURN server: --target parley") }
         options.iceTransportPolicy = relay ? .relay : .all
-        options.videoBitrate = video ? max(50_000, videoBitrate) : 0
+        options.videoBitrate = video || simulcast ? max(50_000, videoBitrate) : 0
+        guard !simulcast || target == "parley" else { throw ValidationError("--simulcast: --target parley") }
+        options.simulcast = simulcast
+        options.quality = try quality.map { text in
+            guard let quality = VideoQuality(rawValue: text) else { throw ValidationError("--quality must be low, medium or high") }
+            return quality
+        }
         let report = try await LoadTester(options: options).run { line in
             FileHandle.standardError.write(Data(("\r" + line.prefix(160) + "\u{1B}[K").utf8))
         }
@@ -240,6 +248,18 @@ struct LoadTest: AsyncParsableCommand {
         row("tracks", "\(report.tracksReceived) received of \(report.tracksExpected), tones detected in \(report.tonesDetected)")
         if report.videoTracksReceived > 0 {
             row("video", String(format: "%d tracks, %.1f kbit/s per track", report.videoTracksReceived, report.videoBitrateKbpsPerTrack))
+        }
+        if !report.videoWidths.isEmpty {
+            // Which layer subscribers got: width of the latest keyframe → video tracks received at it.
+            let widths = report.videoWidths.sorted { (Int($0.key) ?? -1) < (Int($1.key) ?? -1) }
+            row("video layers received (width: tracks)", widths.map { "\($0.key): \($0.value)" }.joined(separator: "  "))
+            for reception in report.videoReceptions.prefix(20) {
+                let size = reception.frameWidth.map { "\($0)x\(reception.frameHeight ?? 0)" } ?? "no keyframe"
+                row("  " + reception.subscriber, "\(size) of \(reception.track), " + String(format: "%.1f kbit/s", reception.bitrateKbps))
+            }
+        }
+        if options.simulcast {
+            row("publishers' feedback", "\(report.publisherTransportFeedback) transport-wide, \(report.publisherRetransmissions) retransmissions")
         }
         if report.chatDelayMs.count > 0 { row("chat delivery", ms(report.chatDelayMs)) }
         for (name, value) in report.server.sorted(by: { $0.key < $1.key }) { row("server " + name.replacingOccurrences(of: "parley_", with: ""), String(format: "%.0f", value)) }

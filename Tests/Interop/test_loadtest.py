@@ -82,3 +82,51 @@ def test_synthetic_video_is_real_vp8(server, tmp_path):
         assert ys.min() % 16 == 0 and xs.min() % 16 == 0 and numpy.ptp(ys) == 15 and numpy.ptp(xs) == 15, f"frame {index}"
         squares.append((int(ys.min()) // 16, int(xs.min()) // 16))
     assert all(before != after for before, after in zip(squares, squares[1:])), squares
+
+
+def test_simulcast_subscribers_get_the_layer_of_their_quality(server, tmp_path):
+    """--simulcast publishers send three VP8 layers (320x180, 640x360, 1280x720) with RTX and
+    transport-cc; subscribers asking --quality low get the smallest, high the largest, and the
+    report says which (text and JSON). The top layer the recorder takes is real 1280x720 VP8."""
+    import time
+
+    from test_recording import FFMPEG, recording_dir
+
+    widths = {}
+    for quality, width in (("low", 320), ("high", 1280)):
+        out = tmp_path / f"{quality}.json"
+        room = "load"
+        load = subprocess.Popen(
+            [server.binary, "loadtest", "--url", server.ws_base, "--publishers", "1", "--subscribers", "2", "--duration", "7s",
+             "--simulcast", "--quality", quality, "--json", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stopped = None
+        if quality == "high":
+            time.sleep(3)
+            token = server.token("ops", f"{room}-0", record=True, join=False)
+            started = server.http("POST", f"/v1/rooms/{room}-0/recordings", token=token, body={"mode": "tracks"})
+            assert started.status == 201, started
+            time.sleep(2.5)
+            stopped = server.http("POST", f"/v1/recordings/{started.json()['id']}/stop", token=token).json()
+        stdout, stderr = load.communicate(timeout=60)
+        assert load.returncode == 0, stdout + stderr[-1000:]
+        report = json.loads(out.read_text())
+        assert report["joinsFailed"] == 0 and report["videoTracksReceived"] == 2, json.dumps(report)
+        assert report["videoWidths"] == {str(width): 2}, report["videoWidths"]
+        assert [r["frameWidth"] for r in report["videoReceptions"]] == [width, width], report["videoReceptions"]
+        assert all(r["frameHeight"] == width * 9 // 16 for r in report["videoReceptions"]), report["videoReceptions"]
+        assert report["publisherTransportFeedback"] > 50, report
+        assert report["lossPercent"] < 1.0 and report["tonesDetected"] == 2, report
+        assert "video layers received (width: tracks)" in stdout and f"{width}: 2" in stdout, stdout
+        widths[quality] = [r["bitrateKbps"] for r in report["videoReceptions"]]
+        if stopped:
+            video = next(f for f in stopped["files"] if f["kind"] == "video")
+            path = recording_dir(server, f"{room}-0", stopped["id"]) / video["name"]
+            size = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
+                                   "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=30)
+            assert size.stdout.strip() == "1280,720", size.stdout + size.stderr
+            decoded = subprocess.run([FFMPEG, "-nostdin", "-v", "warning", "-i", str(path), "-f", "null", "-"],
+                                     capture_output=True, timeout=60)
+            assert decoded.returncode == 0 and not decoded.stderr, decoded.stderr.decode()[-2000:]
+    # The low layer is a fraction of the top's bitrate (150k against 1.5M).
+    assert max(widths["low"]) * 3 < min(widths["high"]), widths

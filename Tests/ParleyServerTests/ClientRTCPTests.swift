@@ -19,7 +19,7 @@ import Testing
     static func receive(_ sequenceNumber: UInt16, ssrc: UInt32, into streams: inout InboundStreams) {
         let bytes = packet(sequenceNumber, ssrc: ssrc)
         bytes.withUnsafeBytes { raw in
-            streams.received(RTPHeader(raw)!, length: raw.count, now: UInt64(sequenceNumber) * 10 * millisecond)
+            streams.received(RTPHeader(raw)!, packet: raw, now: UInt64(sequenceNumber) * 10 * millisecond)
         }
     }
 
@@ -118,7 +118,8 @@ import Testing
         feedback.withUnsafeBytes { raw in
             var iterator = RTCPCompoundIterator(raw)
             while let packet = iterator.next() {
-                streams.handle(packet) { stored in
+                streams.handle(packet) { stored, retransmission in
+                    #expect(retransmission == nil)
                     resent.append(Array(stored))
                     return true
                 }

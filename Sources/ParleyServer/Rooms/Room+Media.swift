@@ -55,7 +55,8 @@ final class SFUEventRelay: SFURoomDelegate, @unchecked Sendable {
     func sfuRoom(_ sfu: SFURoom, publication: Publication, neededLayers: [PublishedLayer]) {
         let publisher = publication.participantSid
         let track = publication.trackSid
-        let rids = neededLayers.compactMap(\.rid)
+        // Layers of an a=ssrc-group:SIM offer have no rid: named by their index, as the track's `layers` name them.
+        let rids = neededLayers.map { $0.rid ?? String($0.index) }
         room?.assumeIsolated { $0.publisherLayersNeeded(track, of: publisher, rids: rids) }
     }
 }
