@@ -33,10 +33,14 @@ public enum ForwardedPacket {
         }
     }
 
-    /// Where the written packet's payload starts (after any OSN) and its total length.
+    /// Where the written packet's payload starts (after any OSN), where it ends (before
+    /// padding), its total length, and where the transport-wide sequence number sits (so it can
+    /// be written once the packet is sure to go).
     public struct Written: Equatable {
         public var length: Int
         public var payloadOffset: Int
+        public var payloadEnd: Int
+        public var transportSequenceOffset: Int?
     }
 
     /// Writes `source` (parsed as `header`) into `output`; nil when `output` is too small.
@@ -72,9 +76,11 @@ public enum ForwardedPacket {
             output.setUInt24(fields.absSendTime.rawValue, at: cursor + 1)
             cursor += 4
         }
+        var transportSequenceOffset: Int?
         if fields.transportSequenceID != 0 {
             output.setUInt8(fields.transportSequenceID << 4 | 1, at: cursor)
             output.setUInt16(fields.transportSequence, at: cursor + 1)
+            transportSequenceOffset = cursor + 1
             cursor += 3
         }
         if cursor == blockStart + 4 {
@@ -95,7 +101,9 @@ public enum ForwardedPacket {
         // Payload and padding (its count byte last) go over as they are.
         let rest = source.count - header.headerLength
         (outputBase + cursor).copyMemory(from: sourceBase + header.headerLength, byteCount: rest)
-        return Written(length: cursor + rest, payloadOffset: cursor)
+        return Written(
+            length: cursor + rest, payloadOffset: cursor, payloadEnd: cursor + rest - header.paddingLength,
+            transportSequenceOffset: transportSequenceOffset)
     }
 }
 

@@ -25,6 +25,9 @@ public final class DownTrack {
     var retransmissionPayloadType = PayloadTypeMap.drop
     var rewriter: SequenceRewriter
     var vp8 = VP8Munger()
+    /// Whether VP8 descriptors are rewritten (simulcast, or temporal layers): decided at the
+    /// first VP8 packet, as the munger starts at a keyframe.
+    var rewritesVP8 = false
     /// Outgoing minus incoming timestamp of the current source, for retransmissions.
     var timestampOffset: UInt32 = 0
     var packetsSent: UInt32 = 0
@@ -118,60 +121,66 @@ public final class DownTrack {
 
     /// Sends `packet` (as received, RTX unwrapped) to this subscriber, rewritten for it where it
     /// leaves from (the worker's send slot). Returns false when it was not sent. A retransmission
-    /// passes the outgoing number the subscriber NACKed.
+    /// (or a probe's copy) passes the outgoing number it went out as.
+    ///
+    /// The copy is written first, then decided on: the VP8 munger reads and rewrites the copy's
+    /// payload descriptor (a dropped temporal layer returns no packet, and the sequence numbers
+    /// skip it, so the subscriber sees no gap to NACK); the sequence number, timestamp and
+    /// transport-wide number are filled in once the packet is sure to go.
     func send(
         _ packet: UnsafeRawBufferPointer, header: RTPHeader, frame: FrameInfo, now: UInt64, retransmittedAs: UInt16? = nil, isProbe: Bool = false
     ) -> Bool {
         let outgoingPayloadType = payloadTypes[header.payloadType]
         guard outgoingPayloadType != PayloadTypeMap.drop else { return false }
         var fields: ForwardedPacket.Fields
-        var vp8Rewrite = VP8Munger.Rewrite.none
-        if let retransmittedAs {
-            let timestamp = header.timestamp &+ timestampOffset
-            if frame.vp8 != nil { vp8Rewrite = vp8.rewriteForRetransmission(frame.vp8!) ?? .none }
-            if hasRetransmission {
-                fields = ForwardedPacket.Fields(
-                    ssrc: retransmissionSSRC, sequenceNumber: retransmissionSequence, timestamp: timestamp,
-                    payloadType: retransmissionPayloadType)
-                retransmissionSequence &+= 1
-                fields.originalSequenceNumber = retransmittedAs
-            } else {
-                fields = ForwardedPacket.Fields(ssrc: outgoingSSRC, sequenceNumber: retransmittedAs, timestamp: timestamp, payloadType: outgoingPayloadType)
-            }
-        } else {
-            if let descriptor = frame.vp8 {
-                switch vp8.process(descriptor, maxTemporalLayer: maxTemporalLayer) {
-                case .drop:
-                    // A dropped temporal layer leaves no gap the subscriber would NACK.
-                    _ = rewriter.skip(ssrc: header.ssrc, sequenceNumber: header.sequenceNumber)
-                    return false
-                case .forward(let rewrite): vp8Rewrite = rewrite
-                }
-            }
-            guard
-                let output = rewriter.rewrite(
-                    ssrc: header.ssrc, sequenceNumber: header.sequenceNumber, timestamp: header.timestamp,
-                    arrivalNanoseconds: Int64(truncatingIfNeeded: now))
-            else { return false }
-            timestampOffset = output.timestamp &- header.timestamp
+        if let retransmittedAs, hasRetransmission {
             fields = ForwardedPacket.Fields(
-                ssrc: outgoingSSRC, sequenceNumber: output.sequenceNumber, timestamp: output.timestamp, payloadType: outgoingPayloadType)
+                ssrc: retransmissionSSRC, sequenceNumber: retransmissionSequence, timestamp: header.timestamp &+ timestampOffset,
+                payloadType: retransmissionPayloadType)
+            fields.originalSequenceNumber = retransmittedAs
+        } else {
+            fields = ForwardedPacket.Fields(
+                ssrc: outgoingSSRC, sequenceNumber: retransmittedAs ?? 0, timestamp: header.timestamp &+ timestampOffset,
+                payloadType: outgoingPayloadType)
         }
         // Transport-wide sequence numbers drive our estimate of the subscriber's bandwidth; a
         // subscriber without them estimates itself (REMB) from abs-send-time.
         if subscriberExtensions.transportCC != 0 {
             fields.transportSequenceID = subscriberExtensions.transportCC
-            fields.transportSequence = bandwidth.packetSent(size: packet.count + ForwardedPacket.maxGrowth, now: now)
         } else if subscriberExtensions.absSendTime != 0 {
             fields.absSendTimeID = subscriberExtensions.absSendTime
             fields.absSendTime = AbsSendTime(nanoseconds: Int64(truncatingIfNeeded: now))
+        }
+        if let descriptor = frame.vp8, !rewritesVP8 {
+            // Picture ids need rewriting once layers switch or temporal layers can be dropped.
+            rewritesVP8 = publication.isSimulcast || descriptor.temporalLayer != nil
         }
         let extensionMap = self.extensionMap
         let sent = transport.sendRTP { buffer in
             guard let written = ForwardedPacket.write(packet, header: header, fields: fields, extensionMap: extensionMap, into: buffer)
             else { return nil }
-            if case .none = vp8Rewrite {} else if let descriptor = frame.vp8 {
-                vp8Rewrite.apply(to: UnsafeMutableRawBufferPointer(rebasing: buffer[written.payloadOffset..<written.length]), descriptor: descriptor)
+            if rewritesVP8, let descriptor = frame.vp8 {
+                let payload = UnsafeMutableRawBufferPointer(rebasing: buffer[written.payloadOffset..<written.payloadEnd])
+                let decision = vp8.process(descriptor: descriptor, payload: payload, maxTemporalLayer: UInt8(clamping: maxTemporalLayer))
+                guard decision == .forward else {
+                    if retransmittedAs == nil { rewriter.skip(ssrc: header.ssrc, sequenceNumber: header.sequenceNumber) }
+                    return nil
+                }
+            }
+            if retransmittedAs == nil {
+                guard
+                    let output = rewriter.rewrite(
+                        ssrc: header.ssrc, sequenceNumber: header.sequenceNumber, timestamp: header.timestamp,
+                        arrivalNanoseconds: Int64(truncatingIfNeeded: now))
+                else { return nil }
+                buffer.storeBytes(of: output.sequenceNumber.bigEndian, toByteOffset: 2, as: UInt16.self)
+                buffer.storeBytes(of: output.timestamp.bigEndian, toByteOffset: 4, as: UInt32.self)
+                timestampOffset = output.timestamp &- header.timestamp
+                fields.timestamp = output.timestamp
+            }
+            if let offset = written.transportSequenceOffset {
+                let sequence = bandwidth.packetSent(size: written.length, now: now)
+                buffer.storeBytes(of: sequence.bigEndian, toByteOffset: offset, as: UInt16.self)
             }
             return written.length
         }
@@ -182,8 +191,9 @@ public final class DownTrack {
             lastOutgoingTimestamp = fields.timestamp
             lastSentAt = now
             sentAny = true
-        } else if !isProbe {
-            retransmissionsSent &+= 1
+        } else {
+            if hasRetransmission { retransmissionSequence &+= 1 }
+            if !isProbe { retransmissionsSent &+= 1 }
         }
         return true
     }

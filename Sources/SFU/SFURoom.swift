@@ -57,6 +57,8 @@ public final class SFURoom: @unchecked Sendable {
     /// keyframe: the tick walks the participants only when one of them says so.
     private var nackedPublications = 0
     private var keyframeRequestsPending = false
+    /// Keyframe requests that came within `pliInterval` of the last for their layer.
+    private var deferredKeyframeRequests: [(publication: Publication, layer: Int)] = []
     private var lastReportsAt: UInt64 = 0
     private var lastSpeakersAt: UInt64 = 0
     private var lastSpeakers: [ActiveSpeaker] = []
@@ -335,20 +337,21 @@ public final class SFURoom: @unchecked Sendable {
         guard publication.kind == .video else { return .audio }
         let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
         if publication.isVP8 {
-            guard let descriptor = VP8PayloadDescriptor(payload) else {
+            guard let descriptor = try? VP8PayloadDescriptor(payload) else {
                 workerStatistics.counts.droppedMalformedVP8 += 1
                 return FrameInfo(isVideo: true, startsKeyframe: false, temporalLayer: 0, vp8: nil)
             }
-            return FrameInfo(isVideo: true, startsKeyframe: descriptor.isKeyframe, temporalLayer: descriptor.temporalLayer, vp8: descriptor)
+            return FrameInfo(
+                isVideo: true, startsKeyframe: descriptor.isKeyframe, temporalLayer: Int(descriptor.temporalLayer ?? 0), vp8: descriptor)
         }
         return FrameInfo(isVideo: true, startsKeyframe: H264Payload.startsKeyframe(payload), temporalLayer: 0, vp8: nil)
     }
 
     private func noteKeyframe(_ frame: FrameInfo, layer: PublishedLayer, packet: UnsafeRawBufferPointer, header: RTPHeader, now: UInt64) {
         layer.lastKeyframeAt = now
-        if let size = frame.vp8?.keyframeSize(in: UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])) {
-            layer.width = size.width
-            layer.height = size.height
+        if let width = frame.vp8?.frameWidth, let height = frame.vp8?.frameHeight {
+            layer.width = Int(width)
+            layer.height = Int(height)
         }
     }
 
@@ -461,7 +464,14 @@ public final class SFURoom: @unchecked Sendable {
             transport.isConnected
         else { return false }
         guard force || layer.lastKeyframeRequest == 0 || now &- layer.lastKeyframeRequest >= configuration.pliIntervalNanoseconds
-        else { return true }
+        else {
+            // Asked again too soon: the request goes once the interval is over, not never (a
+            // subscriber that switched layers meanwhile would wait for the next periodic keyframe).
+            if !deferredKeyframeRequests.contains(where: { $0.publication === publication && $0.layer == index }) {
+                deferredKeyframeRequests.append((publication, index))
+            }
+            return true
+        }
         layer.lastKeyframeRequest = now
         let length: Int?
         if publication.feedback.pli || !publication.feedback.fir {
@@ -505,6 +515,15 @@ public final class SFURoom: @unchecked Sendable {
                 }
             }
             keyframeRequestsPending = stillPending
+        }
+        if !deferredKeyframeRequests.isEmpty {
+            let deferred = deferredKeyframeRequests
+            deferredKeyframeRequests = deferred.filter { request in
+                let layer = request.publication.layers[request.layer]
+                guard now &- layer.lastKeyframeRequest >= configuration.pliIntervalNanoseconds else { return true }
+                return !requestKeyframe(request.publication, layer: request.layer, now: now, force: true)
+                    && participants[request.publication.participantSid] != nil
+            }
         }
         for participant in participants.values where participant.bandwidth.hasFeedback { sendProbe(to: participant, now: now) }
         for participant in participants.values where participant.uplinkFeedback != nil {

@@ -52,7 +52,7 @@ public final class SubscriberBandwidth {
     func feedbackReceived(_ packet: RTCPPacket, now: UInt64) -> Bool {
         let feedback: TWCCFeedback
         do {
-            feedback = try TWCCFeedback(parsing: UnsafeRawBufferPointer(rebasing: packet.bytes[packet.range]))
+            feedback = try TWCCFeedback(parsing: packet.bytes)
         } catch {
             malformedFeedback += 1
             return false

@@ -21,7 +21,9 @@ func simulcastPacket(
     packet += [0xBE, 0xDE, 0, UInt8(elements.count / 4)] + elements
     if let osn { packet += [UInt8(osn >> 8), UInt8(osn & 0xFF)] }
     packet += [startOfFrame ? 0x90 : 0x80, 0x80, 0x80 | UInt8(pictureID >> 8 & 0x7F), UInt8(pictureID & 0xFF)]
-    packet += [keyframe ? 0x10 : 0x11] + [UInt8](repeating: 0x55, count: 60)
+    // The VP8 frame tag; a keyframe's carries the start code and a 480x270 size.
+    packet += keyframe ? [0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0xE0, 0x01, 0x0E, 0x01] : [0x11, 0x02, 0x00]
+    packet += [UInt8](repeating: 0x55, count: 60)
     return packet
 }
 
@@ -82,6 +84,7 @@ func simulcastPacket(
         }
         let publication = downTrack.publication
         #expect(publication.layers.map(\.ssrc) == ["q", "h", "f"].map { Self.ssrcs[$0] })
+        #expect(publication.layers.map(\.width) == [480, 480, 480], "each layer's size, from its keyframe")
         #expect(statistics.droppedUnknownSSRC == 1)
         #expect(plis == 1)
 
@@ -94,7 +97,14 @@ func simulcastPacket(
         #expect(zip(sequences, sequences.dropFirst()).allSatisfy { $1 == $0 &+ 1 }, "one continuous stream: \(sequences)")
         let timestamps = all.map(\.timestamp)
         #expect(zip(timestamps, timestamps.dropFirst()).allSatisfy { Int32(bitPattern: $1 &- $0) >= 0 }, "never back: \(timestamps)")
-        #expect(afterSwitch.last.map { $0.withUnsafeBytes { bytes in bytes[RTPHeader(bytes)!.payloadRange.lowerBound + 3] } } == 15)
+        // VP8 picture ids continue across the switch: h's 11…14 then f's 14 and 15 go out as 15 and 16.
+        let pictureIDs = (first + afterSwitch).map { packet in
+            packet.withUnsafeBytes { bytes -> Int in
+                let start = RTPHeader(bytes)!.payloadRange.lowerBound
+                return Int(bytes[start + 2] & 0x7F) << 8 | Int(bytes[start + 3])
+            }
+        }
+        #expect(pictureIDs == [11, 12, 13, 14, 15, 16])
         // Every copy carries a transport-wide sequence number under the subscriber's id, counting up.
         let wide = (first + afterSwitch).compactMap { packet in
             packet.withUnsafeBytes { bytes -> UInt16? in

@@ -133,6 +133,92 @@ final class FanoutFixture: @unchecked Sendable {
     }
 }
 
+/// A room with one simulcast VP8 publisher (three layers with temporal layers, as Chromium sends
+/// them) and `subscribers` down-tracks on the middle layer, each with RTX and transport-wide
+/// congestion control negotiated: every copy is rebuilt with a transport-wide sequence number
+/// and its picture id, TL0PICIDX and KEYIDX rewritten.
+final class SimulcastFanoutFixture: @unchecked Sendable {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let loop: any EventLoop
+    let port: MediaPort
+    let room: SFURoom
+    let sink = CountingSink()
+    var publisher: SFUParticipant!
+    var publisherTransport: WebRTCTransport!
+    var packet: [UInt8]
+    var pictureID: UInt16 = 100
+    static let middleLayerSSRC: UInt32 = 0xCAFE_0002
+
+    init(subscribers: Int) throws {
+        loop = group.next()
+        let port = MediaPort(loop: loop, port: 0)
+        self.port = port
+        let dtls = try DTLSContext(certificate: DTLSCertificate())
+        room = try loop.submit { SFURoom(port: port, dtls: dtls, configuration: SFUConfiguration()) }.wait()
+        // mid and transport-wide sequence number extensions; a VP8 descriptor with a 15-bit
+        // picture id, TL0PICIDX, TID and KEYIDX, then a keyframe header of 480x270.
+        packet = [0x90, 96, 0x10, 0x00, 0, 0, 0x10, 0, 0xCA, 0xFE, 0x00, 0x02, 0xBE, 0xDE, 0, 2, 0x10, 0x30, 0x31, 0, 1, 0, 0, 0]
+        packet += [0x90, 0xF0, 0x80, 100, 0, 0x20, 0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0xE0, 0x01, 0x0E, 0x01]
+        packet += [UInt8](repeating: 0x5A, count: 1000 - packet.count)
+        try loop.submit {
+            let now = self.port.now()
+            let transport = self.room.transport(for: "publisher", role: .publisher)
+            transport.sink = self.sink
+            try connect(transport, sink: self.sink, port: 40_000, now: now)
+            self.publisherTransport = transport
+            self.publisher = self.room.participants["publisher"]
+            let vp8 = RTPCodec(payloadType: 96, name: "VP8", clockRate: 90_000)
+            let rtx = RTPCodec(payloadType: 97, name: "rtx", clockRate: 90_000, fmtp: "apt=96")
+            let layers = ["q", "h", "f"].enumerated().map { index, rid in
+                Publication.LayerDescription(rid: rid, ssrc: 0xCAFE_0001 + UInt32(index), retransmissionSSRC: 0xBEEF_0001 + UInt32(index))
+            }
+            let publication = self.room.publish(
+                participant: "publisher", trackSid: "TR_video", kind: .video, mid: "0", ssrc: nil, layers: layers, codecs: [vp8, rtx],
+                extensions: RTPExtensionIDs(mid: 1, transportCC: 3), feedback: .init(nack: true, pli: true, fir: true, remb: true, transportCC: true),
+                retransmission: [97: 96])
+            for index in 0..<subscribers {
+                let sid = "subscriber\(index)"
+                let transport = self.room.transport(for: sid, role: .subscriber)
+                transport.sink = self.sink
+                try connect(transport, sink: self.sink, port: UInt16(41_000 + index), now: now)
+                let downTrack = self.room.subscribe(sid, to: publication, mid: "0")
+                self.room.negotiate(
+                    downTrack, codecs: [RTPCodec(payloadType: 100, name: "VP8", clockRate: 90_000)], retransmissionPayloadType: 101,
+                    extensions: RTPExtensionIDs(mid: 1, transportCC: 5))
+            }
+        }.wait()
+        // The keyframe every down-track starts from; then interframes, TIDs 0, 2, 1, 2, ...
+        try forward(count: 1)
+        packet[30] = 0x11  // the VP8 header's P bit: an interframe
+    }
+
+    /// Forwards `count` packets, a frame each (consecutive sequence numbers and picture ids).
+    func forward(count: Int) throws {
+        try loop.submit {
+            for _ in 0..<count {
+                let sequence = (UInt16(self.packet[2]) << 8 | UInt16(self.packet[3])) &+ 1
+                self.packet[2] = UInt8(sequence >> 8)
+                self.packet[3] = UInt8(sequence & 0xFF)
+                self.pictureID &+= 1
+                self.packet[20] = UInt8(truncatingIfNeeded: self.pictureID >> 8)
+                self.packet[21] = UInt8(truncatingIfNeeded: self.pictureID)
+                self.packet[26] = 0x80 | UInt8(self.pictureID >> 8 & 0x7F)
+                self.packet[27] = UInt8(self.pictureID & 0xFF)
+                let temporal: UInt8 = [0, 2, 1, 2][Int(self.pictureID % 4)]
+                self.packet[29] = temporal << 6 | 0x01
+                self.packet.withUnsafeMutableBytes { buffer in
+                    self.publisher.transport(self.publisherTransport, didReceiveRTP: buffer)
+                }
+            }
+        }.wait()
+    }
+
+    func shutdown() {
+        try? loop.submit { self.room.close() }.wait()
+        try? group.syncShutdownGracefully()
+    }
+}
+
 /// What a running recording does on the packet path (the server's recorder is this plus
 /// bookkeeping): copy the payload into the track's recorder, and the once-a-second flush (here
 /// every 50 packets, a second of audio) that hands the file bytes to the recording's queue.
@@ -158,6 +244,17 @@ final class RecordingTap: PublicationTap, @unchecked Sendable {
         received += 1
         if received % 50 == 0 { session.flush(now: now) }
     }
+}
+
+/// Warms a fan-out fixture up, then measures forwarding one packet per iteration to its 100
+/// subscribers, and checks every copy left.
+func measureFanout(_ benchmark: Benchmark, sink: CountingSink, forward: (Int) throws -> Void) throws {
+    try forward(100)
+    let before = sink.datagrams
+    benchmark.startMeasurement()
+    try forward(benchmark.scaledIterations.count)
+    benchmark.stopMeasurement()
+    precondition(sink.datagrams - before == 100 * benchmark.scaledIterations.count, "every copy was sent")
 }
 
 let benchmarks: @Sendable () -> Void = {
@@ -297,12 +394,18 @@ let benchmarks: @Sendable () -> Void = {
     ) { benchmark in
         let fixture = try FanoutFixture(subscribers: 100)
         defer { fixture.shutdown() }
-        try fixture.forward(count: 100)
-        let before = fixture.sink.datagrams
-        benchmark.startMeasurement()
-        try fixture.forward(count: benchmark.scaledIterations.count)
-        benchmark.stopMeasurement()
-        precondition(fixture.sink.datagrams - before == 100 * benchmark.scaledIterations.count, "every copy was sent")
+        try measureFanout(benchmark, sink: fixture.sink, forward: fixture.forward)
+    }
+
+    // Issue 15: a packet of the layer every subscriber takes, each copy with its VP8 descriptor
+    // rewritten and a transport-wide sequence number stamped (the estimator records it).
+    Benchmark(
+        "one simulcast VP8 packet fanned out to 100 down-tracks (layer chosen, VP8 rewritten, TWCC stamped)",
+        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal, .cpuTotal], maxIterations: 20_000)
+    ) { benchmark in
+        let fixture = try SimulcastFanoutFixture(subscribers: 100)
+        defer { fixture.shutdown() }
+        try measureFanout(benchmark, sink: fixture.sink, forward: fixture.forward)
     }
 
     // The same while the room is recorded: what recording adds to the forwarding path.
