@@ -36,6 +36,8 @@ public final class DownTrack {
     var lastSentAt: UInt64 = 0
     var sentAny = false
     var keyframeRequested = false
+    /// When this down-track last asked for its target layer's keyframe.
+    var lastKeyframeAsked: UInt64 = 0
     var subscriberExtensions = RTPExtensionIDs()
     var retransmissionSequence: UInt16
     /// The subscriber's latest REMB for this track's SSRC, bits per second.

@@ -2,6 +2,9 @@ import RTP
 import StreamAllocation
 
 extension SFURoom {
+    /// How often a down-track waiting to switch layers asks for the target's keyframe again.
+    static let switchKeyframeRetryNanoseconds: UInt64 = 1_000_000_000
+
     /// Chooses each of a subscriber's video tracks' layers from its bandwidth (its own
     /// `StreamAllocator`: priorities, limits, hysteresis), asks publishers for the keyframes the
     /// switches wait for, and tells the room which tracks paused or resumed.
@@ -36,6 +39,14 @@ extension SFURoom {
             case .forward(let selection): apply(selection.spatial, temporal: selection.temporal, to: downTrack, now: now)
             case .paused(let reason): apply(-1, temporal: 0, to: downTrack, now: now, pausedForBandwidth: reason == .bandwidth)
             }
+            // A switch still waiting for its keyframe asks again, as a receiver would: the
+            // first request may have gone before the subscriber could take the keyframe.
+            if downTrack.isActive, downTrack.targetLayer >= 0, downTrack.currentLayer != downTrack.targetLayer,
+                now &- downTrack.lastKeyframeAsked >= Self.switchKeyframeRetryNanoseconds
+            {
+                downTrack.lastKeyframeAsked = now
+                requestKeyframe(downTrack.publication, layer: downTrack.targetLayer, now: now)
+            }
         }
     }
 
@@ -55,6 +66,7 @@ extension SFURoom {
         downTrack.setTarget(layer: layer, temporal: temporal)
         downTrack.isPausedForBandwidth = layer < 0 && pausedForBandwidth
         if changed, layer >= 0, layer != downTrack.currentLayer {
+            downTrack.lastKeyframeAsked = now
             if !requestKeyframe(downTrack.publication, layer: layer, now: now) { wantKeyframe(for: downTrack) }
         }
         if wasPaused != downTrack.isPausedForBandwidth {
