@@ -28,9 +28,11 @@ public final class LoadTester: @unchecked Sendable {
         public var chatRate = 0.0
         /// Publishers also send synthetic VP8 video at this bitrate; 0 means audio only.
         public var videoBitrate = 0
-        /// With video: three simulcast layers (`SimulcastLayerPlan.standard`) with RTX and
-        /// transport-cc instead of one stream at `videoBitrate`.
+        /// With video: three simulcast layers (`simulcastLayers`) with RTX and transport-cc
+        /// instead of one stream at `videoBitrate`.
         public var simulcast = false
+        /// The simulcast layers' sizes and bitrates, lowest first.
+        public var simulcastLayers = SimulcastLayerPlan.standard
         /// The quality subscribers ask for of every video track (nil: the server's choice).
         public var quality: VideoQuality?
         public var roomPrefix = "load"
@@ -283,7 +285,8 @@ public final class LoadTester: @unchecked Sendable {
                 .decode(AnswerMessage.self)
             try await loop.submit {
                 try publisher.apply(answer: answer.sdp)
-                try publisher.startSyntheticMedia(frequency: frequency, videoBitrate: video ? self.options.videoBitrate : nil)
+                try publisher.startSyntheticMedia(
+                    frequency: frequency, videoBitrate: video ? self.options.videoBitrate : nil, layers: self.options.simulcastLayers)
             }.get()
             var nextChat = ContinuousClock.now
             while ContinuousClock.now < end {

@@ -24,27 +24,42 @@ public struct SimulcastLayerPlan: Sendable, Equatable {
         SimulcastLayerPlan(width: 320, height: 180, bitrate: 150_000), SimulcastLayerPlan(width: 640, height: 360, bitrate: 500_000),
         SimulcastLayerPlan(width: 1280, height: 720, bitrate: 1_500_000),
     ]
+
+    /// The standard sizes with every bitrate scaled so the top layer sends `topBitrate` (a
+    /// benchmark compares simulcast with one stream at the same bitrate per subscriber).
+    public static func standard(topBitrate: Int) -> [SimulcastLayerPlan] {
+        let top = Double(standard.last!.bitrate)
+        return standard.map { plan in
+            var scaled = plan
+            scaled.bitrate = max(30_000, Int((Double(plan.bitrate) * Double(topBitrate) / top).rounded()))
+            return scaled
+        }
+    }
 }
 
 extension PublisherConnection {
     /// Starts the synthetic microphone (a tone at `frequency`) and, with a bitrate, camera, all
     /// paced by the transport's tick. On the loop, after `apply(answer:)`.
     @discardableResult
-    public func startSyntheticMedia(frequency: Double, videoBitrate: Int? = nil) throws -> SyntheticMedia {
-        let media = try syntheticSenders(frequency: frequency, videoBitrate: videoBitrate)
+    public func startSyntheticMedia(
+        frequency: Double, videoBitrate: Int? = nil, layers: [SimulcastLayerPlan] = SimulcastLayerPlan.standard
+    ) throws -> SyntheticMedia {
+        let media = try syntheticSenders(frequency: frequency, videoBitrate: videoBitrate, layers: layers)
         startSending([media.tone] + media.cameras)
         return media
     }
 
     /// A tone at `frequency` for the audio m-line and, with a bitrate, a synthetic camera for the
-    /// video one: when the offer was simulcast, a camera per layer as `SimulcastLayerPlan.standard`
-    /// sizes and paces it (the bitrate then only says there is video).
-    func syntheticSenders(frequency: Double, videoBitrate: Int?) throws -> SyntheticMedia {
+    /// video one: when the offer was simulcast, a camera per layer as `layers` sizes and paces it
+    /// (the bitrate then only says there is video).
+    func syntheticSenders(
+        frequency: Double, videoBitrate: Int?, layers plans: [SimulcastLayerPlan] = SimulcastLayerPlan.standard
+    ) throws -> SyntheticMedia {
         let tone = try ToneSender(connection: self, frequency: frequency)
         guard let videoBitrate else { return SyntheticMedia(tone: tone, cameras: []) }
         let layers = sources.filter { $0.kind == "video" && $0.layer != nil }
         guard !layers.isEmpty else { return SyntheticMedia(tone: tone, cameras: [try VideoSender(connection: self, bitrate: videoBitrate)]) }
-        let cameras = try zip(layers, SimulcastLayerPlan.standard).map { source, plan in
+        let cameras = try zip(layers, plans).map { source, plan in
             try VideoSender(connection: self, source: source, bitrate: plan.bitrate, width: plan.width, height: plan.height)
         }
         return SyntheticMedia(tone: tone, cameras: cameras)

@@ -191,8 +191,8 @@ struct LoadTest: AsyncParsableCommand {
     @Option(name: .customLong("chat-rate"), help: "Chat messages per second per room") var chatRate = 0.0
     @Flag(help: "Publishers also send synthetic VP8 video (keyframes on PLI)") var video = false
     @Option(help: "parley, or janus (its VideoRoom; --url is then its WebSocket API, e.g. ws://127.0.0.1:8188)") var target = "parley"
-    @Option(name: .customLong("video-bitrate"), help: "Bits per second of each synthetic video track") var videoBitrate = 500_000
-    @Flag(help: "Publishers send video as three simulcast layers (320x180, 640x360, 1280x720 at 150k, 500k, 1.5M) with RTX and transport-cc; implies --video") var simulcast = false
+    @Option(name: .customLong("video-bitrate"), help: "Bits per second of each synthetic video track (default 500k; with --simulcast, of the top layer, the others scaled alike)") var videoBitrate: Int?
+    @Flag(help: "Publishers send video as three simulcast layers (320x180, 640x360, 1280x720 at 150k, 500k, 1.5M unless --video-bitrate) with RTX and transport-cc; implies --video") var simulcast = false
     @Option(help: "The quality subscribers ask for of every video track: low, medium or high") var quality: String?
     @Flag(help: "Send and receive all media through the server's TURN relay (iceTransportPolicy relay; Parley only)") var relay = false
     @Option(help: "Write the full report as JSON here") var json: String?
@@ -224,9 +224,10 @@ struct LoadTest: AsyncParsableCommand {
         options.target = target
         guard !relay || target == "parley" else { throw ValidationError("--relay uses Parley's TURN server: --target parley") }
         options.iceTransportPolicy = relay ? .relay : .all
-        options.videoBitrate = video || simulcast ? max(50_000, videoBitrate) : 0
+        options.videoBitrate = video || simulcast ? max(50_000, videoBitrate ?? 500_000) : 0
         guard !simulcast || target == "parley" else { throw ValidationError("--simulcast: --target parley") }
         options.simulcast = simulcast
+        if let videoBitrate { options.simulcastLayers = SimulcastLayerPlan.standard(topBitrate: max(50_000, videoBitrate)) }
         options.quality = try quality.map { text in
             guard let quality = VideoQuality(rawValue: text) else { throw ValidationError("--quality must be low, medium or high") }
             return quality
