@@ -10,6 +10,8 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case conflict
     case tooLarge = "too_large"
     case `internal`
+    /// A service the request needs (the store) cannot be reached now; retrying later works.
+    case unavailable
 
     /// The HTTP status the REST API answers with for this code.
     public var httpStatus: Int {
@@ -23,6 +25,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         case .conflict: 409
         case .tooLarge: 413
         case .internal: 500
+        case .unavailable: 503
         }
     }
 }

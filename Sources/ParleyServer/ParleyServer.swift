@@ -19,7 +19,8 @@ import WebRTC
 /// (participants get `room.closed`), then the listener, then the database.
 public final class ParleyServer: Sendable {
     public let config: ParleyConfig
-    public let database: ParleyDatabase
+    /// Chat and recordings: SQLite, or PostgreSQL when `database.url` is set.
+    public let store: any DataStore
     public let registry: RoomRegistry
     public let metrics: ServerMetrics
     public let workers: MediaWorkers
@@ -42,7 +43,14 @@ public final class ParleyServer: Sendable {
     ) async throws {
         self.config = config
         self.logger = logger
-        self.database = try ParleyDatabase(path: config.storePath, durability: config.durability)
+        if let url = config.databaseURL {
+            self.store = try await PostgresDatabase(
+                url: url, maxConnections: config.databaseMaxConnections, statementTimeout: config.databaseStatementTimeout,
+                logger: Logger(label: "parley.store"))
+        } else {
+            self.store = try ParleyDatabase(path: config.storePath, durability: config.durability)
+        }
+        logger.info("store open", metadata: ["kind": "\(store.kind)", "location": "\(store.location)"])
         self.metrics = ServerMetrics()
         self.workers = MediaWorkers(count: config.mediaWorkers, firstPort: config.rtc.port)
         self.nodeAddresses = config.rtc.nodeIPs.isEmpty
@@ -66,9 +74,9 @@ public final class ParleyServer: Sendable {
             turn: turn, credentials: turnCredentials, host: config.turn.publicHost.isEmpty ? nodeAddresses.first?.description ?? "127.0.0.1" : config.turn.publicHost,
             ttlSeconds: Int64(config.turn.credentialTTL.components.seconds), clock: clock)
         self.services = RoomServices(
-            config: config, chat: SQLiteChatRepository(database: database), clock: clock, ids: ids, metrics: metrics,
+            config: config, chat: store.chat, clock: clock, ids: ids, metrics: metrics,
             logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName), media: try MediaServices(),
-            iceServers: iceServers, recordings: SQLiteRecordingRepository(database: database))
+            iceServers: iceServers, recordings: store.recordings)
         self.registry = RoomRegistry(services: services, workers: workers)
     }
 
@@ -128,7 +136,7 @@ public final class ParleyServer: Sendable {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: DatabaseCloser(database: database, logger: logger)),
+                    .init(service: DatabaseCloser(store: store, logger: logger)),
                     .init(service: app),
                     .init(service: RoomCloser(registry: registry, sessions: sessions, readiness: readiness, logger: logger)),
                 ],
@@ -201,7 +209,7 @@ public final class ParleyServer: Sendable {
         router.middlewares.add(RequestMetricsMiddleware(metrics: metrics))
         router.middlewares.add(WebClientMiddleware())
         APIRoutes(
-            registry: registry, services: services, auth: AdminAuth(verifier: verifier), database: database,
+            registry: registry, services: services, auth: AdminAuth(verifier: verifier), store: store,
             readiness: readiness, turn: turn
         ).register(on: router)
         RecordingRoutes(registry: registry, services: services, auth: AdminAuth(verifier: verifier)).register(on: router)
@@ -307,14 +315,14 @@ struct RoomCloser: Service {
 
 /// Closes the database last, after every writer is done.
 struct DatabaseCloser: Service {
-    let database: ParleyDatabase
+    let store: any DataStore
     let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
         do {
-            try database.close()
-            logger.info("database closed", metadata: ["path": "\(database.path)"])
+            try await store.close()
+            logger.info("store closed", metadata: ["kind": "\(store.kind)", "location": "\(store.location)"])
         } catch {
             logger.error("database close failed", metadata: ["error": "\(error)"])
         }

@@ -84,7 +84,7 @@ struct Serve: AsyncParsableCommand {
                   API key:    \(key)
                   API secret: \(secret)
                   web client: http://127.0.0.1:\(resolved.port)/
-                  data:       \(resolved.storePath)
+                  data:       \(resolved.databaseURL?.description ?? resolved.storePath)
                 """)
         }
         let server = try await ParleyServer(config: resolved, logger: logger)

@@ -410,3 +410,19 @@ def netns_pool():
         yield pool
     finally:
         pool.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL (postgres.py): the cluster's store
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server of this test's own (tests may stop and start it)."""
+    import postgres as pg
+
+    server = pg.ThrowawayPostgres().start()
+    try:
+        yield server
+    finally:
+        server.close()

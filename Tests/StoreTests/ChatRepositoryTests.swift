@@ -8,23 +8,27 @@ func temporaryDatabase() throws -> ParleyDatabase {
     return try ParleyDatabase(path: folder.appendingPathComponent("parley.sqlite").path)
 }
 
-/// The store's backends. Every repository test runs on each, so a backend added later (the
-/// cluster's PostgreSQL) passes the same suite.
+/// The store's backends. Every repository test runs on each: SQLite in a temporary folder, and
+/// PostgreSQL in a fresh database on the test process's throwaway server.
 enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case sqlite
+    case postgres
 
     var testDescription: String { rawValue }
 
-    func chatRepository() throws -> any ChatRepository {
+    func store() async throws -> any DataStore {
         switch self {
-        case .sqlite: SQLiteChatRepository(database: try temporaryDatabase())
+        case .sqlite: try temporaryDatabase()
+        case .postgres: try await PostgresDatabase(url: try await ThrowawayPostgres.shared.freshDatabaseURL())
         }
     }
 
-    func recordingRepository() throws -> any RecordingRepository {
-        switch self {
-        case .sqlite: SQLiteRecordingRepository(database: try temporaryDatabase())
-        }
+    func chatRepository() async throws -> any ChatRepository {
+        try await store().chat
+    }
+
+    func recordingRepository() async throws -> any RecordingRepository {
+        try await store().recordings
     }
 }
 
@@ -39,7 +43,7 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test(arguments: StoreBackend.allCases) func seqRisesByOnePerRoom(backend: StoreBackend) async throws {
-        let chat = try backend.chatRepository()
+        let chat = try await backend.chatRepository()
         var seqs: [String: [Int64]] = [:]
         for n in 1...5 {
             for room in ["a", "b"] {
@@ -53,7 +57,7 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test(arguments: StoreBackend.allCases) func sameClientMsgIdReturnsTheOriginalOnce(backend: StoreBackend) async throws {
-        let chat = try backend.chatRepository()
+        let chat = try await backend.chatRepository()
         let first = try await chat.append(draft(1, clientMsgId: "u-1"))
         let again = try await chat.append(draft(2, clientMsgId: "u-1"))
         #expect(!first.duplicate)
@@ -68,7 +72,7 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test(arguments: StoreBackend.allCases) func concurrentAppendsGetDistinctSeqs(backend: StoreBackend) async throws {
-        let chat = try backend.chatRepository()
+        let chat = try await backend.chatRepository()
         let seqs = try await withThrowingTaskGroup(of: Int64.self) { group in
             for n in 0..<50 { group.addTask { try await chat.append(draft(n)).message.seq } }
             return try await group.reduce(into: [Int64]()) { $0.append($1) }
@@ -77,7 +81,7 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test(arguments: StoreBackend.allCases) func directMessagesAreSeenOnlyByTheirParties(backend: StoreBackend) async throws {
-        let chat = try backend.chatRepository()
+        let chat = try await backend.chatRepository()
         _ = try await chat.append(draft(1))
         _ = try await chat.append(draft(2, to: ["bob"]))
         _ = try await chat.append(draft(3, from: bob, to: ["carol", "alice"]))
@@ -97,7 +101,7 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test(arguments: StoreBackend.allCases) func pagesBackwardAndForward(backend: StoreBackend) async throws {
-        let chat = try backend.chatRepository()
+        let chat = try await backend.chatRepository()
         for n in 1...12 { _ = try await chat.append(draft(n)) }
         let newest = try await chat.page(room: "r", viewer: "alice", limit: 5)
         #expect(newest.messages.map(\.seq) == [8, 9, 10, 11, 12])
@@ -117,7 +121,7 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test(arguments: StoreBackend.allCases) func systemMessagesKeepTheirFlagAndLimitsAreClamped(backend: StoreBackend) async throws {
-        let chat = try backend.chatRepository()
+        let chat = try await backend.chatRepository()
         let system = ChatDraft(
             id: "MS_sys", room: "r", from: ChatAuthor(sid: "", identity: "", name: "System"), text: "maintenance at noon", to: nil,
             ts: 1, clientMsgId: nil, system: true)
@@ -131,7 +135,7 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test(arguments: StoreBackend.allCases) func pagingSkipsInvisibleMessages(backend: StoreBackend) async throws {
-        let chat = try backend.chatRepository()
+        let chat = try await backend.chatRepository()
         for n in 1...6 { _ = try await chat.append(draft(n, to: n.isMultiple(of: 2) ? ["bob"] : nil)) }
         let page = try await chat.page(room: "r", viewer: "carol", limit: 2)
         #expect(page.messages.map(\.seq) == [3, 5])
@@ -143,10 +147,62 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         let path = folder.appendingPathComponent("parley.sqlite").path
         let database = try ParleyDatabase(path: path)
         let stored = try await SQLiteChatRepository(database: database).append(draft(1, clientMsgId: "x"))
-        try database.close()
+        try database.closeNow()
         let reopened = SQLiteChatRepository(database: try ParleyDatabase(path: path))
         #expect(try await reopened.page(room: "r", viewer: nil, limit: 5).messages == [stored.message])
         #expect(try await reopened.append(draft(2, clientMsgId: "x")).duplicate)
         #expect(try await reopened.append(draft(3)).message.seq == 2)
+    }
+
+    @Test func postgresMessagesSurviveReconnecting() async throws {
+        let url = try await ThrowawayPostgres.shared.freshDatabaseURL()
+        let first = try await PostgresDatabase(url: url)
+        let stored = try await first.chat.append(draft(1, clientMsgId: "x"))
+        try await first.close()
+        let second = try await PostgresDatabase(url: url)
+        #expect(try await second.chat.page(room: "r", viewer: nil, limit: 5).messages == [stored.message])
+        #expect(try await second.chat.append(draft(2, clientMsgId: "x")).duplicate)
+        #expect(try await second.chat.append(draft(3)).message.seq == 2)
+        try await second.close()
+    }
+
+    /// Nodes of a cluster start together: each migrates under the advisory lock, one after
+    /// another, and the schema is applied once.
+    @Test func postgresMigrationsAreSafeWhenNodesStartAtOnce() async throws {
+        let url = try await ThrowawayPostgres.shared.freshDatabaseURL()
+        let nodes = try await withThrowingTaskGroup(of: PostgresDatabase.self) { group in
+            for _ in 0..<4 { group.addTask { try await PostgresDatabase(url: url, maxConnections: 2) } }
+            return try await group.reduce(into: [PostgresDatabase]()) { $0.append($1) }
+        }
+        #expect(nodes.count == 4)
+        let versions = try await nodes[0].appliedMigrations()
+        #expect(versions == PostgresDatabase.migrationVersions)
+        // Two nodes append to one room at once: one sequence, no gap, no duplicate.
+        let seqs = try await withThrowingTaskGroup(of: Int64.self) { group in
+            for n in 0..<40 { group.addTask { try await nodes[n % 4].chat.append(draft(n)).message.seq } }
+            return try await group.reduce(into: [Int64]()) { $0.append($1) }
+        }
+        #expect(seqs.sorted() == Array(1...40))
+        for node in nodes { try await node.close() }
+    }
+
+    @Test func postgresURLsAreReadLikeLibpq() throws {
+        let tcp = try PostgresURL("postgres://parley:s%40cret@db.example:6432/chat?sslmode=require")
+        #expect(tcp.username == "parley" && tcp.password == "s@cret" && tcp.host == "db.example" && tcp.port == 6432)
+        #expect(tcp.database == "chat" && tcp.tls == .require)
+        #expect(tcp.description == "postgres://parley@db.example:6432/chat")
+        let socket = try PostgresURL("postgresql://app@/app?host=/run/postgresql")
+        #expect(socket.unixSocketPath == "/run/postgresql/.s.PGSQL.5432" && socket.database == "app" && socket.tls == .prefer)
+        #expect(throws: StoreError.self) { try PostgresURL("mysql://a@b/c") }
+        #expect(throws: StoreError.self) { try PostgresURL("postgres://db.example/c") }
+        #expect(throws: StoreError.self) { try PostgresURL("postgres://a@b/c?sslmode=sometimes") }
+    }
+
+    @Test func anUnreachablePostgresIsReportedNotAwaitedForever() async throws {
+        let port = try ThrowawayPostgres.freePort()
+        let url = try PostgresURL("postgres://parley@127.0.0.1:\(port)/none?sslmode=disable")
+        await #expect(throws: StoreError.self) {
+            try await PostgresDatabase(url: url, connectTimeout: .milliseconds(500))
+        }
     }
 }

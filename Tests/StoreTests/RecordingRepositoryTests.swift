@@ -9,7 +9,7 @@ import Testing
     }
 
     @Test(arguments: StoreBackend.allCases) func aSavedRecordingIsUpdatedInPlace(backend: StoreBackend) async throws {
-        let recordings = try backend.recordingRepository()
+        let recordings = try await backend.recordingRepository()
         try await recordings.save(record("RC_1", startedAt: 1000))
         #expect(try await recordings.get("RC_1")?.state == "active")
         var done = record("RC_1", state: "stopped", startedAt: 1000)
@@ -28,7 +28,7 @@ import Testing
     }
 
     @Test(arguments: StoreBackend.allCases) func listsNewestFirstByRoom(backend: StoreBackend) async throws {
-        let recordings = try backend.recordingRepository()
+        let recordings = try await backend.recordingRepository()
         try await recordings.save(record("RC_1", room: "a", state: "stopped", startedAt: 1))
         try await recordings.save(record("RC_2", room: "b", state: "stopped", startedAt: 2))
         try await recordings.save(record("RC_3", room: "a", state: "stopped", startedAt: 3))
@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test(arguments: StoreBackend.allCases) func recordingsACrashLeftRunningAreMarkedFailed(backend: StoreBackend) async throws {
-        let recordings = try backend.recordingRepository()
+        let recordings = try await backend.recordingRepository()
         try await recordings.save(record("RC_running", startedAt: 1))
         try await recordings.save(record("RC_starting", state: "starting", startedAt: 2))
         try await recordings.save(record("RC_done", state: "stopped", startedAt: 3))

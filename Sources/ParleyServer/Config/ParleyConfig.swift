@@ -52,6 +52,10 @@ public struct ParleyConfig: Sendable {
     public var tokenLeeway: Duration
     public var storePath: String
     public var durability: ParleyDatabase.Durability
+    /// PostgreSQL for a cluster (`postgres://…`); nil keeps the embedded SQLite store.
+    public var databaseURL: PostgresURL?
+    public var databaseMaxConnections: Int
+    public var databaseStatementTimeout: Duration
     public var roomMaxParticipants: Int
     public var roomEmptyTimeout: Duration
     public var roomAutoCreate: Bool
@@ -197,6 +201,17 @@ public struct ParleyConfig: Sendable {
             throw ConfigError("store.durability: expected full or normal, got \(string("store.durability"))")
         }
         self.durability = durability
+        let url = string("database.url")
+        do {
+            databaseURL = url.isEmpty ? nil : try PostgresURL(url)
+        } catch {
+            throw ConfigError("\(error)")
+        }
+        databaseMaxConnections = int("database.maxConnections")
+        guard databaseMaxConnections >= 1 else {
+            throw ConfigError("database.maxConnections: at least 1, got \(databaseMaxConnections)")
+        }
+        databaseStatementTimeout = duration("database.statementTimeout")
         roomMaxParticipants = int("room.maxParticipants")
         roomEmptyTimeout = duration("room.emptyTimeout")
         roomAutoCreate = bool("room.autoCreate")

@@ -11,7 +11,7 @@ struct APIRoutes: Sendable {
     let registry: RoomRegistry
     let services: RoomServices
     let auth: AdminAuth
-    let database: ParleyDatabase
+    let store: any DataStore
     let readiness: Readiness
     let turn: TURNServer?
     static let maxBodyBytes = 64 * 1024
@@ -96,7 +96,7 @@ struct APIRoutes: Sendable {
     private func ready() async throws -> Response {
         guard readiness.isReady else { throw APIError(.internal, "not ready: \(readiness.state)") }
         do {
-            _ = try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+            try await store.checkReadable()
         } catch {
             throw APIError(.internal, "database is not readable: \(error)")
         }
@@ -175,7 +175,12 @@ struct APIRoutes: Sendable {
         let draft = ChatDraft(
             id: services.ids.message(), room: room, from: ChatAuthor(sid: "", identity: "", name: body.name ?? "System"),
             text: body.text, to: body.to, ts: services.clock.wallMilliseconds(), clientMsgId: nil, system: true)
-        let stored = try await services.chat.append(draft)
+        let stored: (message: ChatMessage, duplicate: Bool)
+        do {
+            stored = try await services.chat.append(draft)
+        } catch {
+            throw APIError(.unavailable, "the message could not be stored (\(error)); it was not sent")
+        }
         services.metrics.chatMessages.increment()
         if let open = await registry.room(named: room) {
             await open.deliverSystemMessage(stored.message)

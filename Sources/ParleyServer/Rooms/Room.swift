@@ -378,7 +378,7 @@ public actor Room {
             stored = try await services.chat.append(draft)
         } catch {
             logger.error("chat write failed", metadata: ["participant": "\(participant.sid)", "error": "\(error)"])
-            throw ProtocolError(.internal, "the message could not be stored; retry with the same clientMsgId")
+            throw ProtocolError(.unavailable, "the message could not be stored (\(error)); it was not sent: retry with the same clientMsgId")
         }
         if stored.duplicate {
             services.metrics.chatDuplicates.increment()

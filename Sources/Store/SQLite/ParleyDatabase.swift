@@ -32,7 +32,7 @@ public final class ParleyDatabase: Sendable {
     }
 
     /// Closes every connection; the WAL is checkpointed so the file stands alone.
-    public func close() throws {
+    public func closeNow() throws {
         try pool.writeWithoutTransaction { db in
             try db.checkpoint(.truncate)
         }
