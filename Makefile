@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 PARLEY := .build/debug/parley
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps apt venv build serve test test-graph test-swift test-interop bench bench-chat bench-turn bench-sfu fuzz clean
+.PHONY: all deps apt venv build serve cluster test test-graph test-swift test-interop bench bench-chat bench-turn bench-sfu fuzz clean
 
 all: build
 
@@ -39,6 +39,11 @@ build: apt
 serve: apt
 	swift build --product parley $(SWIFT_BUILD_FLAGS)
 	$(PARLEY) serve --dev --config Config/parley.yaml
+
+# A throwaway PostgreSQL and three nodes on this machine (ports 7880, 7890, 7900); Ctrl-C stops all.
+cluster: apt
+	swift build --product parley $(SWIFT_BUILD_FLAGS)
+	python3 Scripts/cluster --parley $(PARLEY) --nodes 3
 
 test: deps build test-graph test-swift test-interop
 

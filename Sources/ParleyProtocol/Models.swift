@@ -55,12 +55,16 @@ public struct RoomInfo: Codable, Sendable, Equatable {
     public var numParticipants: Int?
     /// The recording mode started with the first participant, if any.
     public var autoRecord: String?
+    /// The node that holds the room (`server.nodeName`; Parley's addition, for clusters).
+    public var node: String?
 
     public init(
         sid: String, name: String, metadata: String, createdAt: Int64,
-        maxParticipants: Int? = nil, emptyTimeout: Int? = nil, numParticipants: Int? = nil, autoRecord: String? = nil
+        maxParticipants: Int? = nil, emptyTimeout: Int? = nil, numParticipants: Int? = nil, autoRecord: String? = nil,
+        node: String? = nil
     ) {
         self.autoRecord = autoRecord
+        self.node = node
         self.sid = sid
         self.name = name
         self.metadata = metadata
@@ -68,6 +72,40 @@ public struct RoomInfo: Codable, Sendable, Equatable {
         self.maxParticipants = maxParticipants
         self.emptyTimeout = emptyTimeout
         self.numParticipants = numParticipants
+    }
+}
+
+/// A node of the cluster, as `GET /v1/nodes` lists it.
+public struct NodeInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var signalingURL: String
+    public var mediaAddresses: [String]
+    public var turnAddress: String
+    public var participants: Int
+    public var rooms: Int
+    /// Cores of CPU the node's process used over its last renewal.
+    public var cpu: Double
+    public var maxParticipants: Int
+    public var draining: Bool
+    public var startedAt: Int64
+    /// Milliseconds since the epoch until which the node counts as alive.
+    public var leaseUntil: Int64
+
+    public init(
+        name: String, signalingURL: String, mediaAddresses: [String], turnAddress: String, participants: Int, rooms: Int, cpu: Double,
+        maxParticipants: Int, draining: Bool, startedAt: Int64, leaseUntil: Int64
+    ) {
+        self.name = name
+        self.signalingURL = signalingURL
+        self.mediaAddresses = mediaAddresses
+        self.turnAddress = turnAddress
+        self.participants = participants
+        self.rooms = rooms
+        self.cpu = cpu
+        self.maxParticipants = maxParticipants
+        self.draining = draining
+        self.startedAt = startedAt
+        self.leaseUntil = leaseUntil
     }
 }
 

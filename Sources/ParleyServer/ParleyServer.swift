@@ -21,6 +21,8 @@ public final class ParleyServer: Sendable {
     public let config: ParleyConfig
     /// Chat and recordings: SQLite, or PostgreSQL when `database.url` is set.
     public let store: any DataStore
+    /// This node's lease and its rooms' ownership, when the store is PostgreSQL.
+    public let membership: ClusterMembership?
     public let registry: RoomRegistry
     public let metrics: ServerMetrics
     public let workers: MediaWorkers
@@ -77,7 +79,15 @@ public final class ParleyServer: Sendable {
             config: config, chat: store.chat, clock: clock, ids: ids, metrics: metrics,
             logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName), media: try MediaServices(),
             iceServers: iceServers, recordings: store.recordings)
-        self.registry = RoomRegistry(services: services, workers: workers)
+        let metrics = self.metrics
+        let membership = store.cluster.map { cluster in
+            ClusterMembership(
+                nodeName: config.nodeName, repository: cluster, clock: clock, leaseDuration: config.clusterLeaseDuration,
+                renewInterval: config.clusterRenewInterval, maxParticipants: config.nodeMaxParticipants, metrics: metrics,
+                logger: logger)
+        }
+        self.membership = membership
+        self.registry = RoomRegistry(services: services, workers: workers, membership: membership)
     }
 
     /// Runs until shut down. `signals` lists the Unix signals that start a graceful shutdown.
@@ -121,6 +131,7 @@ public final class ParleyServer: Sendable {
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "Parley"),
             onServerRunning: { [self] channel in
                 let port = channel.localAddress?.port ?? config.port
+                membership?.announcedAddress.withLockedValue { $0 = announcedAddress(port: port) }
                 readiness.set(.ready)
                 let waiters = boundPort.withLockedValue { bound in
                     bound = port
@@ -137,6 +148,7 @@ public final class ParleyServer: Sendable {
             configuration: .init(
                 services: [
                     .init(service: DatabaseCloser(store: store, logger: logger)),
+                ] + (membership.map { [.init(service: ClusterHeartbeat(membership: $0, registry: registry))] } ?? []) + [
                     .init(service: app),
                     .init(service: RoomCloser(registry: registry, sessions: sessions, readiness: readiness, logger: logger)),
                 ],
@@ -202,6 +214,32 @@ public final class ParleyServer: Sendable {
         await group?.triggerGracefulShutdown()
     }
 
+    /// The live nodes: from the store in a cluster, else this node as it is now.
+    func nodes() async throws -> [NodeInfo] {
+        if let membership {
+            return try await membership.liveNodes().map(NodeInfo.init)
+        }
+        let address = announcedAddress(port: boundPort.withLockedValue { $0 } ?? config.port)
+        let rooms = await registry.list()
+        let now = services.clock.wallMilliseconds()
+        return [NodeInfo(
+            name: config.nodeName, signalingURL: address.signalingURL, mediaAddresses: address.media, turnAddress: address.turn,
+            participants: rooms.reduce(0) { $0 + ($1.numParticipants ?? 0) }, rooms: rooms.count, cpu: 0,
+            maxParticipants: config.nodeMaxParticipants, draining: false, startedAt: now, leaseUntil: now)]
+    }
+
+    /// Where this node is reached, as its cluster record says.
+    func announcedAddress(port: Int) -> (signalingURL: String, media: [String], turn: String) {
+        let first = nodeAddresses.first?.description ?? "127.0.0.1"
+        let host = first.contains(":") ? "[\(first)]" : first
+        let signaling = config.clusterAdvertiseURL.isEmpty ? "http://\(host):\(port)" : config.clusterAdvertiseURL
+        let media = nodeAddresses.flatMap { ip in
+            workers.ports.compactMap { worker in worker.boundPort.map { TransportAddress(ip: ip, port: UInt16($0)).description } }
+        }
+        let turnHost = config.turn.publicHost.isEmpty ? host : config.turn.publicHost
+        return (signaling, media, turn?.boundPort.map { "\(turnHost):\($0)" } ?? "")
+    }
+
     // MARK: Routers
 
     func httpRouter() -> Router<BasicRequestContext> {
@@ -210,7 +248,7 @@ public final class ParleyServer: Sendable {
         router.middlewares.add(WebClientMiddleware())
         APIRoutes(
             registry: registry, services: services, auth: AdminAuth(verifier: verifier), store: store,
-            readiness: readiness, turn: turn
+            readiness: readiness, turn: turn, nodes: { [self] in try await nodes() }
         ).register(on: router)
         RecordingRoutes(registry: registry, services: services, auth: AdminAuth(verifier: verifier)).register(on: router)
         // A plain GET (no upgrade) learns why its token is refused (401, 403), as JSON.

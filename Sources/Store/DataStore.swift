@@ -4,6 +4,8 @@
 public protocol DataStore: Sendable {
     var chat: any ChatRepository { get }
     var recordings: any RecordingRepository { get }
+    /// Nodes and room ownership, for a cluster: PostgreSQL has it, SQLite (one node) does not.
+    var cluster: (any ClusterRepository)? { get }
     /// `sqlite` or `postgres`, for logs and `/metrics`.
     var kind: String { get }
     /// Where the data lives, without secrets: a file path, or host, port and database.
@@ -17,6 +19,7 @@ public protocol DataStore: Sendable {
 extension ParleyDatabase: DataStore {
     public var chat: any ChatRepository { SQLiteChatRepository(database: self) }
     public var recordings: any RecordingRepository { SQLiteRecordingRepository(database: self) }
+    public var cluster: (any ClusterRepository)? { nil }
     public var kind: String { "sqlite" }
     public var location: String { path }
 

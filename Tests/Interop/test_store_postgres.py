@@ -15,7 +15,7 @@ import time
 from test_signaling_contract import T, run
 
 
-def test_acked_chat_survives_sigkill_and_moves_to_another_node(server_factory, postgres):
+def test_acked_chat_survives_sigkill_and_moves_to_another_node(postgres, server_factory):
     url = postgres.create_database()
     first = server_factory({"database.url": url, "log.level": "warning"})
     acked: list[dict] = []
@@ -55,7 +55,7 @@ def test_acked_chat_survives_sigkill_and_moves_to_another_node(server_factory, p
     assert [m["seq"] for m in r.json()["messages"]][-2:] == [31, 32], r
 
 
-def test_chat_is_refused_while_postgres_is_down_and_recovers(server_factory, postgres):
+def test_chat_is_refused_while_postgres_is_down_and_recovers(postgres, server_factory):
     url = postgres.create_database()
     server = server_factory({"database.url": url, "database.statementTimeout": "2s", "log.level": "error"})
 

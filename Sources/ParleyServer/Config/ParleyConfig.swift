@@ -56,6 +56,10 @@ public struct ParleyConfig: Sendable {
     public var databaseURL: PostgresURL?
     public var databaseMaxConnections: Int
     public var databaseStatementTimeout: Duration
+    public var clusterAdvertiseURL: String
+    public var clusterLeaseDuration: Duration
+    public var clusterRenewInterval: Duration
+    public var nodeMaxParticipants: Int
     public var roomMaxParticipants: Int
     public var roomEmptyTimeout: Duration
     public var roomAutoCreate: Bool
@@ -212,6 +216,13 @@ public struct ParleyConfig: Sendable {
             throw ConfigError("database.maxConnections: at least 1, got \(databaseMaxConnections)")
         }
         databaseStatementTimeout = duration("database.statementTimeout")
+        clusterAdvertiseURL = string("cluster.advertiseURL")
+        clusterLeaseDuration = duration("cluster.leaseDuration")
+        clusterRenewInterval = duration("cluster.renewInterval")
+        guard clusterRenewInterval > .zero, clusterRenewInterval * 2 <= clusterLeaseDuration else {
+            throw ConfigError("cluster.renewInterval must be positive and at most half of cluster.leaseDuration")
+        }
+        nodeMaxParticipants = int("node.maxParticipants")
         roomMaxParticipants = int("room.maxParticipants")
         roomEmptyTimeout = duration("room.emptyTimeout")
         roomAutoCreate = bool("room.autoCreate")

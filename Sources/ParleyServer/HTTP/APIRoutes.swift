@@ -14,12 +14,23 @@ struct APIRoutes: Sendable {
     let store: any DataStore
     let readiness: Readiness
     let turn: TURNServer?
+    /// The cluster's live nodes (this node alone without PostgreSQL).
+    let nodes: @Sendable () async throws -> [NodeInfo]
     static let maxBodyBytes = 64 * 1024
 
     func register(on router: Router<BasicRequestContext>) {
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("/readyz") { _, _ in try await ready() }
         router.get("/metrics") { request, _ in try await metrics(request) }
+
+        router.get("/v1/nodes") { request, _ in
+            try await auth.require(request)
+            do {
+                return JSONResponse.make(["nodes": try await nodes()])
+            } catch {
+                throw APIError(.unavailable, "the cluster's nodes cannot be read now: \(error)")
+            }
+        }
 
         let rooms = router.group("/v1/rooms")
         rooms.get { request, _ in

@@ -92,7 +92,7 @@ public actor Room {
         RoomInfo(
             sid: sid, name: name, metadata: options.metadata, createdAt: createdAt,
             maxParticipants: options.maxParticipants, emptyTimeout: Int(options.emptyTimeout.components.seconds),
-            numParticipants: participants.count, autoRecord: options.autoRecord)
+            numParticipants: participants.count, autoRecord: options.autoRecord, node: services.server.node)
     }
 
     /// Everyone in the room, hidden participants included (the admin view).

@@ -9,10 +9,13 @@ public actor RoomRegistry {
     private let services: RoomServices
     private let workers: MediaWorkers
     private var shuttingDown = false
+    /// In a cluster, a room opens here only once this node holds its lease.
+    private let membership: ClusterMembership?
 
-    public init(services: RoomServices, workers: MediaWorkers) {
+    public init(services: RoomServices, workers: MediaWorkers, membership: ClusterMembership? = nil) {
         self.services = services
         self.workers = workers
+        self.membership = membership
     }
 
     public var defaultOptions: RoomOptions {
@@ -40,6 +43,9 @@ public actor RoomRegistry {
     public func roomForJoin(_ name: String) async throws(ProtocolError) -> Room {
         if let room = rooms[name], await !room.isClosed { return room }
         guard services.config.roomAutoCreate else { throw ProtocolError(.notFound, "room \(name) does not exist") }
+        try await place(name)
+        // Another join may have opened it while the claim was in flight.
+        if let room = rooms[name], await !room.isClosed { return room }
         return try await make(name, options: defaultOptions)
     }
 
@@ -48,7 +54,25 @@ public actor RoomRegistry {
         if let room = rooms[name], await !room.isClosed {
             throw ProtocolError(.conflict, "room \(name) already exists")
         }
+        try await place(name)
+        if let room = rooms[name], await !room.isClosed {
+            throw ProtocolError(.conflict, "room \(name) already exists")
+        }
         return try await make(name, options: options)
+    }
+
+    /// In a cluster, takes the room's lease for this node. A room held by another live node is
+    /// `unavailable` here for now (relaying signaling to its node is not built yet): the message
+    /// names the node to connect to.
+    private func place(_ name: String) async throws(ProtocolError) {
+        guard !shuttingDown else { throw ProtocolError(.notFound, "the server is shutting down") }
+        try Self.validate(roomName: name)
+        guard let membership else { return }
+        let owner = try await membership.claim(room: name)
+        guard owner.node == membership.nodeName else {
+            let address = membership.signalingURL(of: owner.node).map { " at \($0)" } ?? ""
+            throw ProtocolError(.unavailable, "room \(name) lives on node \(owner.node)\(address); connect there")
+        }
     }
 
     private func make(_ name: String, options: RoomOptions) async throws(ProtocolError) -> Room {
@@ -67,7 +91,15 @@ public actor RoomRegistry {
 
     private func closed(_ room: Room) {
         workers.release(room.worker)
-        if rooms[room.name] === room { rooms[room.name] = nil }
+        guard rooms[room.name] === room else { return }
+        rooms[room.name] = nil
+        // Not awaited: with the database down, closing rooms (a shutdown) must not wait on it; a
+        // release that fails leaves a lease that lapses, and a reopened room's renewal takes its
+        // row again.
+        if let membership {
+            let name = room.name
+            Task { await membership.release(room: name) }
+        }
     }
 
     public func list() async -> [RoomInfo] {

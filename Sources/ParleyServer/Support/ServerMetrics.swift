@@ -19,6 +19,9 @@ public final class ServerMetrics: Sendable {
     public let recordingsStarted: Counter
     public let recordingBytes: Counter
     public let recordingFailures: Counter
+    public let clusterNodes: Gauge
+    public let leaseRenewalFailures: Counter
+    public let placementFailures: Counter
     private let errorsByCode: [ErrorCode: Counter]
     private let requestDurations: NIOLockedValueBox<[String: DurationHistogram]>
 
@@ -45,6 +48,12 @@ public final class ServerMetrics: Sendable {
             descriptor: Self.name("recording_bytes", unit: "total", help: "Bytes of finished recording files"))
         recordingFailures = registry.makeCounter(
             descriptor: Self.name("recording_failures", unit: "total", help: "Recordings that ended with a file error"))
+        clusterNodes = registry.makeGauge(
+            descriptor: Self.name("cluster_nodes", help: "Live nodes of the cluster as this node saw them at its last lease renewal"))
+        leaseRenewalFailures = registry.makeCounter(
+            descriptor: Self.name("cluster_lease_renewal_failures", unit: "total", help: "Renewals of this node's lease that failed (database unreachable)"))
+        placementFailures = registry.makeCounter(
+            descriptor: Self.name("room_placement_failures", unit: "total", help: "Rooms that could not be placed because the database was unreachable"))
         var errors: [ErrorCode: Counter] = [:]
         for code in ErrorCode.allCases {
             errors[code] = registry.makeCounter(

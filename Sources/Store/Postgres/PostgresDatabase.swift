@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import Synchronization
 
 /// Parley's store in PostgreSQL, shared by the nodes of a cluster. A bounded pool of connections
 /// (PostgresNIO's `PostgresClient`) that reconnects by itself; every statement runs under a
@@ -18,6 +19,7 @@ public final class PostgresDatabase: DataStore {
 
     public var chat: any ChatRepository { PostgresChatRepository(database: self) }
     public var recordings: any RecordingRepository { PostgresRecordingRepository(database: self) }
+    public var cluster: (any ClusterRepository)? { PostgresClusterRepository(database: self) }
     public var kind: String { "postgres" }
     public var location: String { url.description }
 
@@ -67,9 +69,12 @@ public final class PostgresDatabase: DataStore {
         try await execute("SELECT 1")
     }
 
+    /// Stops the pool. A connection stuck on a dead server does not hold the shutdown up: after
+    /// a few seconds the process goes on without it.
     public func close() async throws {
         runner.cancel()
-        await runner.value
+        let runner = self.runner
+        _ = await firstOf(.seconds(3), Task { await runner.value })
     }
 
     /// The schema versions this database has applied, in order.
@@ -217,24 +222,76 @@ public final class PostgresDatabase: DataStore {
                 error TEXT
             )
             """, "CREATE INDEX recording_room ON recording (room, started_at)"]),
+        (3, "cluster", ["""
+            CREATE TABLE parley_node (
+                name TEXT PRIMARY KEY,
+                signaling_url TEXT NOT NULL,
+                media_addresses TEXT NOT NULL DEFAULT '[]',
+                turn_address TEXT NOT NULL DEFAULT '',
+                participants INTEGER NOT NULL DEFAULT 0,
+                rooms INTEGER NOT NULL DEFAULT 0,
+                cpu DOUBLE PRECISION NOT NULL DEFAULT 0,
+                max_participants INTEGER NOT NULL DEFAULT 0,
+                draining BOOLEAN NOT NULL DEFAULT false,
+                started_at BIGINT NOT NULL,
+                lease_until BIGINT NOT NULL
+            )
+            """, """
+            CREATE TABLE parley_room_owner (
+                room TEXT PRIMARY KEY,
+                node TEXT NOT NULL,
+                lease_until BIGINT NOT NULL,
+                placed_at BIGINT NOT NULL
+            )
+            """, "CREATE INDEX parley_room_owner_node ON parley_room_owner (node)"]),
     ]
 }
 
 /// Fails with `what` timed out when `body` takes longer than `timeout` (the pool retries a refused
-/// connection forever; a node starting against a dead database should say so instead).
+/// connection forever; a node starting against a dead database should say so instead). The
+/// body is cancelled then, but not waited for: a query already sent cannot be cancelled, and the
+/// caller must not wait on it.
 func withDeadline<Result: Sendable>(
     _ timeout: Duration, what: String, _ body: @escaping @Sendable () async throws -> Result
 ) async throws -> Result {
-    try await withThrowingTaskGroup(of: Result?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
+    let work = Task { try await body() }
+    let outcome = await firstOf(timeout, work)
+    switch outcome {
+    case .some(.success(let result)): return result
+    case .some(.failure(let error)): throw error
+    case .none:
+        work.cancel()
+        throw StoreError("\(what): no answer within \(timeout)")
+    }
+}
+
+/// The task's result, or nil when `timeout` passes first (the task keeps running).
+func firstOf<Success: Sendable>(
+    _ timeout: Duration, _ task: Task<Success, any Error>
+) async -> Swift.Result<Success, any Error>? {
+    let once = ResumeOnce<Swift.Result<Success, any Error>?>()
+    return await withCheckedContinuation { continuation in
+        once.set(continuation)
+        Task { once.resume(returning: await task.result) }
+        Task {
+            try? await Task.sleep(for: timeout)
+            once.resume(returning: nil)
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let result = first else {
-            throw StoreError("\(what): no answer within \(timeout)")
+    }
+}
+
+/// A continuation resumed by whichever caller comes first.
+final class ResumeOnce<Value: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Value, Never>?>(nil)
+
+    func set(_ continuation: CheckedContinuation<Value, Never>) {
+        self.continuation.withLock { $0 = continuation }
+    }
+
+    func resume(returning value: Value) {
+        continuation.withLock { waiting in
+            waiting?.resume(returning: value)
+            waiting = nil
         }
-        return result
     }
 }

@@ -1,0 +1,124 @@
+"""Two Parley nodes on one PostgreSQL: they see each other through their leases, a room lives on
+exactly one of them, and when that node dies the room comes back on the other with its history.
+
+Signaling relay between nodes is not built yet: a join through a node that does not hold the room
+is refused with `unavailable`, naming the node that does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from test_signaling_contract import Pool, T, metric, run, run_value
+
+LEASE = {"cluster.leaseDuration": "2s", "cluster.renewInterval": "400ms", "log.level": "warning"}
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.1)
+
+
+def node_names(server) -> list[str]:
+    r = server.admin("GET", "/v1/nodes")
+    assert r.status == 200, r
+    return [n["name"] for n in r.json()["nodes"]]
+
+
+def start_pair(server_factory, postgres):
+    url = postgres.create_database()
+    a = server_factory({"database.url": url, "server.nodeName": "node-a", **LEASE})
+    b = server_factory({"database.url": url, "server.nodeName": "node-b", **LEASE})
+    wait_for(lambda: node_names(a) == ["node-a", "node-b"] and node_names(b) == ["node-a", "node-b"], 5, "both nodes listed")
+    return a, b
+
+
+def test_nodes_see_each_other_and_a_dead_one_lapses(postgres, server_factory):
+    a, b = start_pair(server_factory, postgres)
+    nodes = {n["name"]: n for n in b.admin("GET", "/v1/nodes").json()["nodes"]}
+    assert nodes["node-a"]["signalingURL"] == a.url and nodes["node-b"]["signalingURL"] == b.url, nodes
+    assert nodes["node-a"]["mediaAddresses"] and nodes["node-a"]["turnAddress"].endswith(f":{a.turn_port()}"), nodes
+    assert nodes["node-a"]["leaseUntil"] > nodes["node-a"]["startedAt"]
+    assert b.http("GET", "/v1/nodes").status == 401
+    wait_for(lambda: metric(b.http("GET", "/metrics").text, "parley_cluster_nodes") == 2, 3, "2 nodes on /metrics")
+
+    a.send_signal(signal.SIGKILL)
+    a.wait_exit()
+    killed = time.monotonic()
+    wait_for(lambda: node_names(b) == ["node-b"], 5, "the dead node lapsing")
+    assert time.monotonic() - killed < 4.5
+    wait_for(lambda: metric(b.http("GET", "/metrics").text, "parley_cluster_nodes") == 1, 3, "1 node on /metrics")
+    # A node that stops on purpose withdraws at once.
+    c = server_factory({"database.url": a.sets["database.url"], "server.nodeName": "node-c", **LEASE})
+    wait_for(lambda: node_names(b) == ["node-b", "node-c"], 5, "node-c listed")
+    c.stop()
+    assert node_names(b) == ["node-b"]
+
+
+def test_a_room_lives_on_one_node_and_moves_when_it_dies(postgres, server_factory):
+    a, b = start_pair(server_factory, postgres)
+
+    async def on_a(pool):
+        alice = await pool.open("alice", "r")
+        assert alice.joined["room"]["node"] == "node-a", alice.joined["room"]
+        await alice.chat("before the loss", client_msg_id="m1")
+        # The same room through the other node: refused, with where it lives.
+        bob = await Pool(b).open("bob", "r", expect_joined=False)
+        code, frames = await bob.expect_close()
+        assert frames and frames[0]["code"] == "unavailable", frames
+        assert "node-a" in frames[0]["message"] and a.url in frames[0]["message"], frames
+        assert code == 1008
+
+    run(a, on_a)
+    assert a.admin("GET", "/v1/rooms/r").json()["node"] == "node-a"
+
+    a.send_signal(signal.SIGKILL)
+    a.wait_exit()
+    killed = time.monotonic()
+
+    async def on_b(pool):
+        while True:  # until node-a's lease lapses, the room is still its own
+            client = await pool.open("bob", "r", expect_joined=False)
+            first = await client._recv(T)
+            if first["type"] == "joined":
+                break
+            assert first["code"] == "unavailable", first
+            assert time.monotonic() - killed < 6, "the room did not move within the lease"
+            await asyncio.sleep(0.3)
+        assert first["room"]["node"] == "node-b"
+        assert [m["text"] for m in first["chat"]["messages"]] == ["before the loss"]
+        return time.monotonic() - killed
+
+    moved_after = run_value(b, on_b)
+    assert moved_after < 6
+    assert b.admin("GET", "/v1/rooms/r").json()["node"] == "node-b"
+
+
+def test_concurrent_first_joins_through_two_nodes_make_one_room(postgres, server_factory):
+    a, b = start_pair(server_factory, postgres)
+
+    async def body(pool):
+        pool_b = Pool(b)
+        try:
+            for n in range(6):
+                room = f"race-{n}"
+                clients = await asyncio.gather(
+                    pool.open(f"x{n}", room, expect_joined=False), pool_b.open(f"y{n}", room, expect_joined=False))
+                firsts = [await c._recv(T) for c in clients]
+                kinds = sorted(f["type"] for f in firsts)
+                assert kinds == ["error", "joined"], firsts
+                assert next(f for f in firsts if f["type"] == "error")["code"] == "unavailable"
+        finally:
+            await pool_b.close_all()
+
+    run(a, body)
+    held = [r["name"] for r in a.admin("GET", "/v1/rooms").json()["rooms"]] + [
+        r["name"] for r in b.admin("GET", "/v1/rooms").json()["rooms"]]
+    assert sorted(held) == [f"race-{n}" for n in range(6)], held
