@@ -129,6 +129,7 @@ let package = Package(
                 "ParleyProtocol", "Auth", "Store", "Addresses", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN", "Recording",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

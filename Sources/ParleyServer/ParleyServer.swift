@@ -267,11 +267,25 @@ public final class ParleyServer: Sendable {
         let registry = self.registry
         let services = self.services
         let sessions = self.sessions
+        let config = self.config
+        // Only a node of a cluster relays; a relayed connection is never relayed again.
+        let relay = membership.map { membership in
+            SignalingRelay(nodeName: membership.nodeName, secret: config.clusterSecret, maxMessageBytes: config.maxMessageBytes, metrics: services.metrics)
+        }
         // The token is checked before the upgrade: a refused client gets 401 or 403 with a JSON
         // error. Browsers cannot read that status; the web client asks a plain GET for the reason.
         router.ws("/v1/rtc", shouldUpgrade: { request, context in
             do {
                 let claims = try await Self.signalingClaims(request, verifier: verifier)
+                if let credential = request.headers[SignalingRelay.credentialHeader] {
+                    guard let node = ClusterCredential.verify(
+                        credential, now: Int64(Date().timeIntervalSince1970), secret: config.clusterSecret)
+                    else {
+                        throw APIError(.unauthorized, "invalid cluster relay credential")
+                    }
+                    services.metrics.relayedSessionsIn.increment()
+                    context.relayedFrom.withLockedValue { $0 = node }
+                }
                 context.claims.withLockedValue { $0 = claims }
                 return .upgrade([:])
             } catch let refusal as APIError {
@@ -283,8 +297,11 @@ public final class ParleyServer: Sendable {
         }) { inbound, outbound, context in
             guard let claims = context.requestContext.claims.withLockedValue({ $0 }) else { return }
             let resume = context.request.uri.queryParameters.get("resume")
-            await SignalingSession(claims: claims, resume: resume, registry: registry, services: services, sessions: sessions)
-                .run(inbound: inbound, outbound: outbound, logger: context.logger)
+            let relayedFrom = context.requestContext.relayedFrom.withLockedValue { $0 }
+            await SignalingSession(
+                claims: claims, resume: resume, registry: registry, services: services, sessions: sessions,
+                relay: relayedFrom == nil ? relay.map { ($0, context.request.uri.query ?? "") } : nil
+            ).run(inbound: inbound, outbound: outbound, logger: context.logger)
         }
         return router
     }

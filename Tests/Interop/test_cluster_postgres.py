@@ -1,8 +1,6 @@
 """Two Parley nodes on one PostgreSQL: they see each other through their leases, a room lives on
-exactly one of them, and when that node dies the room comes back on the other with its history.
-
-Signaling relay between nodes is not built yet: a join through a node that does not hold the room
-is refused with `unavailable`, naming the node that does.
+exactly one of them, a client that reaches the other node is relayed to it, and when that node
+dies the room comes back on the survivor with its history.
 """
 
 from __future__ import annotations
@@ -10,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+
+import pytest
+import websockets
 
 from test_signaling_contract import Pool, T, metric, run, run_value
 
@@ -65,26 +66,34 @@ def test_nodes_see_each_other_and_a_dead_one_lapses(postgres, server_factory):
 def test_a_room_lives_on_one_node_and_moves_when_it_dies(postgres, server_factory):
     a, b = start_pair(server_factory, postgres)
 
-    async def on_a(pool):
+    async def relayed(pool):
         alice = await pool.open("alice", "r")
         assert alice.joined["room"]["node"] == "node-a", alice.joined["room"]
         await alice.chat("before the loss", client_msg_id="m1")
-        # The same room through the other node: refused, with where it lives.
-        bob = await Pool(b).open("bob", "r", expect_joined=False)
-        code, frames = await bob.expect_close()
-        assert frames and frames[0]["code"] == "unavailable", frames
-        assert "node-a" in frames[0]["message"] and a.url in frames[0]["message"], frames
-        assert code == 1008
+        # The same room through the other node: relayed to node-a, one room, one chat.
+        bob = await Pool(b).open("bob", "r")
+        assert bob.joined["room"]["node"] == "node-a", bob.joined["room"]
+        assert [m["text"] for m in bob.joined["chat"]["messages"]] == ["before the loss"]
+        assert (await alice.expect("participant.joined"))["participant"]["identity"] == "bob"
+        ack = await bob.chat("through the relay", client_msg_id="m2")
+        assert ack["message"]["seq"] == 2
+        assert (await alice.expect("chat"))["message"]["text"] == "through the relay"
+        await alice.chat("back to bob")
+        assert (await bob.expect("chat"))["message"]["text"] == "back to bob"
+        assert (await bob.call("ping"))["type"] == "pong"
+        await bob.close()
 
-    run(a, on_a)
+    run(a, relayed)
     assert a.admin("GET", "/v1/rooms/r").json()["node"] == "node-a"
+    assert metric(b.http("GET", "/metrics").text, "parley_relayed_sessions_total") >= 1
+    assert metric(a.http("GET", "/metrics").text, "parley_relayed_sessions_received_total") >= 1
 
     a.send_signal(signal.SIGKILL)
     a.wait_exit()
     killed = time.monotonic()
 
     async def on_b(pool):
-        while True:  # until node-a's lease lapses, the room is still its own
+        while True:  # until node-a's lease lapses, the room is still its own (and unreachable)
             client = await pool.open("bob", "r", expect_joined=False)
             first = await client._recv(T)
             if first["type"] == "joined":
@@ -93,12 +102,26 @@ def test_a_room_lives_on_one_node_and_moves_when_it_dies(postgres, server_factor
             assert time.monotonic() - killed < 6, "the room did not move within the lease"
             await asyncio.sleep(0.3)
         assert first["room"]["node"] == "node-b"
-        assert [m["text"] for m in first["chat"]["messages"]] == ["before the loss"]
+        assert [m["text"] for m in first["chat"]["messages"]] == ["before the loss", "through the relay", "back to bob"]
         return time.monotonic() - killed
 
     moved_after = run_value(b, on_b)
     assert moved_after < 6
     assert b.admin("GET", "/v1/rooms/r").json()["node"] == "node-b"
+
+
+def test_a_relay_needs_the_cluster_credential(postgres, server_factory):
+    a, b = start_pair(server_factory, postgres)
+    token = a.token("mallory", "r")
+
+    async def forged():
+        now = int(time.time())
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            async with websockets.connect(a.rtc_url(token), additional_headers={"X-Parley-Relay": f"node-b.{now}.{'0' * 64}"}):
+                pass
+        assert refused.value.response.status_code == 401
+
+    asyncio.run(forged())
 
 
 def test_concurrent_first_joins_through_two_nodes_make_one_room(postgres, server_factory):
@@ -107,18 +130,17 @@ def test_concurrent_first_joins_through_two_nodes_make_one_room(postgres, server
     async def body(pool):
         pool_b = Pool(b)
         try:
-            for n in range(6):
+            for n in range(10):
                 room = f"race-{n}"
-                clients = await asyncio.gather(
-                    pool.open(f"x{n}", room, expect_joined=False), pool_b.open(f"y{n}", room, expect_joined=False))
-                firsts = [await c._recv(T) for c in clients]
-                kinds = sorted(f["type"] for f in firsts)
-                assert kinds == ["error", "joined"], firsts
-                assert next(f for f in firsts if f["type"] == "error")["code"] == "unavailable"
+                clients = await asyncio.gather(pool.open(f"x{n}", room), pool_b.open(f"y{n}", room))
+                nodes = {c.joined["room"]["node"] for c in clients}
+                assert len(nodes) == 1, nodes
+                sids = {c.joined["room"]["sid"] for c in clients}
+                assert len(sids) == 1, sids
         finally:
             await pool_b.close_all()
 
     run(a, body)
     held = [r["name"] for r in a.admin("GET", "/v1/rooms").json()["rooms"]] + [
         r["name"] for r in b.admin("GET", "/v1/rooms").json()["rooms"]]
-    assert sorted(held) == [f"race-{n}" for n in range(6)], held
+    assert sorted(held) == sorted(f"race-{n}" for n in range(10)), held

@@ -63,9 +63,13 @@ public final class ClusterMembership: Sendable {
         }
     }
 
-    /// The signaling URL of a live node, for messages that send a client there.
-    func signalingURL(of node: String) -> String? {
-        lastView.withLockedValue { view in view.first { $0.name == node }?.signalingURL }
+    /// The signaling URL of a live node: from the last renewal's view, else read now (a node
+    /// that joined since).
+    func signalingURL(of node: String) async -> String? {
+        if let known = lastView.withLockedValue({ view in view.first { $0.name == node }?.signalingURL }) { return known }
+        guard let live = try? await liveNodes() else { return nil }
+        lastView.withLockedValue { $0 = live }
+        return live.first { $0.name == node }?.signalingURL
     }
 
     /// One renewal: this node's record and the leases of the rooms it holds; then the live view.

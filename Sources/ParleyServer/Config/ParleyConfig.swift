@@ -1,3 +1,4 @@
+import Auth
 import Foundation
 import Logging
 import SFU
@@ -58,6 +59,8 @@ public struct ParleyConfig: Sendable {
     public var databaseStatementTimeout: Duration
     public var clusterAdvertiseURL: String
     public var clusterLeaseDuration: Duration
+    /// Signs relayed signaling between nodes (`ClusterCredential`).
+    public var clusterSecret: [UInt8]
     public var clusterRenewInterval: Duration
     public var nodeMaxParticipants: Int
     public var roomMaxParticipants: Int
@@ -218,6 +221,8 @@ public struct ParleyConfig: Sendable {
         databaseStatementTimeout = duration("database.statementTimeout")
         clusterAdvertiseURL = string("cluster.advertiseURL")
         clusterLeaseDuration = duration("cluster.leaseDuration")
+        let secret = string("cluster.secret")
+        clusterSecret = secret.isEmpty ? ClusterCredential.derivedSecret(apiKeys: apiKeys) : Array(secret.utf8)
         clusterRenewInterval = duration("cluster.renewInterval")
         guard clusterRenewInterval > .zero, clusterRenewInterval * 2 <= clusterLeaseDuration else {
             throw ConfigError("cluster.renewInterval must be positive and at most half of cluster.leaseDuration")

@@ -4,6 +4,12 @@ import WebRTC
 
 /// All open rooms by name. Rooms are created on first join (when `room.autoCreate`) or by the
 /// admin API, pinned to the least-loaded media worker, and dropped from here when they close.
+/// Where a room lives, for a join.
+public enum RoomLocation: Sendable, Equatable {
+    case here
+    case elsewhere(node: String, signalingURL: String)
+}
+
 public actor RoomRegistry {
     private var rooms: [String: Room] = [:]
     private let services: RoomServices
@@ -61,6 +67,21 @@ public actor RoomRegistry {
         return try await make(name, options: options)
     }
 
+    /// Where a join of `name` belongs: here (the room is open here, or this node now holds its
+    /// lease, or there is no cluster), or the node that holds it, to relay the client to.
+    public func locate(_ name: String) async throws(ProtocolError) -> RoomLocation {
+        if let room = rooms[name], await !room.isClosed { return .here }
+        guard let membership else { return .here }
+        guard !shuttingDown else { throw ProtocolError(.notFound, "the server is shutting down") }
+        try Self.validate(roomName: name)
+        let owner = try await membership.claim(room: name)
+        if owner.node == membership.nodeName { return .here }
+        guard let url = await membership.signalingURL(of: owner.node) else {
+            throw ProtocolError(.unavailable, "room \(name) lives on node \(owner.node), which this node does not know yet; try again shortly")
+        }
+        return .elsewhere(node: owner.node, signalingURL: url)
+    }
+
     /// In a cluster, takes the room's lease for this node. A room held by another live node is
     /// `unavailable` here for now (relaying signaling to its node is not built yet): the message
     /// names the node to connect to.
@@ -70,7 +91,7 @@ public actor RoomRegistry {
         guard let membership else { return }
         let owner = try await membership.claim(room: name)
         guard owner.node == membership.nodeName else {
-            let address = membership.signalingURL(of: owner.node).map { " at \($0)" } ?? ""
+            let address = await membership.signalingURL(of: owner.node).map { " at \($0)" } ?? ""
             throw ProtocolError(.unavailable, "room \(name) lives on node \(owner.node)\(address); connect there")
         }
     }

@@ -13,6 +13,8 @@ struct SignalingSession {
     let registry: RoomRegistry
     let services: RoomServices
     let sessions: SessionCounter
+    /// In a cluster, how to reach a room held by another node, and the query to pass on.
+    var relay: (relay: SignalingRelay, query: String)?
     let codec = SignalCodec()
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
@@ -66,6 +68,20 @@ struct SignalingSession {
     private func serve(inbound: WebSocketInboundStream, connection: SignalingConnection, logger: Logger) async {
         var logger = logger
         guard let roomName = claims.grants.room else { return }  // checked before the upgrade
+        if let relay {
+            do {
+                if case .elsewhere(let node, let url) = try await registry.locate(roomName) {
+                    logger[metadataKey: "room"] = "\(roomName)"
+                    logger.info("relaying signaling", metadata: ["owner": "\(node)"])
+                    await relay.relay.run(
+                        to: (node, url), query: relay.query, inbound: inbound, connection: connection, logger: logger)
+                    return
+                }
+            } catch {
+                refuse(error, connection: connection, logger: logger)
+                return
+            }
+        }
         let room: Room
         let sid: String
         do {

@@ -13,6 +13,8 @@ struct SignalingRequestContext: RequestContext, WebSocketRequestContext {
     let webSocket: WebSocketHandlerReference<Self>
     let channel: any Channel
     let claims = NIOLockedValueBox<AccessClaims?>(nil)
+    /// The node that relayed this connection, when it came with a valid cluster credential.
+    let relayedFrom = NIOLockedValueBox<String?>(nil)
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

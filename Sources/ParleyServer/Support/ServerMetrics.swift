@@ -22,6 +22,10 @@ public final class ServerMetrics: Sendable {
     public let clusterNodes: Gauge
     public let leaseRenewalFailures: Counter
     public let placementFailures: Counter
+    public let relayedSessions: Counter
+    public let relayedSessionsIn: Counter
+    public let relaysOpen: Gauge
+    public let relayFailures: Counter
     private let errorsByCode: [ErrorCode: Counter]
     private let requestDurations: NIOLockedValueBox<[String: DurationHistogram]>
 
@@ -54,6 +58,13 @@ public final class ServerMetrics: Sendable {
             descriptor: Self.name("cluster_lease_renewal_failures", unit: "total", help: "Renewals of this node's lease that failed (database unreachable)"))
         placementFailures = registry.makeCounter(
             descriptor: Self.name("room_placement_failures", unit: "total", help: "Rooms that could not be placed because the database was unreachable"))
+        relayedSessions = registry.makeCounter(
+            descriptor: Self.name("relayed_sessions", unit: "total", help: "Signaling connections this node relayed to the node that holds their room"))
+        relayedSessionsIn = registry.makeCounter(
+            descriptor: Self.name("relayed_sessions_received", unit: "total", help: "Signaling connections other nodes relayed here"))
+        relaysOpen = registry.makeGauge(descriptor: Self.name("relays_open", help: "Signaling connections this node is relaying now"))
+        relayFailures = registry.makeCounter(
+            descriptor: Self.name("relay_failures", unit: "total", help: "Relays that could not reach the room's node"))
         var errors: [ErrorCode: Counter] = [:]
         for code in ErrorCode.allCases {
             errors[code] = registry.makeCounter(
