@@ -246,6 +246,9 @@ public final class ParleyServer: Sendable {
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(RequestMetricsMiddleware(metrics: metrics))
         router.middlewares.add(WebClientMiddleware())
+        if let membership {
+            router.middlewares.add(AdminForwardingMiddleware(membership: membership, registry: registry, secret: config.clusterSecret))
+        }
         APIRoutes(
             registry: registry, services: services, auth: AdminAuth(verifier: verifier), store: store,
             readiness: readiness, turn: turn, nodes: { [self] in try await nodes() }

@@ -81,10 +81,18 @@ def test_a_room_lives_on_one_node_and_moves_when_it_dies(postgres, server_factor
         await alice.chat("back to bob")
         assert (await bob.expect("chat"))["message"]["text"] == "back to bob"
         assert (await bob.call("ping"))["type"] == "pong"
+        # The admin API answers from either node: node-b forwards to the room's node.
+        r = b.admin("GET", "/v1/rooms/r/participants")
+        assert r.status == 200 and sorted(p["identity"] for p in r.json()["participants"]) == ["alice", "bob"], r
+        assert r.headers.get("X-Parley-Node") == "node-a", r.headers
         await bob.close()
 
     run(a, relayed)
     assert a.admin("GET", "/v1/rooms/r").json()["node"] == "node-a"
+    assert b.admin("GET", "/v1/rooms/r").json()["node"] == "node-a"
+    r = b.admin("GET", "/v1/rooms/r/messages")
+    assert [m["text"] for m in r.json()["messages"]] == ["before the loss", "through the relay", "back to bob"], r
+    assert b.http("GET", "/v1/rooms/r").status == 401  # the owner still checks the caller's token
     assert metric(b.http("GET", "/metrics").text, "parley_relayed_sessions_total") >= 1
     assert metric(a.http("GET", "/metrics").text, "parley_relayed_sessions_received_total") >= 1
 

@@ -88,6 +88,11 @@ public final class ClusterMembership: Sendable {
         metrics.clusterNodes.set(Double(live.count))
     }
 
+    /// The room's owner while its lease runs.
+    func owner(of room: String) async throws -> RoomOwnership? {
+        try await repository.owner(room: room, now: clock.wallMilliseconds())
+    }
+
     func liveNodes() async throws -> [NodeRecord] {
         try await repository.liveNodes(now: clock.wallMilliseconds())
     }
