@@ -18,9 +18,11 @@ struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        guard path.hasPrefix("/v1/rooms/"), request.headers[SignalingRelay.credentialHeader] == nil else {
-            return try await next(request, context)
+        guard request.headers[SignalingRelay.credentialHeader] == nil else { return try await next(request, context) }
+        if path == "/v1/rooms" || path == "/v1/rooms/", request.method == .get {
+            return try await listEverywhere(request, context: context, next: next)
         }
+        guard path.hasPrefix("/v1/rooms/") else { return try await next(request, context) }
         let encodedRoom = path.dropFirst("/v1/rooms/".count).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
         guard let room = encodedRoom.removingPercentEncoding, !room.isEmpty, await registry.room(named: room) == nil,
               let owner = try? await membership.owner(of: room), owner.node != membership.nodeName,
@@ -47,6 +49,41 @@ struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             throw APIError(.unavailable, "room \(room) lives on node \(owner.node), which cannot be reached now: \(error)")
         }
+    }
+
+    /// `GET /v1/rooms` from any node: this node's rooms and every other live node's, by name. A
+    /// node that cannot be reached is left out (and named in `X-Parley-Unreachable`).
+    func listEverywhere(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // The local route checks the caller's token; its rooms are then read here as objects.
+        let local = try await next(request, context)
+        guard local.status == .ok,
+              let data = try? JSONEncoder().encode(await registry.list()),
+              var rooms = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]]
+        else { return local }
+        var unreachable: [String] = []
+        let others = ((try? await membership.liveNodes()) ?? []).filter { $0.name != membership.nodeName }
+        for node in others {
+            guard let url = URL(string: node.signalingURL + "/v1/rooms") else { continue }
+            var asked = URLRequest(url: url, timeoutInterval: 5)
+            if let authorization = request.headers[.authorization] { asked.setValue(authorization, forHTTPHeaderField: "Authorization") }
+            asked.setValue(
+                ClusterCredential.sign(node: membership.nodeName, unixTime: Int64(Date().timeIntervalSince1970), secret: secret),
+                forHTTPHeaderField: SignalingRelay.credentialHeader.rawName)
+            guard let (answer, response) = try? await URLSession.shared.data(for: asked),
+                  (response as? HTTPURLResponse)?.statusCode == 200,
+                  let theirs = (try? JSONSerialization.jsonObject(with: answer) as? [String: Any])?["rooms"] as? [[String: Any]]
+            else {
+                unreachable.append(node.name)
+                continue
+            }
+            rooms += theirs
+        }
+        rooms.sort { ($0["name"] as? String ?? "") < ($1["name"] as? String ?? "") }
+        let merged = try JSONSerialization.data(withJSONObject: ["rooms": rooms], options: [.sortedKeys])
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        if !unreachable.isEmpty { headers[HTTPField.Name("X-Parley-Unreachable")!] = unreachable.joined(separator: ",") }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: merged)))
     }
 
     static func query(_ request: Request) -> String {
