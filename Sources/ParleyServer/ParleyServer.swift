@@ -83,7 +83,8 @@ public final class ParleyServer: Sendable {
         let membership = store.cluster.map { cluster in
             ClusterMembership(
                 nodeName: config.nodeName, repository: cluster, clock: clock, leaseDuration: config.clusterLeaseDuration,
-                renewInterval: config.clusterRenewInterval, maxParticipants: config.nodeMaxParticipants, metrics: metrics,
+                renewInterval: config.clusterRenewInterval, maxParticipants: config.nodeMaxParticipants, secret: config.clusterSecret,
+                metrics: metrics,
                 logger: logger)
         }
         self.membership = membership
@@ -247,7 +248,7 @@ public final class ParleyServer: Sendable {
         router.middlewares.add(RequestMetricsMiddleware(metrics: metrics))
         router.middlewares.add(WebClientMiddleware())
         if let membership {
-            router.middlewares.add(AdminForwardingMiddleware(membership: membership, registry: registry, secret: config.clusterSecret))
+            router.middlewares.add(AdminForwardingMiddleware(membership: membership, registry: registry))
         }
         APIRoutes(
             registry: registry, services: services, auth: AdminAuth(verifier: verifier), store: store,
@@ -273,7 +274,7 @@ public final class ParleyServer: Sendable {
         let config = self.config
         // Only a node of a cluster relays; a relayed connection is never relayed again.
         let relay = membership.map { membership in
-            SignalingRelay(nodeName: membership.nodeName, secret: config.clusterSecret, maxMessageBytes: config.maxMessageBytes, metrics: services.metrics)
+            SignalingRelay(membership: membership, maxMessageBytes: config.maxMessageBytes, metrics: services.metrics)
         }
         // The token is checked before the upgrade: a refused client gets 401 or 403 with a JSON
         // error. Browsers cannot read that status; the web client asks a plain GET for the reason.

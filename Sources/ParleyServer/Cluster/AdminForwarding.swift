@@ -1,4 +1,3 @@
-import Auth
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -14,7 +13,6 @@ import NIOCore
 struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
     let membership: ClusterMembership
     let registry: RoomRegistry
-    let secret: [UInt8]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
@@ -30,13 +28,9 @@ struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
         else {
             return try await next(request, context)
         }
-        var forwarded = URLRequest(url: url, timeoutInterval: 10)
+        var forwarded = nodeRequest(url, for: request, timeout: 10)
         forwarded.httpMethod = request.method.rawValue
-        if let authorization = request.headers[.authorization] { forwarded.setValue(authorization, forHTTPHeaderField: "Authorization") }
         if let type = request.headers[.contentType] { forwarded.setValue(type, forHTTPHeaderField: "Content-Type") }
-        forwarded.setValue(
-            ClusterCredential.sign(node: membership.nodeName, unixTime: Int64(Date().timeIntervalSince1970), secret: secret),
-            forHTTPHeaderField: SignalingRelay.credentialHeader.rawName)
         let body = try await request.body.collect(upTo: APIRoutes.maxBodyBytes)
         if body.readableBytes > 0 { forwarded.httpBody = Data(body.readableBytesView) }
         do {
@@ -64,12 +58,7 @@ struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
         let others = ((try? await membership.liveNodes()) ?? []).filter { $0.name != membership.nodeName }
         for node in others {
             guard let url = URL(string: node.signalingURL + "/v1/rooms") else { continue }
-            var asked = URLRequest(url: url, timeoutInterval: 5)
-            if let authorization = request.headers[.authorization] { asked.setValue(authorization, forHTTPHeaderField: "Authorization") }
-            asked.setValue(
-                ClusterCredential.sign(node: membership.nodeName, unixTime: Int64(Date().timeIntervalSince1970), secret: secret),
-                forHTTPHeaderField: SignalingRelay.credentialHeader.rawName)
-            guard let (answer, response) = try? await URLSession.shared.data(for: asked),
+            guard let (answer, response) = try? await URLSession.shared.data(for: nodeRequest(url, for: request, timeout: 5)),
                   (response as? HTTPURLResponse)?.statusCode == 200,
                   let theirs = (try? JSONSerialization.jsonObject(with: answer) as? [String: Any])?["rooms"] as? [[String: Any]]
             else {
@@ -84,6 +73,15 @@ struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
         headers[.contentType] = "application/json"
         if !unreachable.isEmpty { headers[HTTPField.Name("X-Parley-Unreachable")!] = unreachable.joined(separator: ",") }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: merged)))
+    }
+
+    /// A request to another node on behalf of `request`: the caller's Authorization, which that
+    /// node checks, and this node's credential, which keeps it from forwarding again.
+    func nodeRequest(_ url: URL, for request: Request, timeout: TimeInterval) -> URLRequest {
+        var asked = URLRequest(url: url, timeoutInterval: timeout)
+        if let authorization = request.headers[.authorization] { asked.setValue(authorization, forHTTPHeaderField: "Authorization") }
+        asked.setValue(membership.credential(), forHTTPHeaderField: SignalingRelay.credentialHeader.rawName)
+        return asked
     }
 
     static func query(_ request: Request) -> String {

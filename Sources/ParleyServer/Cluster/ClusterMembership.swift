@@ -1,3 +1,4 @@
+import Auth
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -19,6 +20,8 @@ public final class ClusterMembership: Sendable {
     let metrics: ServerMetrics
     let logger: Logger
     let startedAt: Int64
+    /// `cluster.secret`: what this node signs its relayed and forwarded requests with.
+    let secret: [UInt8]
     /// Set once the listener is bound (its port may be chosen by the OS).
     let announcedAddress = NIOLockedValueBox<(signalingURL: String, media: [String], turn: String)?>(nil)
     /// The live nodes as of the last renewal, for /metrics.
@@ -27,8 +30,9 @@ public final class ClusterMembership: Sendable {
 
     init(
         nodeName: String, repository: any ClusterRepository, clock: any ServerClock, leaseDuration: Duration, renewInterval: Duration,
-        maxParticipants: Int, metrics: ServerMetrics, logger: Logger
+        maxParticipants: Int, secret: [UInt8], metrics: ServerMetrics, logger: Logger
     ) {
+        self.secret = secret
         self.nodeName = nodeName
         self.repository = repository
         self.clock = clock
@@ -40,7 +44,12 @@ public final class ClusterMembership: Sendable {
         self.startedAt = clock.wallMilliseconds()
     }
 
-    var leaseMilliseconds: Int64 { Int64(leaseDuration.components.seconds) * 1000 + leaseDuration.components.attoseconds / 1_000_000_000_000_000 }
+    var leaseMilliseconds: Int64 { leaseDuration.milliseconds }
+
+    /// This node's `ClusterCredential` as of now, for a request it relays or forwards.
+    func credential() -> String {
+        ClusterCredential.sign(node: nodeName, unixTime: Int64(Date().timeIntervalSince1970), secret: secret)
+    }
 
     /// Takes `room` for this node, or says which node has it. A database that cannot be reached
     /// means no placement: `unavailable`.

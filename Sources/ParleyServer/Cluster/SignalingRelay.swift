@@ -1,4 +1,3 @@
-import Auth
 import Foundation
 import HTTPTypes
 import HummingbirdWSClient
@@ -16,8 +15,7 @@ struct SignalingRelay: Sendable {
     /// The header that carries the relaying node's credential.
     static let credentialHeader = HTTPField.Name("X-Parley-Relay")!
 
-    let nodeName: String
-    let secret: [UInt8]
+    let membership: ClusterMembership
     let maxMessageBytes: Int
     let metrics: ServerMetrics
 
@@ -28,8 +26,7 @@ struct SignalingRelay: Sendable {
     ) async {
         let url = Self.webSocketURL(owner.signalingURL) + "/v1/rtc" + (query.isEmpty ? "" : "?\(query)")
         var headers = HTTPFields()
-        headers[Self.credentialHeader] = ClusterCredential.sign(
-            node: nodeName, unixTime: Int64(Date().timeIntervalSince1970), secret: secret)
+        headers[Self.credentialHeader] = membership.credential()
         let configuration = WebSocketClientConfiguration(
             maxFrameSize: max(maxMessageBytes, 1 << 16) * 16, additionalHeaders: headers, closeTimeout: .seconds(2))
         metrics.relayedSessions.increment()

@@ -82,17 +82,14 @@ public actor RoomRegistry {
         return .elsewhere(node: owner.node, signalingURL: url)
     }
 
-    /// In a cluster, takes the room's lease for this node. A room held by another live node is
-    /// `unavailable` here for now (relaying signaling to its node is not built yet): the message
-    /// names the node to connect to.
+    /// In a cluster, takes the room's lease for this node. A room held by another node is
+    /// `unavailable` here (joins reach it through `locate` and the relay; the admin API's create
+    /// names the node).
     private func place(_ name: String) async throws(ProtocolError) {
         guard !shuttingDown else { throw ProtocolError(.notFound, "the server is shutting down") }
         try Self.validate(roomName: name)
-        guard let membership else { return }
-        let owner = try await membership.claim(room: name)
-        guard owner.node == membership.nodeName else {
-            let address = await membership.signalingURL(of: owner.node).map { " at \($0)" } ?? ""
-            throw ProtocolError(.unavailable, "room \(name) lives on node \(owner.node)\(address); connect there")
+        if case .elsewhere(let node, let url) = try await locate(name) {
+            throw ProtocolError(.unavailable, "room \(name) lives on node \(node) at \(url); connect there")
         }
     }
 
