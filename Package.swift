@@ -34,6 +34,7 @@ let package = Package(
         .library(name: "Opus", targets: ["Opus"]),
         .library(name: "Congestion", targets: ["Congestion"]),
         .library(name: "StreamAllocation", targets: ["StreamAllocation"]),
+        .library(name: "Placement", targets: ["Placement"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -72,6 +73,8 @@ let package = Package(
         .target(name: "Congestion", swiftSettings: strictSettings),
         // Per subscriber: which simulcast and temporal layer of each track fits the estimate; dynacast's needed layers. Pure.
         .target(name: "StreamAllocation", swiftSettings: strictSettings),
+        // Which node a new room opens on, by the nodes' load and caps. Pure: the caller passes the view.
+        .target(name: "Placement", swiftSettings: strictSettings),
         // libopus: the encoder and decoder the recorder's mixer and the tools use.
         .target(name: "Opus", dependencies: ["CParleyOpus"], swiftSettings: strictSettings),
         // Socket addresses (STUN's, NIO's, the kernel's), raw UDP sockets and sendmmsg batches.
@@ -126,7 +129,7 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyProtocol", "Auth", "Store", "Addresses", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN", "Recording",
+                "ParleyProtocol", "Auth", "Store", "Placement", "Addresses", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN", "Recording",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
@@ -185,6 +188,7 @@ let package = Package(
         .testTarget(name: "RTPTests", dependencies: ["RTP"]),
         .testTarget(name: "CongestionTests", dependencies: ["Congestion"]),
         .testTarget(name: "StreamAllocationTests", dependencies: ["StreamAllocation"]),
+        .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN", "Addresses", "CParleySRTP"]),
         .testTarget(name: "RecordingTests", dependencies: ["Recording"]),

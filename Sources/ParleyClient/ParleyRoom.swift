@@ -95,6 +95,8 @@ public final class ParleyRoom: @unchecked Sendable {
         var ended = false
         /// False between a drop and the reconnection that follows it.
         var signalingUp = true
+        /// Where the server sent the room (`reconnect`, a draining node): the next attempt goes there.
+        var redirect: String?
         /// The room is over (left, closed, or gave up reconnecting): requests fail at once.
         var over = false
         /// Requests made while reconnecting, waiting for the next connection.
@@ -117,6 +119,9 @@ public final class ParleyRoom: @unchecked Sendable {
     private let continuation: AsyncStream<Event>.Continuation
     private let state: NIOLockedValueBox<State>
     private let url: String
+    /// `url` first, then the other nodes of a cluster the app named: a reconnection tries them in
+    /// turn, so losing the node it connected to does not end the room.
+    private let urls: [String]
     private let token: String
     private let iceTransportPolicy: ICETransportPolicy
     /// The ICE servers the app gave in place of `joined`'s; nil uses the server's.
@@ -131,12 +136,13 @@ public final class ParleyRoom: @unchecked Sendable {
     private var credentialRefresher: Task<Void, Never>?
 
     private init(
-        joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, url: String, token: String,
+        joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, urls: [String], token: String,
         iceTransportPolicy: ICETransportPolicy, iceServers: [ICEServer]?, reconnectPolicy: ReconnectPolicy, firewall: SimulatedFirewall,
         clock: @escaping MediaClock, logger: Logger, group: MultiThreadedEventLoopGroup
     ) {
         state = NIOLockedValueBox(State(joined: joined, signaling: signaling, room: RoomState(joined: joined), subscriber: subscriber))
-        self.url = url
+        self.url = urls[0]
+        self.urls = urls
         self.token = token
         self.iceTransportPolicy = iceTransportPolicy
         self.iceServers = iceServers
@@ -163,8 +169,12 @@ public final class ParleyRoom: @unchecked Sendable {
     /// `firewall` (tests and demos) drops what a firewall would: everything sent to the server
     /// directly (`.onlyTURN`), or all UDP (`.onlyTCP`, leaving TURN over TCP). `clock` paces the
     /// media transports (tests pass one they move).
+    ///
+    /// In a cluster, `alternateURLs` names other nodes: when the connection drops and `url` does
+    /// not answer (its node is gone), reconnection attempts go round them; a node that drains sends
+    /// the room to the node it picked (`reconnect`), which it then joins afresh and publishes again.
     public static func connect(
-        url: String, token: String, iceTransportPolicy: ICETransportPolicy = .all, iceServers: [ICEServer]? = nil,
+        url: String, alternateURLs: [String] = [], token: String, iceTransportPolicy: ICETransportPolicy = .all, iceServers: [ICEServer]? = nil,
         reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), refreshesTURNCredentials: Bool = true, firewall: SimulatedFirewall = .none,
         clock: @escaping MediaClock = MediaClocks.system, logger: Logger = Logger(label: "parley.client")
     ) async throws -> ParleyRoom {
@@ -175,7 +185,7 @@ public final class ParleyRoom: @unchecked Sendable {
             let subscriber = try await makeSubscriber(
                 on: group.next(), iceServers: iceServers ?? joined.iceServers, policy: iceTransportPolicy, firewall: firewall, clock: clock)
             let room = ParleyRoom(
-                joined: joined, signaling: signaling, subscriber: subscriber, url: url, token: token,
+                joined: joined, signaling: signaling, subscriber: subscriber, urls: [url] + alternateURLs, token: token,
                 iceTransportPolicy: iceTransportPolicy, iceServers: iceServers, reconnectPolicy: reconnectPolicy, firewall: firewall,
                 clock: clock, logger: logger, group: group)
             room.reader = Task { await room.run() }
@@ -490,7 +500,8 @@ public final class ParleyRoom: @unchecked Sendable {
             await readEvents(from: signaling)
             let (leaving, ended) = state.withLockedValue { ($0.leaving, $0.ended) }
             if leaving || ended { break }
-            if await signaling.closedNormally() {
+            let redirected = state.withLockedValue { $0.redirect != nil }
+            if !redirected, await signaling.closedNormally() {
                 continuation.yield(.closed(reason: "connection_closed"))
                 break
             }
@@ -507,21 +518,29 @@ public final class ParleyRoom: @unchecked Sendable {
     /// Tries to get the session back per the policy; true once signaling is back.
     private func resumeSession() async -> Bool {
         let policy = reconnectPolicy
+        // A server that sent us elsewhere is followed first; then the nodes the app named, in turn.
+        let redirect = state.withLockedValue { state in
+            defer { state.redirect = nil }
+            return state.redirect.map { $0.isEmpty ? [] : [Self.signalingBase(ofNodeURL: $0)] } ?? []
+        }
+        let candidates = redirect + urls
         var attempt = 0
         while attempt < policy.maxAttempts {
             attempt += 1
             continuation.yield(.reconnecting(attempt: attempt))
             do { try await policy.sleep(policy.delay(beforeAttempt: attempt)) } catch { return false }
             guard !Task.isCancelled, !state.withLockedValue({ $0.leaving }) else { return false }
+            let target = candidates[(attempt - 1) % candidates.count]
             let signaling: SignalingClient
             do {
-                signaling = try await SignalingClient.connect(url: url, token: token, resume: sid, logger: logger)
+                signaling = try await SignalingClient.connect(url: target, token: token, resume: sid, logger: logger)
             } catch {
                 logger.debug("reconnect attempt failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
                 continue
             }
             do {
                 let joined = try await Self.awaitJoined(on: signaling)
+                if target != url { logger.info("reconnected through another node", metadata: ["url": "\(target)"]) }
                 guard await adopt(joined, on: signaling) else { return false }
                 continuation.yield(.reconnected(resumed: joined.resumed))
                 return true
@@ -586,6 +605,13 @@ public final class ParleyRoom: @unchecked Sendable {
         } catch {
             logger.error("could not restart media in the new session", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// A node's HTTP URL (`reconnect`'s) as the WebSocket base SignalingClient takes.
+    static func signalingBase(ofNodeURL url: String) -> String {
+        if url.hasPrefix("https://") { return "wss://" + url.dropFirst("https://".count) }
+        if url.hasPrefix("http://") { return "ws://" + url.dropFirst("http://".count) }
+        return url
     }
 
     /// Chat sent while the connection was down, from the history after the last seq seen.
@@ -663,6 +689,11 @@ public final class ParleyRoom: @unchecked Sendable {
             let publisher = state.withLockedValue { state in state.publishedTracks.contains { $0.sid == event.track } ? state.publisher : nil }
             if let publisher { try? await publisher.loop.submit { publisher.setActiveLayers(event.active) }.get() }
             continuation.yield(.publisherLayers(track: event.track, active: event.active))
+        case Reconnect.type:
+            // The node drains: the connection closes next, and the room reconnects where it says.
+            guard let event = try? frame.decode(Reconnect.self) else { return }
+            logger.notice("server asked to reconnect", metadata: ["reason": "\(event.reason)", "url": "\(event.url ?? "")"])
+            state.withLockedValue { $0.redirect = event.url ?? "" }
         case RoomClosed.type:
             guard let event = try? frame.decode(RoomClosed.self) else { return }
             state.withLockedValue { $0.ended = true }

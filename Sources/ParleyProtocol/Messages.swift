@@ -98,6 +98,19 @@ public struct RoomClosed: SignalMessage, Equatable {
     public init(reason: String) { self.reason = reason }
 }
 
+/// The server asks the client to connect again, fresh (no resume): its node is draining and the
+/// room now lives on the node at `url` (its HTTP URL; signaling is at `/v1/rtc` there). Without
+/// `url`, the client reconnects where it connected before.
+public struct Reconnect: SignalMessage, Equatable {
+    public static let type = "reconnect"
+    public var reason: String
+    public var url: String?
+    public init(reason: String, url: String?) {
+        self.reason = reason
+        self.url = url
+    }
+}
+
 /// A recording changed state (started, stopped, failed); also the reply to `recording.start`/`.stop`.
 public struct RecordingEvent: SignalMessage, Equatable {
     public static let type = "recording"

@@ -85,6 +85,8 @@ public struct NodeInfo: Codable, Sendable, Equatable {
     public var rooms: Int
     /// Cores of CPU the node's process used over its last renewal.
     public var cpu: Double
+    /// Cores the node's machine has.
+    public var cores: Int
     public var maxParticipants: Int
     public var draining: Bool
     public var startedAt: Int64
@@ -93,7 +95,7 @@ public struct NodeInfo: Codable, Sendable, Equatable {
 
     public init(
         name: String, signalingURL: String, mediaAddresses: [String], turnAddress: String, participants: Int, rooms: Int, cpu: Double,
-        maxParticipants: Int, draining: Bool, startedAt: Int64, leaseUntil: Int64
+        cores: Int, maxParticipants: Int, draining: Bool, startedAt: Int64, leaseUntil: Int64
     ) {
         self.name = name
         self.signalingURL = signalingURL
@@ -102,6 +104,7 @@ public struct NodeInfo: Codable, Sendable, Equatable {
         self.participants = participants
         self.rooms = rooms
         self.cpu = cpu
+        self.cores = cores
         self.maxParticipants = maxParticipants
         self.draining = draining
         self.startedAt = startedAt
@@ -303,7 +306,8 @@ public struct RecordingFileInfo: Codable, Sendable, Equatable {
 public struct RecordingInfo: Codable, Sendable, Equatable {
     public var id: String
     public var room: String
-    /// `starting`, `active`, `stopped` or `failed`.
+    /// `starting`, `active`, `stopped`, `failed`, or `interrupted` (its node stopped or was lost
+    /// first; the files hold what was flushed).
     public var state: String
     public var mode: String
     public var startedAt: Int64
@@ -312,11 +316,14 @@ public struct RecordingInfo: Codable, Sendable, Equatable {
     public var bytes: Int64
     public var durationMs: Int64
     public var error: String?
+    /// The node that writes it, whose disk holds its files.
+    public var node: String?
 
     public init(
         id: String, room: String, state: String, mode: String, startedAt: Int64, stoppedAt: Int64? = nil,
-        files: [RecordingFileInfo] = [], bytes: Int64 = 0, durationMs: Int64 = 0, error: String? = nil
+        files: [RecordingFileInfo] = [], bytes: Int64 = 0, durationMs: Int64 = 0, error: String? = nil, node: String? = nil
     ) {
+        self.node = node
         self.id = id
         self.room = room
         self.state = state

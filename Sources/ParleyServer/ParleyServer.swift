@@ -24,6 +24,8 @@ public final class ParleyServer: Sendable {
     /// This node's lease and its rooms' ownership, when the store is PostgreSQL.
     public let membership: ClusterMembership?
     public let registry: RoomRegistry
+    /// In a cluster: empties this node onto the others (`parley node drain`, SIGTERM).
+    let drain: NodeDrain?
     public let metrics: ServerMetrics
     public let workers: MediaWorkers
     /// The host candidate addresses every worker binds and advertises.
@@ -80,21 +82,32 @@ public final class ParleyServer: Sendable {
             logger: logger, server: ServerInfo(version: ParleyVersion.current, node: config.nodeName), media: try MediaServices(),
             iceServers: iceServers, recordings: store.recordings)
         let metrics = self.metrics
-        let membership = store.cluster.map { cluster in
+        let recordingLog = RecordingLog(self.store.recordings)
+        let membership = self.store.cluster.map { cluster in
             ClusterMembership(
                 nodeName: config.nodeName, repository: cluster, clock: clock, leaseDuration: config.clusterLeaseDuration,
-                renewInterval: config.clusterRenewInterval, maxParticipants: config.nodeMaxParticipants, secret: config.clusterSecret,
+                renewInterval: config.clusterRenewInterval, maxParticipants: config.nodeMaxParticipants, maxCPU: config.nodeMaxCPU,
+                secret: config.clusterSecret, recordings: recordingLog,
                 metrics: metrics,
                 logger: logger)
         }
         self.membership = membership
-        self.registry = RoomRegistry(services: services, workers: workers, membership: membership)
+        let registry = RoomRegistry(services: services, workers: workers, membership: membership)
+        self.registry = registry
+        let readiness = self.readiness
+        self.drain = membership.map { membership in
+            NodeDrain(membership: membership, registry: registry, readiness: readiness, metrics: metrics, logger: logger)
+        }
     }
 
     /// Runs until shut down. `signals` lists the Unix signals that start a graceful shutdown.
     public func run(gracefulShutdownSignals signals: [UnixSignal] = []) async throws {
         // Recordings a crash left running: their files hold what was flushed, but they are over.
-        try? await services.recordings?.markInterrupted(stoppedAt: services.clock.wallMilliseconds())
+        if let recordings = services.recordings {
+            await RecordingRecovery.recover(
+                recordings: recordings, node: config.nodeName, directory: config.recordingDir, now: services.clock.wallMilliseconds(),
+                logger: logger)
+        }
         do {
             try await workers.startMedia(addresses: nodeAddresses)
         } catch {
@@ -151,7 +164,9 @@ public final class ParleyServer: Sendable {
                     .init(service: DatabaseCloser(store: store, logger: logger)),
                 ] + (membership.map { [.init(service: ClusterHeartbeat(membership: $0, registry: registry))] } ?? []) + [
                     .init(service: app),
-                    .init(service: RoomCloser(registry: registry, sessions: sessions, readiness: readiness, logger: logger)),
+                    .init(service: RoomCloser(
+                        registry: registry, sessions: sessions, readiness: readiness, drain: drain, drainTimeout: config.nodeDrainTimeout,
+                        logger: logger)),
                 ],
                 gracefulShutdownSignals: signals,
                 logger: logger))
@@ -226,7 +241,7 @@ public final class ParleyServer: Sendable {
         return [NodeInfo(
             name: config.nodeName, signalingURL: address.signalingURL, mediaAddresses: address.media, turnAddress: address.turn,
             participants: rooms.reduce(0) { $0 + ($1.numParticipants ?? 0) }, rooms: rooms.count, cpu: 0,
-            maxParticipants: config.nodeMaxParticipants, draining: false, startedAt: now, leaseUntil: now)]
+            cores: ProcessInfo.processInfo.activeProcessorCount, maxParticipants: config.nodeMaxParticipants, draining: false, startedAt: now, leaseUntil: now)]
     }
 
     /// Where this node is reached, as its cluster record says.
@@ -255,6 +270,10 @@ public final class ParleyServer: Sendable {
             readiness: readiness, turn: turn, nodes: { [self] in try await nodes() }
         ).register(on: router)
         RecordingRoutes(registry: registry, services: services, auth: AdminAuth(verifier: verifier)).register(on: router)
+        DrainRoutes(
+            drain: drain, nodeName: config.nodeName, auth: AdminAuth(verifier: verifier), defaultTimeout: config.nodeDrainTimeout,
+            shutdown: { [self] in await shutdown() }
+        ).register(on: router)
         // A plain GET (no upgrade) learns why its token is refused (401, 403), as JSON.
         let verifier = self.verifier
         router.get("/v1/rtc") { request, _ -> Response in
@@ -355,14 +374,24 @@ struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 /// Closes every room when shutdown starts, before the listener stops, so clients hear `room.closed`.
+/// In a cluster the node drains first: its participants move to other nodes instead.
 struct RoomCloser: Service {
     let registry: RoomRegistry
     let sessions: SessionCounter
     let readiness: Readiness
+    let drain: NodeDrain?
+    let drainTimeout: Duration
     let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
+        // Draining moves people to other nodes: alone, a node closes its rooms at once as before.
+        if let drain, await drain.othersLive() {
+            _ = await drain.start(timeout: drainTimeout)
+            await drain.finished()
+            // `reconnect` frames out before the sockets go.
+            await sessions.waitUntilIdle(timeout: SignalingSession.closeGrace + .seconds(1))
+        }
         readiness.set(.draining)
         logger.info("shutting down: closing rooms")
         await registry.closeAll(reason: "server_shutdown")

@@ -16,6 +16,9 @@ import RTP
 public final class LoadTester: @unchecked Sendable {
     public struct Options: Sendable {
         public var url: String
+        /// Other nodes of a cluster: participants go round `url` and these, so each room's
+        /// participants are spread over every node (the rooms' own nodes relay the rest).
+        public var alternateURLs: [String] = []
         public var apiKey: String
         public var apiSecret: String
         public var rooms = 1
@@ -122,7 +125,10 @@ public final class LoadTester: @unchecked Sendable {
         /// answered (on RTX when negotiated), summed over publishers.
         public var publisherTransportFeedback: Int
         public var publisherRetransmissions: Int
+        /// Summed over every node given.
         public var server: [String: Double]
+        /// Joins by the node that took the connection's URL → the node that held the room.
+        public var joinsByNode: [String: Int]
         public var errors: [String]
     }
 
@@ -142,6 +148,7 @@ public final class LoadTester: @unchecked Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     private let joinTimes = NIOLockedValueBox<[Double]>([])
+    private let joinsByNode = NIOLockedValueBox<[String: Int]>([:])
     private let chatDelays = NIOLockedValueBox<[Double]>([])
     private let failures = NIOLockedValueBox<[String]>([])
     private let tracks = NIOLockedValueBox<[TrackStats]>([])
@@ -224,7 +231,11 @@ public final class LoadTester: @unchecked Sendable {
                                 joined.withLockedValue { $0 += 1 }
                             }
                         } else {
-                            try await participant(room: entry.room, index: entry.index, publishes: entry.publishes, issuer: issuer, until: end) {
+                            let urls = [options.url] + options.alternateURLs
+                            try await participant(
+                                room: entry.room, index: entry.index, publishes: entry.publishes, url: urls[number % urls.count], issuer: issuer,
+                                until: end
+                            ) {
                                 joined.withLockedValue { $0 += 1 }
                             }
                         }
@@ -257,7 +268,7 @@ public final class LoadTester: @unchecked Sendable {
 
     /// One synthetic participant from join to the end of the test.
     private func participant(
-        room: String, index: Int, publishes: Bool, issuer: TokenIssuer, until end: ContinuousClock.Instant,
+        room: String, index: Int, publishes: Bool, url: String, issuer: TokenIssuer, until end: ContinuousClock.Instant,
         onJoined: @escaping @Sendable () -> Void
     ) async throws {
         let identity = "\(publishes ? "pub" : "sub")-\(index)-\(UUID().uuidString.prefix(6))"
@@ -265,10 +276,11 @@ public final class LoadTester: @unchecked Sendable {
         for name in publishes ? ["join", "publish", "chat"] : ["join", "subscribe", "chat"] { _ = grants.enable(name) }
         let token = try await issuer.mint(identity: identity, grants: grants, ttl: 3600)
         let joinStarted = ContinuousClock.now
-        let signaling = try await SignalingClient.connect(url: options.url, token: token, logger: logger)
+        let signaling = try await SignalingClient.connect(url: url, token: token, logger: logger)
         let first = try await signaling.next(timeout: .seconds(15))
         guard first.type == "joined" else { throw SignalingClientError.connectFailed(String(first.text.prefix(200))) }
         let joinedMessage = try first.decode(Joined.self)
+        joinsByNode.withLockedValue { $0[joinedMessage.server.node, default: 0] += 1 }
         joinTimes.withLockedValue { $0.append(Self.milliseconds(ContinuousClock.now - joinStarted)) }
         onJoined()
         let loop = group.next()
@@ -493,16 +505,24 @@ public final class LoadTester: @unchecked Sendable {
             // Feedback is per transport: counted once per publisher (its audio source).
             publisherTransportFeedback: sent.filter { $0.kind == "audio" }.reduce(0) { $0 + $1.transportFeedbackReceived },
             publisherRetransmissions: sent.reduce(0) { $0 + $1.retransmissions }, server: options.target == "janus" ? [:] : await serverFigures(),
+            joinsByNode: joinsByNode.withLockedValue { $0 },
             errors: errors)
     }
 
-    /// Figures from the server's /metrics (when reachable without a token).
+    /// Figures from the servers' /metrics (when reachable without a token), summed over nodes.
     private func serverFigures() async -> [String: Double] {
-        let base = options.url.replacingOccurrences(of: "ws://", with: "http://").replacingOccurrences(of: "wss://", with: "https://")
+        var figures: [String: Double] = [:]
+        for node in [options.url] + options.alternateURLs {
+            await addFigures(of: node, to: &figures)
+        }
+        return figures
+    }
+
+    private func addFigures(of node: String, to figures: inout [String: Double]) async {
+        let base = node.replacingOccurrences(of: "ws://", with: "http://").replacingOccurrences(of: "wss://", with: "https://")
         guard let url = URL(string: base.replacingOccurrences(of: "/v1/rtc", with: "") + "/metrics"),
             let (data, _) = try? await URLSession.shared.data(from: url)
-        else { return [:] }
-        var figures: [String: Double] = [:]
+        else { return }
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
             let parts = line.split(separator: " ")
             guard parts.count == 2, let value = Double(parts[1]) else { continue }
@@ -514,7 +534,6 @@ public final class LoadTester: @unchecked Sendable {
                 figures[name, default: 0] += value
             }
         }
-        return figures
     }
 
     static func percentile(_ values: [Double], _ fraction: Double) -> Double {

@@ -12,6 +12,8 @@ public struct NodeRecord: Sendable, Equatable {
     public var rooms: Int
     /// Its process's CPU use over the last renewal, in cores.
     public var cpu: Double
+    /// The cores its machine has, to read `cpu` against.
+    public var cores: Int
     /// `node.maxParticipants`: placement sends new rooms elsewhere past it (0: no cap).
     public var maxParticipants: Int
     /// A draining node takes no new rooms.
@@ -22,7 +24,7 @@ public struct NodeRecord: Sendable, Equatable {
 
     public init(
         name: String, signalingURL: String, mediaAddresses: [String], turnAddress: String, participants: Int, rooms: Int,
-        cpu: Double, maxParticipants: Int, draining: Bool, startedAt: Int64, leaseUntil: Int64
+        cpu: Double, cores: Int, maxParticipants: Int, draining: Bool, startedAt: Int64, leaseUntil: Int64
     ) {
         self.name = name
         self.signalingURL = signalingURL
@@ -31,6 +33,7 @@ public struct NodeRecord: Sendable, Equatable {
         self.participants = participants
         self.rooms = rooms
         self.cpu = cpu
+        self.cores = cores
         self.maxParticipants = maxParticipants
         self.draining = draining
         self.startedAt = startedAt
@@ -67,6 +70,9 @@ public protocol ClusterRepository: Sendable {
     /// Takes `room` for `node` unless a live lease of another node holds it; atomic, so
     /// concurrent first joins through different nodes agree. Returns the owner after the call.
     func claim(room: String, node: String, now: Int64, leaseUntil: Int64) async throws -> RoomOwnership
+    /// Hands a room `from` holds to `to` (a draining node moving it), with a fresh lease; false
+    /// when `from` no longer holds it.
+    func transfer(room: String, from: String, to: String, now: Int64, leaseUntil: Int64) async throws -> Bool
     /// The room's owner while its lease runs, nil otherwise.
     func owner(room: String, now: Int64) async throws -> RoomOwnership?
     /// The node gives a room up (it closed), unless another node holds it by now.

@@ -27,7 +27,8 @@ public struct RecordingFileRecord: Codable, Sendable, Equatable {
 public struct RecordingRecord: Sendable, Equatable {
     public var id: String
     public var room: String
-    /// `starting`, `active`, `stopped` or `failed`.
+    /// `starting`, `active`, `stopped`, `failed`, or `interrupted` (its node stopped or was lost
+    /// before it finished; the files hold what was flushed).
     public var state: String
     /// `tracks`, `mix` or `both`.
     public var mode: String
@@ -37,11 +38,14 @@ public struct RecordingRecord: Sendable, Equatable {
     public var bytes: Int64
     public var durationMs: Int64
     public var error: String?
+    /// The node that writes it: its files are on that node's disk.
+    public var node: String
 
     public init(
         id: String, room: String, state: String, mode: String, startedAt: Int64, stoppedAt: Int64?, files: [RecordingFileRecord],
-        bytes: Int64, durationMs: Int64, error: String?
+        bytes: Int64, durationMs: Int64, error: String?, node: String = ""
     ) {
+        self.node = node
         self.id = id
         self.room = room
         self.state = state
@@ -62,7 +66,10 @@ public protocol RecordingRepository: Sendable {
     func get(_ id: String) async throws -> RecordingRecord?
     /// A room's recordings (all rooms' when nil, the newest 500), newest first.
     func list(room: String?) async throws -> [RecordingRecord]
-    /// Recordings a crash left `starting` or `active` become `failed`: their files hold what
-    /// was flushed.
-    func markInterrupted(stoppedAt: Int64) async throws
+    /// At a node's start: the recordings it left `starting` or `active` (a crash) become
+    /// `interrupted`, and are returned. Rows without a node (older ones) count as its own.
+    func markInterrupted(node: String, stoppedAt: Int64) async throws -> [RecordingRecord]
+    /// In a cluster: the running recordings of nodes not in `liveNodes` (lost) become
+    /// `interrupted`, and are returned.
+    func markInterrupted(exceptNodes liveNodes: [String], stoppedAt: Int64) async throws -> [RecordingRecord]
 }

@@ -12,7 +12,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Parley: a real-time media and signaling server.",
         version: ParleyVersion.current,
-        subcommands: [Serve.self, Token.self, Rooms.self, Record.self, LoadTest.self])
+        subcommands: [Serve.self, Token.self, Rooms.self, Node.self, Join.self, Record.self, LoadTest.self])
 }
 
 /// API credentials for commands that mint tokens: flags, then PARLEY_API_KEY / PARLEY_API_SECRET,
@@ -181,7 +181,7 @@ struct LoadTest: AsyncParsableCommand {
         commandName: "loadtest",
         abstract: "Drive synthetic participants (libopus tones over real ICE/DTLS/SRTP) and report joins, delay, loss and jitter.")
 
-    @Option(help: "Server URL, e.g. ws://127.0.0.1:7880 (Janus's WebSocket API with --target janus, e.g. ws://127.0.0.1:8188)") var url: String
+    @Option(help: "Server URL, e.g. ws://127.0.0.1:7880 (Janus's WebSocket API with --target janus, e.g. ws://127.0.0.1:8188); repeat it for the nodes of a cluster: participants go round them, so every room is spread over all") var url: [String]
     @OptionGroup var credentials: Credentials
     @Option(help: "Rooms") var rooms = 1
     @Option(help: "Publishers per room (each sends a distinct tone)") var publishers = 1
@@ -211,9 +211,12 @@ struct LoadTest: AsyncParsableCommand {
             return Double(value.components.seconds) * 1000 + Double(value.components.attoseconds) / 1e15
         }
         let environment = ProcessInfo.processInfo.environment
+        guard let firstURL = url.first else { throw ValidationError("--url is needed") }
+        guard url.count == 1 || target == "parley" else { throw ValidationError("several --url: --target parley") }
         var options = LoadTester.Options(
-            url: url, apiKey: credentials.apiKey ?? environment["PARLEY_API_KEY"] ?? ParleyConfig.devAPIKey,
+            url: firstURL, apiKey: credentials.apiKey ?? environment["PARLEY_API_KEY"] ?? ParleyConfig.devAPIKey,
             apiSecret: credentials.apiSecret ?? environment["PARLEY_API_SECRET"] ?? ParleyConfig.devAPISecret)
+        options.alternateURLs = Array(url.dropFirst())
         options.rooms = rooms
         options.publishers = publishers
         options.subscribers = subscribers
@@ -241,6 +244,9 @@ struct LoadTest: AsyncParsableCommand {
             String(format: "p50 %.1f ms  p95 %.1f ms  p99 %.1f ms  (%d)", p.p50, p.p95, p.p99, p.count)
         }
         row("joins", "\(report.joinsOK) ok, \(report.joinsFailed) failed")
+        if report.joinsByNode.count > 1 {
+            row("rooms' nodes (joins)", report.joinsByNode.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "  "))
+        }
         row("join time", ms(report.joinMs))
         row("media delay", ms(report.mediaDelayMs))
         row("loss", String(format: "%.3f%% (%d of %d packets)", report.lossPercent, report.packetsLost, report.packetsReceived + report.packetsLost))

@@ -17,6 +17,18 @@ struct Rooms: AsyncParsableCommand {
 
         /// Calls the API with a short-lived server-wide admin token; prints the JSON answer.
         func call(_ method: String, _ path: String, body: [String: Any]? = nil) async throws {
+            let (status, data) = try await send(method, path, body: body)
+            if let object = try? JSONSerialization.jsonObject(with: data),
+               let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) {
+                print(String(decoding: pretty, as: UTF8.self))
+            } else if status == 204 {
+                print("done")
+            }
+            guard (200..<300).contains(status) else { throw ExitCode(1) }
+        }
+
+        /// Calls the API with a short-lived server-wide admin token; returns the status and body.
+        func send(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> (Int, Data) {
             let token = try await credentials.issuer().mint(identity: "parley-cli", grants: Grants(admin: true), ttl: 300)
             guard let endpoint = URL(string: url.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path) else {
                 throw ValidationError("bad --url \(url)")
@@ -29,14 +41,7 @@ struct Rooms: AsyncParsableCommand {
                 request.httpBody = try JSONSerialization.data(withJSONObject: body)
             }
             let (data, response) = try await URLSession.shared.data(for: request)
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            if let object = try? JSONSerialization.jsonObject(with: data),
-               let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) {
-                print(String(decoding: pretty, as: UTF8.self))
-            } else if status == 204 {
-                print("done")
-            }
-            guard (200..<300).contains(status) else { throw ExitCode(1) }
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
         }
     }
 

@@ -169,14 +169,14 @@ class Participant:
     def sid(self) -> str:
         return self.joined["participant"]["sid"]
 
-    async def request(self, message: dict, timeout: float = 10.0) -> dict:
+    async def request(self, message: dict, timeout: float = 10.0, allow_error: bool = False) -> dict:
         self._next_id += 1
         message["id"] = f"{self.name}-{self._next_id}"
         future = asyncio.get_running_loop().create_future()
         self._replies[message["id"]] = future
         await self.ws.send(json.dumps(message))
         reply = await asyncio.wait_for(future, timeout)
-        if reply.get("type") == "error":
+        if reply.get("type") == "error" and not allow_error:
             raise RuntimeError(f"{message['type']} refused: {reply}")
         return reply
 

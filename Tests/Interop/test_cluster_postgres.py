@@ -14,7 +14,9 @@ import websockets
 
 from test_signaling_contract import Pool, T, metric, run, run_value
 
-LEASE = {"cluster.leaseDuration": "2s", "cluster.renewInterval": "400ms", "log.level": "warning"}
+# Short leases so a lost node lapses fast; a short drain so a SIGTERM at teardown (which drains a
+# node of a cluster) does not wait out the default minute.
+LEASE = {"cluster.leaseDuration": "2s", "cluster.renewInterval": "400ms", "node.drainTimeout": "1s", "log.level": "warning"}
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -33,10 +35,10 @@ def node_names(server) -> list[str]:
     return [n["name"] for n in r.json()["nodes"]]
 
 
-def start_pair(server_factory, postgres):
+def start_pair(server_factory, postgres, a_sets: dict | None = None, b_sets: dict | None = None):
     url = postgres.create_database()
-    a = server_factory({"database.url": url, "server.nodeName": "node-a", **LEASE})
-    b = server_factory({"database.url": url, "server.nodeName": "node-b", **LEASE})
+    a = server_factory({"database.url": url, "server.nodeName": "node-a", **LEASE, **(a_sets or {})})
+    b = server_factory({"database.url": url, "server.nodeName": "node-b", **LEASE, **(b_sets or {})})
     wait_for(lambda: node_names(a) == ["node-a", "node-b"] and node_names(b) == ["node-a", "node-b"], 5, "both nodes listed")
     return a, b
 

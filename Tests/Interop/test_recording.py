@@ -199,11 +199,18 @@ def test_sigkill_leaves_files_readable_up_to_the_kill(server):
     assert abs(dominant_frequency(decoded[24_000:2 * 48_000]) - 440) <= 10
     assert probe(video)["streams"][0]["codec_name"] == "vp8"
     assert video_frames(video) >= 30
-    # After a restart the interrupted recording is marked as such.
+    # After a restart the interrupted recording is marked as such, its files listed (in the API
+    # and in a manifest written now) and downloadable.
     server.start()
     token = server.token("ops", "killrec", record=True, join=False)
     got = server.http("GET", f"/v1/recordings/{recording['id']}", token=token).json()
-    assert got["state"] == "failed" and "finalized" in got["error"], got
+    assert got["state"] == "interrupted" and "finalized" in got["error"], got
+    assert sorted(f["name"] for f in got["files"]) == names, got
+    assert got["bytes"] == sum((directory / n).stat().st_size for n in names), got
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["state"] == "interrupted" and manifest["id"] == recording["id"], manifest
+    download = server.http("GET", f"/v1/recordings/{recording['id']}/files/{audio.name}", token=token)
+    assert download.status == 200 and len(download.body) == audio.stat().st_size
 
 
 def tone_level(samples: numpy.ndarray, frequency: float) -> float:

@@ -239,22 +239,30 @@ import Testing
     }
 
     @Test func chatBeyondTheRateLimitIsRefused() async throws {
-        let server = try await TestServer.start()
+        // Time stands still (a manual clock): the bucket refills only when the test says so.
+        let clock = ManualClock()
+        let server = try await TestServer.start(clock: clock)
         let (client, _) = try await server.join("alice")
         var acks = 0
         var limited = 0
-        for n in 0..<30 {
-            do {
-                _ = try await client.request(ChatSend(text: "m\(n)", clientMsgId: "r\(n)"))
-                acks += 1
-            } catch SignalingClientError.serverError(let reply) {
-                #expect(reply.code == .rateLimited)
-                limited += 1
+        func send(_ numbers: Range<Int>) async throws {
+            for n in numbers {
+                do {
+                    _ = try await client.request(ChatSend(text: "m\(n)", clientMsgId: "r\(n)"))
+                    acks += 1
+                } catch SignalingClientError.serverError(let reply) {
+                    #expect(reply.code == .rateLimited)
+                    limited += 1
+                }
             }
         }
-        // The burst of 20, plus what refilled at 10/s while the loop ran.
-        #expect(acks >= 20 && acks < 30, "acks \(acks)")
-        #expect(limited == 30 - acks)
+        try await send(0..<30)
+        // The burst of 20, then refusals.
+        #expect(acks == 20 && limited == 10, "acks \(acks)")
+        // A second later 10 more fit (10/s).
+        clock.advance(by: .seconds(1))
+        try await send(30..<41)
+        #expect(acks == 30 && limited == 11, "acks \(acks), limited \(limited)")
         #expect(try await server.server.services.chat.lastSeq(room: "standup") == Int64(acks))
         try await server.stop()
     }

@@ -12,7 +12,7 @@ import Testing
     func node(_ name: String, leaseUntil: Int64, participants: Int = 0) -> NodeRecord {
         NodeRecord(
             name: name, signalingURL: "http://\(name):7880", mediaAddresses: ["10.0.0.1:7882"], turnAddress: "10.0.0.1:3478",
-            participants: participants, rooms: 0, cpu: 0.25, maxParticipants: 100, draining: false, startedAt: 1_000,
+            participants: participants, rooms: 0, cpu: 0.25, cores: 4, maxParticipants: 100, draining: false, startedAt: 1_000,
             leaseUntil: leaseUntil)
     }
 
@@ -53,6 +53,21 @@ import Testing
         #expect(try await cluster.owner(room: "r", now: 10_000)?.node == "b")
         try await cluster.release(room: "r", node: "b")
         #expect(try await cluster.owner(room: "r", now: 10_000) == nil)
+    }
+
+    @Test func aDrainingNodeHandsItsRoomToAnother() async throws {
+        let cluster = try await cluster()
+        _ = try await cluster.claim(room: "r", node: "a", now: 1_000, leaseUntil: 7_000)
+        // Only the holder can hand it on.
+        #expect(try await cluster.transfer(room: "r", from: "c", to: "b", now: 2_000, leaseUntil: 8_000) == false)
+        #expect(try await cluster.transfer(room: "r", from: "a", to: "b", now: 2_000, leaseUntil: 8_000))
+        #expect(try await cluster.owner(room: "r", now: 3_000) == RoomOwnership(room: "r", node: "b", leaseUntil: 8_000, placedAt: 2_000))
+        // The old holder's renewal and release leave it with b.
+        try await cluster.announce(node("a", leaseUntil: 9_000), rooms: ["r"], now: 3_000)
+        try await cluster.release(room: "r", node: "a")
+        #expect(try await cluster.owner(room: "r", now: 3_000)?.node == "b")
+        #expect(try await cluster.claim(room: "r", node: "b", now: 4_000, leaseUntil: 10_000).node == "b")
+        #expect(try await cluster.liveNodes(now: 3_000).first?.cores == 4)
     }
 
     @Test func concurrentFirstClaimsAgreeOnOneOwner() async throws {

@@ -2,10 +2,10 @@ import Store
 import Testing
 
 @Suite struct RecordingRepositoryTests {
-    func record(_ id: String, room: String = "r", state: String = "active", startedAt: Int64) -> RecordingRecord {
+    func record(_ id: String, room: String = "r", state: String = "active", startedAt: Int64, node: String = "a") -> RecordingRecord {
         RecordingRecord(
             id: id, room: room, state: state, mode: "tracks", startedAt: startedAt, stoppedAt: nil, files: [], bytes: 0, durationMs: 0,
-            error: nil)
+            error: nil, node: node)
     }
 
     @Test(arguments: StoreBackend.allCases) func aSavedRecordingIsUpdatedInPlace(backend: StoreBackend) async throws {
@@ -37,16 +37,36 @@ import Testing
         #expect(try await recordings.list(room: "none").isEmpty)
     }
 
-    @Test(arguments: StoreBackend.allCases) func recordingsACrashLeftRunningAreMarkedFailed(backend: StoreBackend) async throws {
+    @Test(arguments: StoreBackend.allCases) func recordingsACrashLeftRunningAreMarkedInterrupted(backend: StoreBackend) async throws {
         let recordings = try await backend.recordingRepository()
         try await recordings.save(record("RC_running", startedAt: 1))
         try await recordings.save(record("RC_starting", state: "starting", startedAt: 2))
         try await recordings.save(record("RC_done", state: "stopped", startedAt: 3))
-        try await recordings.markInterrupted(stoppedAt: 99)
+        try await recordings.save(record("RC_older", startedAt: 4, node: ""))
+        try await recordings.save(record("RC_elsewhere", startedAt: 5, node: "b"))
+        let marked = try await recordings.markInterrupted(node: "a", stoppedAt: 99)
+        #expect(Set(marked.map(\.id)) == ["RC_running", "RC_starting", "RC_older"])
         let running = try await recordings.get("RC_running")
-        #expect(running?.state == "failed" && running?.stoppedAt == 99 && running?.error != nil)
-        #expect(try await recordings.get("RC_starting")?.state == "failed")
+        #expect(running?.state == "interrupted" && running?.stoppedAt == 99 && running?.error?.contains("node a") == true)
+        #expect(try await recordings.get("RC_starting")?.state == "interrupted")
         let done = try await recordings.get("RC_done")
         #expect(done?.state == "stopped" && done?.stoppedAt == nil)
+        // Another node's recording runs on.
+        #expect(try await recordings.get("RC_elsewhere")?.state == "active")
+    }
+
+    @Test(arguments: StoreBackend.allCases) func aLostNodesRecordingsAreMarkedInterrupted(backend: StoreBackend) async throws {
+        let recordings = try await backend.recordingRepository()
+        try await recordings.save(record("RC_a", startedAt: 1, node: "a"))
+        try await recordings.save(record("RC_b", startedAt: 2, node: "b"))
+        try await recordings.save(record("RC_c", startedAt: 3, node: "c"))
+        try await recordings.save(record("RC_b_done", state: "stopped", startedAt: 4, node: "b"))
+        #expect(try await recordings.markInterrupted(exceptNodes: ["a", "b", "c"], stoppedAt: 50).isEmpty)
+        let marked = try await recordings.markInterrupted(exceptNodes: ["a", "c"], stoppedAt: 60)
+        #expect(marked.map(\.id) == ["RC_b"])
+        let lost = try await recordings.get("RC_b")
+        #expect(lost?.state == "interrupted" && lost?.stoppedAt == 60 && lost?.error?.contains("node b was lost") == true && lost?.node == "b")
+        #expect(try await recordings.get("RC_b_done")?.state == "stopped")
+        #expect(try await recordings.markInterrupted(exceptNodes: [], stoppedAt: 70).map(\.id).sorted() == ["RC_a", "RC_c"])
     }
 }

@@ -7,7 +7,8 @@ import Hummingbird
 import NIOCore
 
 /// The admin API answers for the whole cluster from any node: a request about one room
-/// (`/v1/rooms/{room}…`) that is not open here goes to the node that holds it, with the caller's
+/// (`/v1/rooms/{room}…`) that is not open here goes to the node that holds it, one about a node
+/// (`/v1/nodes/{node}/…`) to that node, with the caller's
 /// own Authorization (the owner checks it) and this node's `ClusterCredential`, and its answer
 /// comes back as it is. A forwarded request is never forwarded again.
 struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
@@ -20,13 +21,29 @@ struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
         if path == "/v1/rooms" || path == "/v1/rooms/", request.method == .get {
             return try await listEverywhere(request, context: context, next: next)
         }
+        if path.hasPrefix("/v1/nodes/") {
+            // A drain acts on the node it names.
+            let node = path.dropFirst("/v1/nodes/".count).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
+            guard node != membership.nodeName, !node.isEmpty, let base = await membership.signalingURL(of: node) else {
+                return try await next(request, context)
+            }
+            return try await forward(request, to: node, at: base, what: "node \(node)")
+        }
         guard path.hasPrefix("/v1/rooms/") else { return try await next(request, context) }
         let encodedRoom = path.dropFirst("/v1/rooms/".count).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
         guard let room = encodedRoom.removingPercentEncoding, !room.isEmpty, await registry.room(named: room) == nil,
               let owner = try? await membership.owner(of: room), owner.node != membership.nodeName,
-              let base = await membership.signalingURL(of: owner.node), let url = URL(string: base + path + Self.query(request))
+              let base = await membership.signalingURL(of: owner.node)
         else {
             return try await next(request, context)
+        }
+        return try await forward(request, to: owner.node, at: base, what: "room \(room) lives on node \(owner.node), which")
+    }
+
+    /// Sends `request` on to `node` and brings its answer back, marked with `X-Parley-Node`.
+    func forward(_ request: Request, to node: String, at base: String, what: String) async throws -> Response {
+        guard let url = URL(string: base + request.uri.path + Self.query(request)) else {
+            throw APIError(.internal, "node \(node) has an unusable address \(base)")
         }
         var forwarded = nodeRequest(url, for: request, timeout: 10)
         forwarded.httpMethod = request.method.rawValue
@@ -38,10 +55,10 @@ struct AdminForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
             let status = (response as? HTTPURLResponse)?.statusCode ?? 502
             var headers = HTTPFields()
             headers[.contentType] = (response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type") ?? "application/json"
-            headers[HTTPField.Name("X-Parley-Node")!] = owner.node
+            headers[HTTPField.Name("X-Parley-Node")!] = node
             return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
         } catch {
-            throw APIError(.unavailable, "room \(room) lives on node \(owner.node), which cannot be reached now: \(error)")
+            throw APIError(.unavailable, "\(what) cannot be reached now: \(error)")
         }
     }
 

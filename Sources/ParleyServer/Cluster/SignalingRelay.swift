@@ -63,7 +63,10 @@ struct SignalingRelay: Sendable {
             }
             switch closeFrame?.closeCode {
             case .policyViolation?: connection.close(.policy(closeFrame?.reason ?? "closed by \(owner.node)"))
-            default: connection.close(.normal(closeFrame?.reason ?? "closed"))
+            case .normalClosure?: connection.close(.normal(closeFrame?.reason ?? "closed"))
+            // No close frame: the owner vanished (killed, cut off). Not a normal close, so the
+            // client reconnects; by then its room may live on another node.
+            default: connection.close(.goingAway(closeFrame?.reason ?? "node \(owner.node) went away"))
             }
         } catch {
             metrics.relayFailures.increment()

@@ -63,6 +63,8 @@ public struct ParleyConfig: Sendable {
     public var clusterSecret: [UInt8]
     public var clusterRenewInterval: Duration
     public var nodeMaxParticipants: Int
+    public var nodeMaxCPU: Double
+    public var nodeDrainTimeout: Duration
     public var roomMaxParticipants: Int
     public var roomEmptyTimeout: Duration
     public var roomAutoCreate: Bool
@@ -228,6 +230,9 @@ public struct ParleyConfig: Sendable {
             throw ConfigError("cluster.renewInterval must be positive and at most half of cluster.leaseDuration")
         }
         nodeMaxParticipants = int("node.maxParticipants")
+        nodeMaxCPU = double("node.maxCPU")
+        guard nodeMaxCPU >= 0, nodeMaxCPU <= 1 else { throw ConfigError("node.maxCPU: a share of the cores, 0 to 1, got \(nodeMaxCPU)") }
+        nodeDrainTimeout = duration("node.drainTimeout")
         roomMaxParticipants = int("room.maxParticipants")
         roomEmptyTimeout = duration("room.emptyTimeout")
         roomAutoCreate = bool("room.autoCreate")

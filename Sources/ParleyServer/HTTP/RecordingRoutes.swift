@@ -80,9 +80,10 @@ struct RecordingRoutes: Sendable {
         return found
     }
 
-    /// While a recording runs its files are not listed yet; their names are in the directory.
+    /// While a recording runs its files are not listed yet, nor when its node was lost; their
+    /// names are in the directory.
     private func manifestlessFile(_ recording: RecordingInfo, name: String) -> RecordingFileInfo? {
-        guard recording.state == "active", FileDownload.isPlainName(name),
+        guard recording.state == "active" || recording.state == "interrupted", FileDownload.isPlainName(name),
             FileManager.default.fileExists(atPath: (directory(of: recording) as NSString).appendingPathComponent(name))
         else { return nil }
         let format = name.hasSuffix(".ogg") ? "ogg/opus" : name.hasSuffix(".webm") ? "webm/vp8" : "matroska/h264"

@@ -3,6 +3,9 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 let ws, me, oldestSeq = null, newestSeq = 0, nextId = 1, typingTimer = null;
+// Set by the server's `reconnect` (its node drains): the node the call moves to.
+// A retry alternates between that node and the page's own server, in case either is gone.
+let movedTo = null, dropped = false, retries = 0;
 const people = new Map();
 const typingPeople = new Map();
 
@@ -19,14 +22,19 @@ async function tokenFor(room, name) {
 }
 
 function connect(token, resume) {
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/rtc?token=${encodeURIComponent(token)}` + (resume ? `&resume=${resume}` : "");
+  const base = movedTo && retries % 2 === 0 ? movedTo.replace(/^http/, "ws") : `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+  const url = `${base}/v1/rtc?token=${encodeURIComponent(token)}` + (resume ? `&resume=${resume}` : "");
   ws = new WebSocket(url);
-  $("status").textContent = "connecting…";
+  if (!dropped) $("status").textContent = "connecting…";
   ws.onmessage = (e) => handle(JSON.parse(e.data));
   ws.onclose = async () => {
     if (me) {
-      $("status").textContent = "disconnected; reconnecting…";
-      setTimeout(() => connect(token, me.sid), 1000);
+      dropped = true;
+      if (!movedTo) $("status").textContent = "disconnected; reconnecting…";
+      // A move is followed at once; a drop is retried every second until the server answers
+      // (a lost node's rooms come back on another node within seconds).
+      const delay = movedTo && retries === 0 ? 0 : 1000;
+      setTimeout(() => { connect(token, me.sid); retries++; }, delay);
       return;
     }
     // A refused upgrade hides its status from the page; a plain GET returns the reason.
@@ -42,7 +50,10 @@ function handle(msg) {
     case "joined": {
       const resumed = me && msg.participant.sid === me.sid;
       me = msg.participant;
-      $("status").textContent = `in ${msg.room.name} as ${me.name}`;
+      $("status").textContent = !dropped ? `in ${msg.room.name} as ${me.name}`
+        : resumed ? `reconnected to ${msg.room.name}`
+        : `reconnected to ${msg.room.name} on node ${msg.server.node} (a new session: your camera and microphone were published again)`;
+      dropped = false; retries = 0;
       $("join").hidden = true; $("roomView").hidden = false;
       people.clear(); people.set(me.sid, me);
       for (const p of msg.participants) people.set(p.sid, p);
@@ -72,6 +83,10 @@ function handle(msg) {
       else for (const m of msg.messages) addMessage(m, false);
       break;
     }
+    case "reconnect":
+      movedTo = msg.url || null; retries = 0;
+      $("status").textContent = "this server is draining; moving the call to another node…";
+      break;
     case "room.closed": me = null; $("status").textContent = `room closed: ${msg.reason}`; break;
     case "error":
       // Replies to the media code's optional requests (media.js) are its own business.

@@ -2,6 +2,9 @@
 public enum ChannelCloseReason: Sendable, Equatable {
     case normal(String)
     case policy(String)
+    /// What stood behind the channel went away (a relayed room's node was lost): the client
+    /// should connect again.
+    case goingAway(String)
     /// The channel's queue overflowed: the client is too slow (it may resume).
     case overflow
 }

@@ -19,7 +19,8 @@ extension Room {
         if let recorder { throw ProtocolError(.conflict, "recording \(recorder.info.id) is already running") }
         let id = services.ids.make("RC")
         let directory = (services.config.recordingDir as NSString).appendingPathComponent("\(Self.safePathComponent(name))/\(id)")
-        let info = RecordingInfo(id: id, room: name, state: "active", mode: mode, startedAt: services.clock.wallMilliseconds())
+        let info = RecordingInfo(
+            id: id, room: name, state: "active", mode: mode, startedAt: services.clock.wallMilliseconds(), node: services.server.node)
         let made: RoomRecorder
         do {
             made = try RoomRecorder(info: info, directory: directory, sfu: sfu)

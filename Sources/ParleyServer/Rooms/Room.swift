@@ -151,7 +151,7 @@ public actor Room {
             emit(.participantJoined(participant.info, hidden: participant.hidden))
             // Existing tracks go to the newcomer in its first subscriber offer (held until `joined`).
             updateSubscriptions(of: participant)
-            services.metrics.participants.increment()
+            services.metrics.participantJoined()
             emptyGeneration += 1
             logger.info(
                 "participant joined",
@@ -247,7 +247,7 @@ public actor Room {
         let info = participant.info
         removeMedia(of: participant)
         participant.resumeGeneration += 1
-        services.metrics.participants.decrement()
+        services.metrics.participantLeft()
         let left = codec.encode(ParticipantLeft(participant: participant.sid, identity: participant.identity, reason: reason))
         if notifySelf, let connection = participant.connection {
             connection.send(left)
@@ -278,18 +278,29 @@ public actor Room {
 
     /// Closes the room: everyone gets `room.closed` and is disconnected.
     public func close(reason: String) async {
-        guard !closed else { return }
+        _ = await close(reason: reason, farewell: codec.encode(RoomClosed(reason: reason)), closeText: "room_closed")
+    }
+
+    /// Sends everyone to another node (a drain): each gets `reconnect` (with the node's `url`)
+    /// instead of `room.closed`, and the room closes here, its recording finished. Returns how
+    /// many were sent.
+    func move(reason: String, url: String?) async -> Int {
+        await close(reason: reason, farewell: codec.encode(Reconnect(reason: reason, url: url)), closeText: "reconnect")
+    }
+
+    private func close(reason: String, farewell frame: String, closeText: String) async -> Int {
+        guard !closed else { return 0 }
         await finishRecordingIfAny()
-        guard !closed else { return }
+        guard !closed else { return 0 }
         closed = true
-        let frame = codec.encode(RoomClosed(reason: reason))
+        let count = participants.count
         for participant in participants {
             for track in participant.media.tracks { emit(.trackUnpublished(participant: participant.info, track: track)) }
             emit(.participantLeft(participant.info, reason: .roomClosed, hidden: participant.hidden))
             participant.resumeGeneration += 1
             participant.connection?.send(frame)
-            participant.connection?.close(.normal("room_closed"))
-            services.metrics.participants.decrement()
+            participant.connection?.close(.normal(closeText))
+            services.metrics.participantLeft()
         }
         participants.removeAll()
         for timer in pendingTimers.values { timer.cancel() }
@@ -299,6 +310,7 @@ public actor Room {
         emit(.roomFinished(reason: reason))
         logger.info("room closed", metadata: ["reason": "\(reason)"])
         await onClose(self)
+        return count
     }
 
     // MARK: Messages

@@ -1,15 +1,16 @@
 import ParleyProtocol
 import SFU
+import Store
 import WebRTC
 
-/// All open rooms by name. Rooms are created on first join (when `room.autoCreate`) or by the
-/// admin API, pinned to the least-loaded media worker, and dropped from here when they close.
-/// Where a room lives, for a join.
-public enum RoomLocation: Sendable, Equatable {
-    case here
+/// Where a join goes: a room open here, or the node that holds it.
+public enum JoinTarget: Sendable {
+    case room(Room)
     case elsewhere(node: String, signalingURL: String)
 }
 
+/// All open rooms by name. Rooms are created on first join (when `room.autoCreate`) or by the
+/// admin API, pinned to the least-loaded media worker, and dropped from here when they close.
 public actor RoomRegistry {
     private var rooms: [String: Room] = [:]
     private let services: RoomServices
@@ -45,52 +46,77 @@ public actor RoomRegistry {
         return total
     }
 
-    /// The room a participant joins: the open one, or a new one when auto-create is on.
-    public func roomForJoin(_ name: String) async throws(ProtocolError) -> Room {
-        if let room = rooms[name], await !room.isClosed { return room }
-        guard services.config.roomAutoCreate else { throw ProtocolError(.notFound, "room \(name) does not exist") }
-        try await place(name)
+    /// The room a participant joins here: the open one, or a new one when auto-create is on; or,
+    /// in a cluster, the node that holds it (or that placement picked), to relay the client to.
+    /// `anywhere` false (a connection another node relayed here) never sends it elsewhere: a
+    /// room another node holds is then `unavailable`. At most one database round trip.
+    public func roomForJoin(_ name: String, anywhere: Bool) async throws(ProtocolError) -> JoinTarget {
+        if let room = rooms[name], await !room.isClosed { return .room(room) }
+        guard !shuttingDown else { throw ProtocolError(.notFound, "the server is shutting down") }
+        try Self.validate(roomName: name)
+        let autoCreate = services.config.roomAutoCreate
+        if let membership {
+            let owner: RoomOwnership
+            if autoCreate {
+                owner = try await membership.place(room: name, anywhere: anywhere)
+            } else {
+                // Only the admin API creates rooms: find the one it made, wherever it is.
+                guard let held = try await membership.ownerOrUnavailable(of: name), held.node != membership.nodeName else {
+                    throw ProtocolError(.notFound, "room \(name) does not exist")
+                }
+                owner = held
+            }
+            if owner.node != membership.nodeName {
+                guard anywhere else {
+                    throw ProtocolError(.unavailable, "room \(name) lives on node \(owner.node); connect there")
+                }
+                guard let url = await membership.signalingURL(of: owner.node) else {
+                    throw ProtocolError(.unavailable, "room \(name) lives on node \(owner.node), which this node does not know yet; try again shortly")
+                }
+                return .elsewhere(node: owner.node, signalingURL: url)
+            }
+        } else if !autoCreate {
+            throw ProtocolError(.notFound, "room \(name) does not exist")
+        }
         // Another join may have opened it while the claim was in flight.
-        if let room = rooms[name], await !room.isClosed { return room }
-        return try await make(name, options: defaultOptions)
+        if let room = rooms[name], await !room.isClosed { return .room(room) }
+        return .room(try await make(name, options: defaultOptions))
     }
 
-    /// Creates a room through the admin API; `conflict` when it is already open.
+    /// Creates a room through the admin API; `conflict` when it is already open. In a cluster it
+    /// opens here (the admin API's node), and `unavailable` names the node that holds it.
     public func create(_ name: String, options: RoomOptions) async throws(ProtocolError) -> Room {
         if let room = rooms[name], await !room.isClosed {
             throw ProtocolError(.conflict, "room \(name) already exists")
         }
-        try await place(name)
+        guard !shuttingDown else { throw ProtocolError(.notFound, "the server is shutting down") }
+        try Self.validate(roomName: name)
+        if let membership {
+            let owner = try await membership.place(room: name, anywhere: false)
+            if owner.node != membership.nodeName {
+                let url = await membership.signalingURL(of: owner.node) ?? "an unknown address"
+                throw ProtocolError(.unavailable, "room \(name) lives on node \(owner.node) at \(url); connect there")
+            }
+        }
         if let room = rooms[name], await !room.isClosed {
             throw ProtocolError(.conflict, "room \(name) already exists")
         }
         return try await make(name, options: options)
     }
 
-    /// Where a join of `name` belongs: here (the room is open here, or this node now holds its
-    /// lease, or there is no cluster), or the node that holds it, to relay the client to.
-    public func locate(_ name: String) async throws(ProtocolError) -> RoomLocation {
-        if let room = rooms[name], await !room.isClosed { return .here }
-        guard let membership else { return .here }
-        guard !shuttingDown else { throw ProtocolError(.notFound, "the server is shutting down") }
-        try Self.validate(roomName: name)
-        let owner = try await membership.claim(room: name)
-        if owner.node == membership.nodeName { return .here }
-        guard let url = await membership.signalingURL(of: owner.node) else {
-            throw ProtocolError(.unavailable, "room \(name) lives on node \(owner.node), which this node does not know yet; try again shortly")
+    /// Sends every room's participants to other nodes (the end of a drain): each room's lease
+    /// goes to the least loaded node that is not draining, its participants get `reconnect` with
+    /// that node's URL, and the room closes here. Returns the participants moved.
+    func moveAll(reason: String) async -> Int {
+        guard let membership else { return 0 }
+        var moved = 0
+        for room in Array(rooms.values) {
+            let target = await membership.drainTarget()
+            var url: String?
+            if let target, await membership.transfer(room: room.name, to: target.name) { url = target.signalingURL }
+            moved += await room.move(reason: reason, url: url)
         }
-        return .elsewhere(node: owner.node, signalingURL: url)
-    }
-
-    /// In a cluster, takes the room's lease for this node. A room held by another node is
-    /// `unavailable` here (joins reach it through `locate` and the relay; the admin API's create
-    /// names the node).
-    private func place(_ name: String) async throws(ProtocolError) {
-        guard !shuttingDown else { throw ProtocolError(.notFound, "the server is shutting down") }
-        try Self.validate(roomName: name)
-        if case .elsewhere(let node, let url) = try await locate(name) {
-            throw ProtocolError(.unavailable, "room \(name) lives on node \(node) at \(url); connect there")
-        }
+        return moved
     }
 
     private func make(_ name: String, options: RoomOptions) async throws(ProtocolError) -> Room {

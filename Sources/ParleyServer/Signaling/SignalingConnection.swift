@@ -52,6 +52,7 @@ public final class SignalingConnection: ParticipantChannel {
         switch requestedClose {
         case .normal(let reason): (.normalClosure, reason)
         case .policy(let reason): (.policyViolation, reason)
+        case .goingAway(let reason): (.goingAway, reason)
         case .overflow: (.policyViolation, "slow_consumer")
         case nil: (.normalClosure, nil)
         }

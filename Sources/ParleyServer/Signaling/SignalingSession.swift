@@ -68,24 +68,20 @@ struct SignalingSession {
     private func serve(inbound: WebSocketInboundStream, connection: SignalingConnection, logger: Logger) async {
         var logger = logger
         guard let roomName = claims.grants.room else { return }  // checked before the upgrade
-        if let relay {
-            do {
-                if case .elsewhere(let node, let url) = try await registry.locate(roomName) {
-                    logger[metadataKey: "room"] = "\(roomName)"
-                    logger.info("relaying signaling", metadata: ["owner": "\(node)"])
-                    await relay.relay.run(
-                        to: (node, url), query: relay.query, inbound: inbound, connection: connection, logger: logger)
-                    return
-                }
-            } catch {
-                refuse(error, connection: connection, logger: logger)
-                return
-            }
-        }
         let room: Room
         let sid: String
-        do {
-            room = try await registry.roomForJoin(roomName)
+        do throws(ProtocolError) {
+            switch try await registry.roomForJoin(roomName, anywhere: relay != nil) {
+            case .room(let found):
+                room = found
+            case .elsewhere(let node, let url):
+                // roomForJoin sends a join elsewhere only when this connection may be relayed.
+                guard let relay else { throw ProtocolError(.unavailable, "room \(roomName) lives on node \(node)") }
+                logger[metadataKey: "room"] = "\(roomName)"
+                logger.info("relaying signaling", metadata: ["owner": "\(node)"])
+                await relay.relay.run(to: (node, url), query: relay.query, inbound: inbound, connection: connection, logger: logger)
+                return
+            }
             sid = try await room.join(claims: claims, resume: resume, connection: connection)
         } catch {
             refuse(error, connection: connection, logger: logger)

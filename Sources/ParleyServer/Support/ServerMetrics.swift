@@ -9,6 +9,9 @@ public final class ServerMetrics: Sendable {
 
     public let rooms: Gauge
     public let participants: Gauge
+    /// The participants gauge's value, which Prometheus's Gauge does not let us read: placement
+    /// needs this node's load at the moment of a join.
+    private let participantCount = NIOLockedValueBox(0)
     public let webSocketConnections: Gauge
     public let chatMessages: Counter
     public let chatDuplicates: Counter
@@ -22,6 +25,9 @@ public final class ServerMetrics: Sendable {
     public let clusterNodes: Gauge
     public let leaseRenewalFailures: Counter
     public let placementFailures: Counter
+    public let roomsPlacedElsewhere: Counter
+    public let nodeDraining: Gauge
+    public let drainedParticipants: Counter
     public let relayedSessions: Counter
     public let relayedSessionsIn: Counter
     public let relaysOpen: Gauge
@@ -34,6 +40,18 @@ public final class ServerMetrics: Sendable {
         .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
         .seconds(1), .seconds(2.5), .seconds(5),
     ]
+
+    public var participantsNow: Int { participantCount.withLockedValue { $0 } }
+
+    func participantJoined() {
+        participantCount.withLockedValue { $0 += 1 }
+        participants.increment()
+    }
+
+    func participantLeft() {
+        participantCount.withLockedValue { $0 -= 1 }
+        participants.decrement()
+    }
 
     public init() {
         rooms = registry.makeGauge(descriptor: Self.name("rooms", help: "Open rooms"))
@@ -57,7 +75,12 @@ public final class ServerMetrics: Sendable {
         leaseRenewalFailures = registry.makeCounter(
             descriptor: Self.name("cluster_lease_renewal_failures", unit: "total", help: "Renewals of this node's lease that failed (database unreachable)"))
         placementFailures = registry.makeCounter(
-            descriptor: Self.name("room_placement_failures", unit: "total", help: "Rooms that could not be placed because the database was unreachable"))
+            descriptor: Self.name("room_placement_failures", unit: "total", help: "Rooms that could not be placed (database unreachable, or every node draining)"))
+        roomsPlacedElsewhere = registry.makeCounter(
+            descriptor: Self.name("rooms_placed_elsewhere", unit: "total", help: "First joins here whose new room went to a less loaded node (this one full or draining)"))
+        nodeDraining = registry.makeGauge(descriptor: Self.name("node_draining", help: "1 while this node drains (no new rooms), else 0"))
+        drainedParticipants = registry.makeCounter(
+            descriptor: Self.name("drained_participants", unit: "total", help: "Participants a drain sent to other nodes"))
         relayedSessions = registry.makeCounter(
             descriptor: Self.name("relayed_sessions", unit: "total", help: "Signaling connections this node relayed to the node that holds their room"))
         relayedSessionsIn = registry.makeCounter(

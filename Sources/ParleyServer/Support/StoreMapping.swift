@@ -33,7 +33,13 @@ public struct RecordingLog: Sendable {
 
     public func list(room: String?) async throws -> [RecordingInfo] { try await repository.list(room: room).map(RecordingInfo.init) }
 
-    public func markInterrupted(stoppedAt: Int64) async throws { try await repository.markInterrupted(stoppedAt: stoppedAt) }
+    public func markInterrupted(node: String, stoppedAt: Int64) async throws -> [RecordingInfo] {
+        try await repository.markInterrupted(node: node, stoppedAt: stoppedAt).map(RecordingInfo.init)
+    }
+
+    public func markInterrupted(exceptNodes liveNodes: [String], stoppedAt: Int64) async throws -> [RecordingInfo] {
+        try await repository.markInterrupted(exceptNodes: liveNodes, stoppedAt: stoppedAt).map(RecordingInfo.init)
+    }
 }
 
 extension ChatAuthor {
@@ -61,7 +67,7 @@ extension RecordingInfo {
         self.init(
             id: record.id, room: record.room, state: record.state, mode: record.mode, startedAt: record.startedAt,
             stoppedAt: record.stoppedAt, files: record.files.map(RecordingFileInfo.init), bytes: record.bytes,
-            durationMs: record.durationMs, error: record.error)
+            durationMs: record.durationMs, error: record.error, node: record.node.isEmpty ? nil : record.node)
     }
 }
 
@@ -69,7 +75,8 @@ extension RecordingRecord {
     init(_ info: RecordingInfo) {
         self.init(
             id: info.id, room: info.room, state: info.state, mode: info.mode, startedAt: info.startedAt, stoppedAt: info.stoppedAt,
-            files: info.files.map(RecordingFileRecord.init), bytes: info.bytes, durationMs: info.durationMs, error: info.error)
+            files: info.files.map(RecordingFileRecord.init), bytes: info.bytes, durationMs: info.durationMs, error: info.error,
+            node: info.node ?? "")
     }
 }
 

@@ -15,12 +15,12 @@ public struct PostgresClusterRepository: ClusterRepository {
             try await PostgresDatabase.drain(connection.query(
                 """
                 INSERT INTO parley_node (name, signaling_url, media_addresses, turn_address, participants, rooms, cpu,
-                    max_participants, draining, started_at, lease_until)
+                    cores, max_participants, draining, started_at, lease_until)
                 VALUES (\(node.name), \(node.signalingURL), \(media), \(node.turnAddress), \(node.participants), \(node.rooms),
-                    \(node.cpu), \(node.maxParticipants), \(node.draining), \(node.startedAt), \(node.leaseUntil))
+                    \(node.cpu), \(node.cores), \(node.maxParticipants), \(node.draining), \(node.startedAt), \(node.leaseUntil))
                 ON CONFLICT (name) DO UPDATE SET signaling_url = excluded.signaling_url,
                     media_addresses = excluded.media_addresses, turn_address = excluded.turn_address,
-                    participants = excluded.participants, rooms = excluded.rooms, cpu = excluded.cpu,
+                    participants = excluded.participants, rooms = excluded.rooms, cpu = excluded.cpu, cores = excluded.cores,
                     max_participants = excluded.max_participants, draining = excluded.draining,
                     started_at = excluded.started_at, lease_until = excluded.lease_until
                 """, logger: logger))
@@ -65,6 +65,15 @@ public struct PostgresClusterRepository: ClusterRepository {
         return try await claim(room: room, node: node, now: now, leaseUntil: leaseUntil)
     }
 
+    public func transfer(room: String, from: String, to: String, now: Int64, leaseUntil: Int64) async throws -> Bool {
+        let moved = try await database.rows(
+            """
+            UPDATE parley_room_owner SET node = \(to), lease_until = \(leaseUntil), placed_at = \(now)
+            WHERE room = \(room) AND node = \(from) RETURNING room
+            """)
+        return !moved.isEmpty
+    }
+
     public func owner(room: String, now: Int64) async throws -> RoomOwnership? {
         try await database.rows(
             "SELECT room, node, lease_until, placed_at FROM parley_room_owner WHERE room = \(room) AND lease_until > \(now)"
@@ -93,7 +102,7 @@ public struct PostgresClusterRepository: ClusterRepository {
             name: try row["name"].decode(String.self), signalingURL: try row["signaling_url"].decode(String.self),
             mediaAddresses: (try? JSONDecoder().decode([String].self, from: Data(media.utf8))) ?? [],
             turnAddress: try row["turn_address"].decode(String.self), participants: try row["participants"].decode(Int.self),
-            rooms: try row["rooms"].decode(Int.self), cpu: try row["cpu"].decode(Double.self),
+            rooms: try row["rooms"].decode(Int.self), cpu: try row["cpu"].decode(Double.self), cores: try row["cores"].decode(Int.self),
             maxParticipants: try row["max_participants"].decode(Int.self), draining: try row["draining"].decode(Bool.self),
             startedAt: try row["started_at"].decode(Int64.self), leaseUntil: try row["lease_until"].decode(Int64.self))
     }

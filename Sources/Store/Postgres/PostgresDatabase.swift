@@ -244,6 +244,10 @@ public final class PostgresDatabase: DataStore {
                 placed_at BIGINT NOT NULL
             )
             """, "CREATE INDEX parley_room_owner_node ON parley_room_owner (node)"]),
+        // Placement reads CPU against the node's cores.
+        (4, "node cores", ["ALTER TABLE parley_node ADD COLUMN cores INTEGER NOT NULL DEFAULT 1"]),
+        // The node that writes a recording: a lost node's recordings are marked interrupted.
+        (5, "recording node", ["ALTER TABLE recording ADD COLUMN node TEXT NOT NULL DEFAULT ''"]),
     ]
 }
 

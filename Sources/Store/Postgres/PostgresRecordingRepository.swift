@@ -11,9 +11,9 @@ public struct PostgresRecordingRepository: RecordingRepository {
         let files = String(decoding: try JSONEncoder().encode(recording.files), as: UTF8.self)
         try await database.execute(
             """
-            INSERT INTO recording (id, room, mode, state, started_at, stopped_at, files, bytes, duration_ms, error)
+            INSERT INTO recording (id, room, mode, state, started_at, stopped_at, files, bytes, duration_ms, error, node)
             VALUES (\(recording.id), \(recording.room), \(recording.mode), \(recording.state), \(recording.startedAt),
-                    \(recording.stoppedAt), \(files), \(recording.bytes), \(recording.durationMs), \(recording.error))
+                    \(recording.stoppedAt), \(files), \(recording.bytes), \(recording.durationMs), \(recording.error), \(recording.node))
             ON CONFLICT (id) DO UPDATE SET state = excluded.state, stopped_at = excluded.stopped_at,
                 files = excluded.files, bytes = excluded.bytes, duration_ms = excluded.duration_ms, error = excluded.error
             """)
@@ -30,13 +30,24 @@ public struct PostgresRecordingRepository: RecordingRepository {
         return try await database.rows("SELECT * FROM recording ORDER BY started_at DESC LIMIT 500").map(Self.decode)
     }
 
-    public func markInterrupted(stoppedAt: Int64) async throws {
-        try await database.execute(
+    public func markInterrupted(node: String, stoppedAt: Int64) async throws -> [RecordingRecord] {
+        try await database.rows(
             """
-            UPDATE recording SET state = 'failed', error = 'the server stopped before the recording was finalized',
-                stopped_at = \(stoppedAt)
-            WHERE state IN ('starting', 'active')
-            """)
+            UPDATE recording SET state = 'interrupted', stopped_at = \(stoppedAt),
+                error = 'node ' || \(node) || ' stopped before the recording was finalized'
+            WHERE state IN ('starting', 'active') AND node IN (\(node), '') RETURNING *
+            """
+        ).map(Self.decode)
+    }
+
+    public func markInterrupted(exceptNodes liveNodes: [String], stoppedAt: Int64) async throws -> [RecordingRecord] {
+        try await database.rows(
+            """
+            UPDATE recording SET state = 'interrupted', stopped_at = \(stoppedAt),
+                error = 'node ' || node || ' was lost before the recording was finalized'
+            WHERE state IN ('starting', 'active') AND node <> '' AND NOT (node = ANY(\(liveNodes)::text[])) RETURNING *
+            """
+        ).map(Self.decode)
     }
 
     static func decode(_ row: PostgresRandomAccessRow) throws -> RecordingRecord {
@@ -46,6 +57,7 @@ public struct PostgresRecordingRepository: RecordingRepository {
             id: try row["id"].decode(String.self), room: try row["room"].decode(String.self), state: try row["state"].decode(String.self),
             mode: try row["mode"].decode(String.self), startedAt: try row["started_at"].decode(Int64.self),
             stoppedAt: try row["stopped_at"].decode(Int64?.self), files: files, bytes: try row["bytes"].decode(Int64.self),
-            durationMs: try row["duration_ms"].decode(Int64.self), error: try row["error"].decode(String?.self))
+            durationMs: try row["duration_ms"].decode(Int64.self), error: try row["error"].decode(String?.self),
+            node: try row["node"].decode(String.self))
     }
 }

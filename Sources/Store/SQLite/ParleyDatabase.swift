@@ -79,6 +79,10 @@ public final class ParleyDatabase: Sendable {
                 CREATE INDEX recording_room ON recording (room, started_at);
                 """)
         }
+        // The node that writes a recording: a lost node's recordings are marked interrupted.
+        migrator.registerMigration("v3-recording-node") { db in
+            try db.execute(sql: "ALTER TABLE recording ADD COLUMN node TEXT NOT NULL DEFAULT ''")
+        }
         return migrator
     }
 }

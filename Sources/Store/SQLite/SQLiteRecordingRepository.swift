@@ -12,14 +12,14 @@ public struct SQLiteRecordingRepository: RecordingRepository {
         try await database.pool.write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO recording (id, room, mode, state, started_at, stopped_at, files, bytes, duration_ms, error)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO recording (id, room, mode, state, started_at, stopped_at, files, bytes, duration_ms, error, node)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET state = excluded.state, stopped_at = excluded.stopped_at,
                         files = excluded.files, bytes = excluded.bytes, duration_ms = excluded.duration_ms, error = excluded.error
                     """,
                 arguments: [
                     recording.id, recording.room, recording.mode, recording.state, recording.startedAt, recording.stoppedAt, files,
-                    recording.bytes, recording.durationMs, recording.error,
+                    recording.bytes, recording.durationMs, recording.error, recording.node,
                 ])
         }
     }
@@ -40,11 +40,32 @@ public struct SQLiteRecordingRepository: RecordingRepository {
         }
     }
 
-    public func markInterrupted(stoppedAt: Int64) async throws {
+    public func markInterrupted(node: String, stoppedAt: Int64) async throws -> [RecordingRecord] {
         try await database.pool.write { db in
-            try db.execute(
-                sql: "UPDATE recording SET state = 'failed', error = 'the server stopped before the recording was finalized', stopped_at = ? WHERE state IN ('starting', 'active')",
-                arguments: [stoppedAt])
+            try Row.fetchAll(
+                db,
+                sql: """
+                    UPDATE recording SET state = 'interrupted', stopped_at = ?,
+                        error = 'node ' || ? || ' stopped before the recording was finalized'
+                    WHERE state IN ('starting', 'active') AND node IN (?, '') RETURNING *
+                    """,
+                arguments: [stoppedAt, node, node]
+            ).map(Self.decode)
+        }
+    }
+
+    public func markInterrupted(exceptNodes liveNodes: [String], stoppedAt: Int64) async throws -> [RecordingRecord] {
+        let live = String(decoding: try JSONEncoder().encode(liveNodes), as: UTF8.self)
+        return try await database.pool.write { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    UPDATE recording SET state = 'interrupted', stopped_at = ?,
+                        error = 'node ' || node || ' was lost before the recording was finalized'
+                    WHERE state IN ('starting', 'active') AND node <> '' AND node NOT IN (SELECT value FROM json_each(?)) RETURNING *
+                    """,
+                arguments: [stoppedAt, live]
+            ).map(Self.decode)
         }
     }
 
@@ -53,6 +74,7 @@ public struct SQLiteRecordingRepository: RecordingRepository {
         let files = (try? JSONDecoder().decode([RecordingFileRecord].self, from: Data(filesText.utf8))) ?? []
         return RecordingRecord(
             id: row["id"], room: row["room"], state: row["state"], mode: row["mode"], startedAt: row["started_at"],
-            stoppedAt: row["stopped_at"], files: files, bytes: row["bytes"], durationMs: row["duration_ms"], error: row["error"])
+            stoppedAt: row["stopped_at"], files: files, bytes: row["bytes"], durationMs: row["duration_ms"], error: row["error"],
+            node: row["node"])
     }
 }

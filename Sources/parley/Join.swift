@@ -1,0 +1,95 @@
+import ArgumentParser
+import Auth
+import Foundation
+import ParleyClient
+import ParleyProtocol
+import ParleyTools
+
+/// `parley join`: one participant on the Swift SDK, for scripts, demos and tests. It publishes a
+/// tone, prints what happens as JSON lines (one per event, and the audio packets received from
+/// each participant every second), and reconnects as the SDK does: to the next `--url` when its
+/// node is gone, to the node a draining server names.
+struct Join: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Join a room as one Swift SDK participant that publishes a tone and prints events as JSON lines.")
+
+    @Option(help: "Server URL, e.g. ws://127.0.0.1:7880; repeat it for the other nodes of a cluster") var url: [String]
+    @Option(help: "Room to join") var room: String
+    @Option(help: "Identity (and name) to join as") var identity: String
+    @Option(help: "A join token; without one, one is minted from the API credentials") var token: String?
+    @Option(help: "The tone to publish, in Hz; 0 publishes nothing") var tone = 440.0
+    @Option(help: "How long to stay, e.g. 30s; until interrupted when omitted") var duration: String?
+    @OptionGroup var credentials: Credentials
+
+    func run() async throws {
+        guard let first = url.first else { throw ValidationError("--url is needed") }
+        let length = try duration.map { text -> Duration in
+            guard let value = DurationText.parse(text) else { throw ValidationError("--duration \(text) is not a duration") }
+            return value
+        }
+        var joinToken = token
+        if joinToken == nil {
+            var grants = Grants(room: room)
+            for name in ["join", "publish", "subscribe", "publishData"] { _ = grants.enable(name) }
+            joinToken = try await credentials.issuer().mint(identity: identity, grants: grants, name: identity, ttl: 24 * 3600)
+        }
+        let room = try await ParleyRoom.connect(url: first, alternateURLs: Array(url.dropFirst()), token: joinToken!)
+        Self.emit(["event": "joined", "participant": room.sid, "room": room.joined.room.name, "node": room.joined.server.node])
+        let packets = PacketCounts()
+        room.onMedia = { _, _, track in
+            if track.kind == "audio" { packets.add(track.participantSid) }
+        }
+        if tone > 0 { try await room.publishTone(frequency: tone) }
+        let reporter = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let counts = packets.take()
+                let names = Dictionary(room.participants.map { ($0.sid, $0.identity) }, uniquingKeysWith: { a, _ in a })
+                var audio: [String: Int] = [:]
+                for (sid, count) in counts { audio[names[sid] ?? sid, default: 0] += count }
+                Self.emit(["event": "media", "audio": audio])
+            }
+        }
+        let ender = Task {
+            if let length { try? await Task.sleep(for: length) } else { try? await Task.sleep(for: .seconds(365 * 24 * 3600)) }
+            await room.leave()
+        }
+        for await event in room.events {
+            switch event {
+            case .participantJoined(let participant): Self.emit(["event": "participant.joined", "identity": participant.identity])
+            case .participantLeft(_, let identity): Self.emit(["event": "participant.left", "identity": identity])
+            case .reconnecting(let attempt): Self.emit(["event": "reconnecting", "attempt": attempt])
+            case .reconnected(let resumed):
+                Self.emit(["event": "reconnected", "resumed": resumed, "participant": room.sid, "node": room.joined.server.node])
+            case .chat(let message): Self.emit(["event": "chat", "from": message.from.identity, "text": message.text])
+            case .closed(let reason): Self.emit(["event": "closed", "reason": reason])
+            default: break
+            }
+        }
+        reporter.cancel()
+        ender.cancel()
+    }
+
+    static func emit(_ object: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
+    }
+}
+
+/// Audio packets per sender since the last `take`, counted on the media loop.
+final class PacketCounts: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [String: Int] = [:]
+
+    func add(_ sender: String) {
+        lock.lock()
+        counts[sender, default: 0] += 1
+        lock.unlock()
+    }
+
+    func take() -> [String: Int] {
+        lock.lock()
+        defer { counts.removeAll(); lock.unlock() }
+        return counts
+    }
+}
