@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 PARLEY := .build/debug/parley
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps apt venv build serve cluster test test-graph test-swift test-interop bench bench-chat bench-turn bench-sfu fuzz clean
+.PHONY: all deps apt venv build serve cluster test test-graph test-swift test-interop bench bench-chat bench-turn bench-sfu bench-cluster fuzz clean
 
 all: build
 
@@ -78,6 +78,13 @@ bench-sfu: apt
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq janus; }
 	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
 	python3 Benchmarks/compare-sfu --parley .build/release/parley $(BENCH_SFU_ARGS)
+
+# One node against a cluster of three on a throwaway PostgreSQL under the same `parley loadtest`
+# (rooms spread over the three), and join and chat latency through a relaying node.
+bench-cluster: apt venv
+	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
+	$(PYTHON) Benchmarks/cluster_load.py --parley .build/release/parley $(BENCH_CLUSTER_ARGS)
+	$(PYTHON) Benchmarks/cluster_relay.py --parley .build/release/parley
 
 # libFuzzer targets for the STUN, RTP/RTCP and SDP parsers, FUZZ_SECONDS (60) each.
 fuzz: apt

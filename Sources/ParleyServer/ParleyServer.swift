@@ -100,8 +100,10 @@ public final class ParleyServer: Sendable {
         }
     }
 
-    /// Runs until shut down. `signals` lists the Unix signals that start a graceful shutdown.
-    public func run(gracefulShutdownSignals signals: [UnixSignal] = []) async throws {
+    /// Runs until shut down. `signals` lists the Unix signals that start a graceful shutdown;
+    /// `drainSignals` those that drain the node first when it is part of a cluster with another
+    /// live node (`shutdownAfterDrain`), else shut down as `signals` do.
+    public func run(gracefulShutdownSignals signals: [UnixSignal] = [], drainSignals: [UnixSignal] = []) async throws {
         // Recordings a crash left running: their files hold what was flushed, but they are over.
         if let recordings = services.recordings {
             await RecordingRecovery.recover(
@@ -164,14 +166,19 @@ public final class ParleyServer: Sendable {
                     .init(service: DatabaseCloser(store: store, logger: logger)),
                 ] + (membership.map { [.init(service: ClusterHeartbeat(membership: $0, registry: registry))] } ?? []) + [
                     .init(service: app),
-                    .init(service: RoomCloser(
-                        registry: registry, sessions: sessions, readiness: readiness, drain: drain, drainTimeout: config.nodeDrainTimeout,
-                        logger: logger)),
+                    .init(service: RoomCloser(registry: registry, sessions: sessions, readiness: readiness, logger: logger)),
                 ],
                 gracefulShutdownSignals: signals,
                 logger: logger))
         serviceGroup.withLockedValue { $0 = group }
         defer { serviceGroup.withLockedValue { $0 = nil } }
+        let drainOnSignal = drainSignals.isEmpty ? nil : Task { [self] in
+            for await _ in await UnixSignalsSequence(trapping: drainSignals) {
+                await shutdownAfterDrain()
+                break
+            }
+        }
+        defer { drainOnSignal?.cancel() }
         do {
             try await group.run()
         } catch {
@@ -224,7 +231,19 @@ public final class ParleyServer: Sendable {
         }
     }
 
-    /// Starts a graceful shutdown, as SIGTERM does.
+    /// Drains the node onto the others of its cluster (when another node is live), then shuts
+    /// down gracefully: SIGTERM, as an orchestrator stopping one node of several sends it.
+    public func shutdownAfterDrain() async {
+        if let drain, await drain.othersLive() {
+            _ = await drain.start(timeout: config.nodeDrainTimeout)
+            await drain.finished()
+            // `reconnect` frames out before the sockets go.
+            await sessions.waitUntilIdle(timeout: SignalingSession.closeGrace + .seconds(1))
+        }
+        await shutdown()
+    }
+
+    /// Starts a graceful shutdown, as SIGINT does.
     public func shutdown() async {
         let group = serviceGroup.withLockedValue { $0 }
         await group?.triggerGracefulShutdown()
@@ -373,25 +392,16 @@ struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Closes every room when shutdown starts, before the listener stops, so clients hear `room.closed`.
-/// In a cluster the node drains first: its participants move to other nodes instead.
+/// Closes every room when shutdown starts, before the listener stops, so clients hear `room.closed`
+/// (after a drain, there are none left).
 struct RoomCloser: Service {
     let registry: RoomRegistry
     let sessions: SessionCounter
     let readiness: Readiness
-    let drain: NodeDrain?
-    let drainTimeout: Duration
     let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
-        // Draining moves people to other nodes: alone, a node closes its rooms at once as before.
-        if let drain, await drain.othersLive() {
-            _ = await drain.start(timeout: drainTimeout)
-            await drain.finished()
-            // `reconnect` frames out before the sockets go.
-            await sessions.waitUntilIdle(timeout: SignalingSession.closeGrace + .seconds(1))
-        }
         readiness.set(.draining)
         logger.info("shutting down: closing rooms")
         await registry.closeAll(reason: "server_shutdown")

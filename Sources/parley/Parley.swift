@@ -88,7 +88,9 @@ struct Serve: AsyncParsableCommand {
                 """)
         }
         let server = try await ParleyServer(config: resolved, logger: logger)
-        try await server.run(gracefulShutdownSignals: [.sigterm, .sigint])
+        // SIGTERM (an orchestrator stopping one node) drains a node of a cluster onto the others
+        // first; SIGINT (Ctrl-C) stops at once.
+        try await server.run(gracefulShutdownSignals: [.sigint], drainSignals: [.sigterm])
         logger.info("stopped")
     }
 

@@ -7,7 +7,7 @@ import ParleyProtocol
 /// (the node's record says `draining`, `/readyz` turns 500 so a load balancer stops sending), the
 /// rooms it holds run on until they empty or the timeout passes, then the participants left are
 /// sent to the least loaded other node (`reconnect` with its URL; the room's lease goes there
-/// first). `parley node drain` and SIGTERM in a cluster start it.
+/// first). `parley node drain` and SIGTERM in a cluster (`ParleyServer.shutdownAfterDrain`) start it.
 actor NodeDrain {
     let membership: ClusterMembership
     let registry: RoomRegistry
