@@ -21,6 +21,8 @@ parser.add_argument("--publishers", type=int, default=2)
 parser.add_argument("--subscribers", type=int, default=4)
 parser.add_argument("--duration", default="30s")
 parser.add_argument("--ramp", default="20/s")
+parser.add_argument("--node-workers", type=int, default=0,
+                    help="rtc.workers of each of the three nodes (0: the default, one per core); the single node keeps the default")
 args = parser.parse_args()
 args.parley = str(Path(args.parley).resolve())
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -62,8 +64,10 @@ try:
 
     def node(name: str) -> ParleyServer:
         folders.append(tempfile.mkdtemp(prefix="parley-cluster-load-"))
-        server = ParleyServer(args.parley, Path(folders[-1]), {"database.url": db.create_database() if name == "solo" else shared,
-                                                              "server.nodeName": name, **common}).start()
+        sets = {"database.url": db.create_database() if name == "solo" else shared, "server.nodeName": name, **common}
+        if name != "solo" and args.node_workers:
+            sets["rtc.workers"] = str(args.node_workers)
+        server = ParleyServer(args.parley, Path(folders[-1]), sets).start()
         servers.append(server)
         return server
 

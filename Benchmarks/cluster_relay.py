@@ -3,7 +3,7 @@ throwaway PostgreSQL, 60 joins and 100 chat acks each way.
 
     .venv/bin/python Benchmarks/cluster_relay.py --parley .build/release/parley
 """
-import argparse, asyncio, json, shutil, sys, time, tempfile
+import argparse, asyncio, json, shutil, signal, sys, time, tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +55,8 @@ async def main():
 try:
     asyncio.run(main())
 finally:
-    a.stop()
-    b.stop()
+    a.stop(signal.SIGINT)  # a plain stop (SIGTERM would drain a onto b)
+    b.stop(signal.SIGINT)
     db.close()
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)

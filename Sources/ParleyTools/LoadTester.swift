@@ -201,10 +201,15 @@ public final class LoadTester: @unchecked Sendable {
         let issuer = await TokenIssuer(apiKey: options.apiKey, secret: options.apiSecret)
         let started = ContinuousClock.now
         let end = started + options.duration
-        var plan: [(room: String, index: Int, publishes: Bool)] = []
+        // `node`: which of the URLs a participant connects to. Each room's first participant (who
+        // places it) goes to the next node, and the rest go round all of them.
+        var plan: [(room: String, index: Int, publishes: Bool, node: Int)] = []
+        let nodes = 1 + options.alternateURLs.count
         for room in 0..<options.rooms {
-            for index in 0..<options.publishers { plan.append(("\(options.roomPrefix)-\(room)", index, true)) }
-            for index in 0..<options.subscribers { plan.append(("\(options.roomPrefix)-\(room)", index, false)) }
+            for index in 0..<options.publishers { plan.append(("\(options.roomPrefix)-\(room)", index, true, (room + index) % nodes)) }
+            for index in 0..<options.subscribers {
+                plan.append(("\(options.roomPrefix)-\(room)", index, false, (room + options.publishers + index) % nodes))
+            }
         }
         let total = plan.count
         let joined = NIOLockedValueBox(0)
@@ -233,7 +238,7 @@ public final class LoadTester: @unchecked Sendable {
                         } else {
                             let urls = [options.url] + options.alternateURLs
                             try await participant(
-                                room: entry.room, index: entry.index, publishes: entry.publishes, url: urls[number % urls.count], issuer: issuer,
+                                room: entry.room, index: entry.index, publishes: entry.publishes, url: urls[entry.node], issuer: issuer,
                                 until: end
                             ) {
                                 joined.withLockedValue { $0 += 1 }
