@@ -181,7 +181,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
-        .testTarget(name: "AuthTests", dependencies: ["Auth"]),
+        .testTarget(name: "AuthTests", dependencies: ["Auth", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "AddressesTests", dependencies: ["Addresses"]),
         .testTarget(name: "STUNTests", dependencies: ["STUN", "Addresses"]),

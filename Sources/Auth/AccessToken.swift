@@ -60,17 +60,21 @@ public struct Grants: Codable, Sendable, Equatable {
 }
 
 /// The claims of a Parley access token: `iss` is the API key, `sub` the participant's identity.
+/// Read leniently, as RFC 7519 makes every claim optional: `nbf` may be absent, times may be
+/// numbers with a fraction, and LiveKit's `video` claims stand in for `grants`, so tokens minted by
+/// other tools (LiveKit's server SDKs, any JWT library) are accepted. `TokenVerifier` refuses what
+/// Parley needs and is missing, by name.
 public struct AccessClaims: JWTPayload, Equatable {
     public var iss: String
     public var sub: String
-    public var nbf: Int64
+    public var nbf: Int64?
     public var exp: Int64
     public var name: String?
     public var metadata: String?
     public var grants: Grants
 
     public init(
-        apiKey: String, identity: String, notBefore: Int64, expires: Int64,
+        apiKey: String, identity: String, notBefore: Int64?, expires: Int64,
         name: String? = nil, metadata: String? = nil, grants: Grants
     ) {
         self.iss = apiKey
@@ -84,8 +88,97 @@ public struct AccessClaims: JWTPayload, Equatable {
 
     public var identity: String { sub }
 
+    enum CodingKeys: String, CodingKey { case iss, sub, nbf, exp, name, metadata, grants, video }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        iss = try c.decodeIfPresent(String.self, forKey: .iss) ?? ""
+        sub = try c.decodeIfPresent(String.self, forKey: .sub) ?? ""
+        nbf = try Self.numericDate(c, .nbf)
+        exp = try Self.numericDate(c, .exp) ?? 0
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        metadata = try c.decodeIfPresent(String.self, forKey: .metadata)
+        if let grants = try c.decodeIfPresent(Grants.self, forKey: .grants) {
+            self.grants = grants
+        } else if let video = try c.decodeIfPresent(LiveKitVideoGrant.self, forKey: .video) {
+            self.grants = video.grants
+        } else {
+            self.grants = Grants()
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(iss, forKey: .iss)
+        try c.encode(sub, forKey: .sub)
+        try c.encodeIfPresent(nbf, forKey: .nbf)
+        try c.encode(exp, forKey: .exp)
+        try c.encodeIfPresent(name, forKey: .name)
+        try c.encodeIfPresent(metadata, forKey: .metadata)
+        try c.encode(grants, forKey: .grants)
+    }
+
+    /// A NumericDate (RFC 7519 §2): seconds, possibly with a fraction.
+    static func numericDate(_ c: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) throws -> Int64? {
+        if let whole = try? c.decodeIfPresent(Int64.self, forKey: key) { return whole }
+        return try c.decodeIfPresent(Double.self, forKey: key).map { Int64($0) }
+    }
+
     // Time checks live in `TokenVerifier`, where the clock is injected.
     public func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
+/// LiveKit's `video` claims, as its server SDKs mint them. Absent `canPublish` and `canSubscribe`
+/// mean allowed (as in LiveKit); `canPublishData` follows `canPublish` when absent.
+public struct LiveKitVideoGrant: Codable, Sendable, Equatable {
+    public var room: String?
+    public var roomJoin: Bool?
+    public var roomCreate: Bool?
+    public var roomList: Bool?
+    public var roomAdmin: Bool?
+    public var roomRecord: Bool?
+    public var canPublish: Bool?
+    public var canSubscribe: Bool?
+    public var canPublishData: Bool?
+    public var hidden: Bool?
+    public var recorder: Bool?
+
+    public init(_ grants: Grants) {
+        room = grants.room
+        roomJoin = grants.join ? true : nil
+        roomAdmin = grants.admin && grants.room != nil ? true : nil
+        roomCreate = grants.admin && grants.room == nil ? true : nil
+        roomList = grants.admin && grants.room == nil ? true : nil
+        roomRecord = grants.record ? true : nil
+        canPublish = grants.publish
+        canSubscribe = grants.subscribe
+        canPublishData = grants.chat
+        hidden = grants.hidden ? true : nil
+        recorder = grants.record && grants.hidden ? true : nil
+    }
+
+    /// Parley's grants for these claims: `roomAdmin` (in its room) and `roomCreate` (anywhere) are
+    /// admin; `roomRecord` and `recorder` are record.
+    public var grants: Grants {
+        let publish = canPublish ?? true
+        return Grants(
+            room: room, join: roomJoin ?? false, publish: publish, subscribe: canSubscribe ?? true,
+            chat: canPublishData ?? publish, admin: (roomAdmin ?? false) || (roomCreate ?? false),
+            record: (roomRecord ?? false) || (recorder ?? false), hidden: hidden ?? false)
+    }
+}
+
+/// A token in LiveKit's shape (`video` in place of `grants`), for apps and tools that expect it.
+struct LiveKitClaims: JWTPayload {
+    var iss: String
+    var sub: String
+    var nbf: Int64
+    var exp: Int64
+    var name: String?
+    var metadata: String?
+    var video: LiveKitVideoGrant
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
 /// Why a token was refused. Every case maps to `unauthorized` on the wire; the reason goes to logs
@@ -98,16 +191,18 @@ public enum TokenError: Error, Equatable, CustomStringConvertible {
     case notYetValid
     case missingIdentity
     case noExpiry
+    case missingIssuer
 
     public var description: String {
         switch self {
-        case .malformed: "token is not a well-formed JWT"
+        case .malformed: "token is not a well-formed JWT (three base64url parts, a JSON header and claims)"
         case .unknownKey(let key): "token issuer \"\(key)\" is not a known API key"
         case .badSignature: "token signature does not verify"
         case .expired: "token has expired"
         case .notYetValid: "token is not valid yet (nbf)"
         case .missingIdentity: "token has no identity (sub)"
-        case .noExpiry: "token has no expiry (exp)"
+        case .noExpiry: "token has no expiry (exp): Parley refuses tokens that never expire"
+        case .missingIssuer: "token names no API key (iss)"
         }
     }
 }
@@ -131,6 +226,18 @@ public struct TokenIssuer: Sendable {
         let claims = AccessClaims(
             apiKey: apiKey, identity: identity, notBefore: issuedAt, expires: issuedAt + ttl,
             name: name, metadata: metadata, grants: grants)
+        return try await keys.sign(claims)
+    }
+
+    /// The same token in LiveKit's shape: `video` claims in place of `grants`.
+    public func mintLiveKit(
+        identity: String, grants: Grants, name: String? = nil, metadata: String? = nil,
+        ttl: Int64 = 6 * 3600, now: Date = Date()
+    ) async throws -> String {
+        let issuedAt = Int64(now.timeIntervalSince1970)
+        let claims = LiveKitClaims(
+            iss: apiKey, sub: identity, nbf: issuedAt, exp: issuedAt + ttl, name: name, metadata: metadata,
+            video: LiveKitVideoGrant(grants))
         return try await keys.sign(claims)
     }
 }
@@ -160,6 +267,7 @@ public struct TokenVerifier: Sendable {
         } catch {
             throw .malformed
         }
+        guard !unverified.iss.isEmpty else { throw .missingIssuer }
         guard let keys = keysByIssuer[unverified.iss] else { throw .unknownKey(unverified.iss) }
         let claims: AccessClaims
         do {
@@ -171,7 +279,7 @@ public struct TokenVerifier: Sendable {
         // A token that never expires can never be revoked: refuse it.
         guard claims.exp > 0 else { throw .noExpiry }
         if nowSeconds > claims.exp + leeway { throw .expired }
-        if nowSeconds + leeway < claims.nbf { throw .notYetValid }
+        if let notBefore = claims.nbf, nowSeconds + leeway < notBefore { throw .notYetValid }
         if claims.sub.isEmpty { throw .missingIdentity }
         return claims
     }

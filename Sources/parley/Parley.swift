@@ -113,6 +113,8 @@ struct Token: AsyncParsableCommand {
         @Option(help: "Comma-separated grants: \(Grants.names.joined(separator: ",")) (default: join,publish,subscribe,chat)")
         var grant: String?
         @Option(help: "Lifetime, e.g. 90s, 15m, 6h, 7d") var ttl = "6h"
+        @Option(help: "parley (grants), or livekit (LiveKit's video claims, for apps and tools written for LiveKit); Parley accepts both")
+        var format = "parley"
         @OptionGroup var credentials: Credentials
 
         func run() async throws {
@@ -126,8 +128,16 @@ struct Token: AsyncParsableCommand {
             guard room != nil || grants.admin else { throw ValidationError("--room is required unless --grant includes admin") }
             guard let lifetime = DurationText.parse(ttl), lifetime > .zero else { throw ValidationError("--ttl \(ttl) is not a duration") }
             let issuer = await credentials.issuer()
-            print(try await issuer.mint(
-                identity: identity, grants: grants, name: name, metadata: metadata, ttl: lifetime.components.seconds))
+            switch format {
+            case "parley":
+                print(try await issuer.mint(
+                    identity: identity, grants: grants, name: name, metadata: metadata, ttl: lifetime.components.seconds))
+            case "livekit":
+                print(try await issuer.mintLiveKit(
+                    identity: identity, grants: grants, name: name, metadata: metadata, ttl: lifetime.components.seconds))
+            default:
+                throw ValidationError("--format must be parley or livekit")
+            }
         }
     }
 }

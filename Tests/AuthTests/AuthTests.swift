@@ -1,4 +1,5 @@
 import Auth
+import Crypto
 import Foundation
 import Testing
 
@@ -25,7 +26,74 @@ import Testing
         #expect(claims.name == "Alice")
         #expect(claims.metadata == "m")
         #expect(claims.grants == Grants(room: "standup", join: true, chat: true))
-        #expect(claims.exp - claims.nbf == 3600)
+        #expect(claims.exp - (claims.nbf ?? 0) == 3600)
+    }
+
+    /// A JWT signed here by hand (HS256 over the header and the given claims), as any JWT library
+    /// would make it: no Parley code in the minting.
+    static func handMade(_ claims: String, secret: String = "secret") -> String {
+        func base64url(_ data: Data) -> String {
+            data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+        }
+        let signingInput = base64url(Data(#"{"alg":"HS256","typ":"JWT"}"#.utf8)) + "." + base64url(Data(claims.utf8))
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(signingInput.utf8), using: SymmetricKey(data: Data(secret.utf8)))
+        return signingInput + "." + base64url(Data(mac))
+    }
+
+    @Test func everyRegisteredClaimButWhatParleyNeedsIsOptional() async throws {
+        // No nbf, a fractional exp (RFC 7519 NumericDate), no name.
+        let token = Self.handMade(#"{"iss":"devkey","sub":"bob","exp":1800003600.5,"grants":{"room":"r","join":true}}"#)
+        let claims = try await verifier().verify(token)
+        #expect(claims.identity == "bob" && claims.nbf == nil && claims.exp == 1_800_003_600)
+        #expect(claims.grants == Grants(room: "r", join: true))
+    }
+
+    @Test func aRefusalNamesWhatIsWrong() async throws {
+        await #expect(throws: TokenError.missingIssuer) {
+            try await verifier().verify(Self.handMade(#"{"sub":"bob","exp":1800003600}"#))
+        }
+        await #expect(throws: TokenError.noExpiry) {
+            try await verifier().verify(Self.handMade(#"{"iss":"devkey","sub":"bob"}"#))
+        }
+        await #expect(throws: TokenError.missingIdentity) {
+            try await verifier().verify(Self.handMade(#"{"iss":"devkey","exp":1800003600}"#))
+        }
+        await #expect(throws: TokenError.badSignature) {
+            try await verifier().verify(Self.handMade(#"{"iss":"devkey","sub":"bob","exp":1800003600}"#, secret: "wrong"))
+        }
+        await #expect(throws: TokenError.malformed) { try await verifier().verify("not.a.jwt") }
+        #expect(TokenError.noExpiry.description.contains("exp") && TokenError.missingIssuer.description.contains("iss"))
+    }
+
+    @Test func liveKitVideoClaimsStandInForGrants() async throws {
+        // As LiveKit's server SDKs mint a join token: absent canPublish/canSubscribe mean allowed.
+        let join = Self.handMade(#"{"iss":"devkey","sub":"lk","nbf":1799999000,"exp":1800003600,"name":"LK","video":{"roomJoin":true,"room":"r"}}"#)
+        let claims = try await verifier().verify(join)
+        #expect(claims.name == "LK")
+        #expect(claims.grants == Grants(room: "r", join: true, publish: true, subscribe: true, chat: true))
+        let viewer = Self.handMade(
+            #"{"iss":"devkey","sub":"v","exp":1800003600,"video":{"roomJoin":true,"room":"r","canPublish":false,"hidden":true}}"#)
+        #expect(try await verifier().verify(viewer).grants == Grants(room: "r", join: true, subscribe: true, hidden: true))
+        let server = Self.handMade(#"{"iss":"devkey","sub":"api","exp":1800003600,"video":{"roomCreate":true,"roomList":true}}"#)
+        let serverGrants = try await verifier().verify(server).grants
+        #expect(serverGrants.admin && serverGrants.room == nil && !serverGrants.join)
+        let recorder = Self.handMade(#"{"iss":"devkey","sub":"rec","exp":1800003600,"video":{"roomJoin":true,"room":"r","recorder":true,"hidden":true}}"#)
+        #expect(try await verifier().verify(recorder).grants.record)
+    }
+
+    @Test func aTokenMintedInLiveKitsShapeReadsBackTheSameGrants() async throws {
+        let grants = Grants(room: "r", join: true, publish: true, subscribe: false, chat: true, record: true)
+        let token = try await TokenIssuer(apiKey: "devkey", secret: "secret").mintLiveKit(
+            identity: "alice", grants: grants, name: "Alice", ttl: 60, now: Self.start)
+        let claims = try await verifier().verify(token)
+        #expect(claims.grants == grants && claims.name == "Alice" && claims.exp == claims.nbf.map { $0 + 60 })
+        let payload = String(token.split(separator: ".")[1])
+        let padded = payload.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            + String(repeating: "=", count: (4 - payload.count % 4) % 4)
+        let data = try #require(Data(base64Encoded: padded))
+        let json = String(decoding: data, as: UTF8.self)
+        #expect(json.contains(#""video":{"#) && !json.contains("grants"))
     }
 
     @Test func expiredTokenIsRefused() async throws {
