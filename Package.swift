@@ -35,6 +35,7 @@ let package = Package(
         .library(name: "Congestion", targets: ["Congestion"]),
         .library(name: "StreamAllocation", targets: ["StreamAllocation"]),
         .library(name: "Placement", targets: ["Placement"]),
+        .library(name: "Webhooks", targets: ["Webhooks"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -75,6 +76,9 @@ let package = Package(
         .target(name: "StreamAllocation", swiftSettings: strictSettings),
         // Which node a new room opens on, by the nodes' load and caps. Pure: the caller passes the view.
         .target(name: "Placement", swiftSettings: strictSettings),
+        // Webhook bodies in LiveKit's shape and their delivery from the store's outbox, in order per room, with retries.
+        .target(
+            name: "Webhooks", dependencies: ["Store", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),
         // libopus: the encoder and decoder the recorder's mixer and the tools use.
         .target(name: "Opus", dependencies: ["CParleyOpus"], swiftSettings: strictSettings),
         // Socket addresses (STUN's, NIO's, the kernel's), raw UDP sockets and sendmmsg batches.
@@ -129,7 +133,7 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyProtocol", "Auth", "Store", "Placement", "Addresses", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN", "Recording",
+                "ParleyProtocol", "Auth", "Store", "Placement", "Webhooks", "Addresses", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN", "Recording",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
@@ -189,6 +193,7 @@ let package = Package(
         .testTarget(name: "CongestionTests", dependencies: ["Congestion"]),
         .testTarget(name: "StreamAllocationTests", dependencies: ["StreamAllocation"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
+        .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "Store", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "SDPTests", dependencies: ["SDP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUN", "Addresses", "CParleySRTP"]),
         .testTarget(name: "RecordingTests", dependencies: ["Recording"]),

@@ -168,6 +168,17 @@ public struct LiveKitVideoGrant: Codable, Sendable, Equatable {
     }
 }
 
+/// A webhook's `Authorization`: LiveKit's scheme, so its receivers verify it. The body's SHA-256
+/// (base64) is a claim of a short-lived token signed with the API secret.
+struct WebhookClaims: JWTPayload {
+    var iss: String
+    var nbf: Int64
+    var exp: Int64
+    var sha256: String
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
 /// A token in LiveKit's shape (`video` in place of `grants`), for apps and tools that expect it.
 struct LiveKitClaims: JWTPayload {
     var iss: String
@@ -227,6 +238,14 @@ public struct TokenIssuer: Sendable {
             apiKey: apiKey, identity: identity, notBefore: issuedAt, expires: issuedAt + ttl,
             name: name, metadata: metadata, grants: grants)
         return try await keys.sign(claims)
+    }
+
+    /// The `Authorization` header of a webhook request carrying `body`: a JWT (no "Bearer") whose
+    /// `sha256` claim is the base64 SHA-256 of the body, valid for five minutes.
+    public func webhookAuthorization(body: Data, now: Date = Date()) async throws -> String {
+        let issuedAt = Int64(now.timeIntervalSince1970)
+        let digest = Data(SHA256.hash(data: body)).base64EncodedString()
+        return try await keys.sign(WebhookClaims(iss: apiKey, nbf: issuedAt, exp: issuedAt + 300, sha256: digest))
     }
 
     /// The same token in LiveKit's shape: `video` claims in place of `grants`.

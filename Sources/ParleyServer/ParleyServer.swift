@@ -160,11 +160,19 @@ public final class ParleyServer: Sendable {
                 logger.info("listening", metadata: ["address": "\(config.host):\(port)", "workers": "\(workers.count)"])
             },
             logger: logger)
+        var webhooks: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if !config.webhookURLs.isEmpty, let key = config.webhookKey {
+            // After the database closer in the list, so it stops (and flushes into the outbox) first.
+            webhooks.append(.init(service: WebhookService(
+                urls: config.webhookURLs, node: config.nodeName, outbox: store.webhooks, events: services.events,
+                issuer: await TokenIssuer(apiKey: key.key, secret: key.secret), clock: services.clock, metrics: metrics,
+                logger: logger)))
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: DatabaseCloser(store: store, logger: logger)),
-                ] + (membership.map { [.init(service: ClusterHeartbeat(membership: $0, registry: registry))] } ?? []) + [
+                ] + webhooks + (membership.map { [.init(service: ClusterHeartbeat(membership: $0, registry: registry))] } ?? []) + [
                     .init(service: app),
                     .init(service: RoomCloser(registry: registry, sessions: sessions, readiness: readiness, logger: logger)),
                 ],

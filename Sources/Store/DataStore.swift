@@ -4,6 +4,7 @@
 public protocol DataStore: Sendable {
     var chat: any ChatRepository { get }
     var recordings: any RecordingRepository { get }
+    var webhooks: any WebhookOutbox { get }
     /// Nodes and room ownership, for a cluster: PostgreSQL has it, SQLite (one node) does not.
     var cluster: (any ClusterRepository)? { get }
     /// `sqlite` or `postgres`, for logs and `/metrics`.
@@ -19,6 +20,7 @@ public protocol DataStore: Sendable {
 extension ParleyDatabase: DataStore {
     public var chat: any ChatRepository { SQLiteChatRepository(database: self) }
     public var recordings: any RecordingRepository { SQLiteRecordingRepository(database: self) }
+    public var webhooks: any WebhookOutbox { SQLiteWebhookOutbox(database: self) }
     public var cluster: (any ClusterRepository)? { nil }
     public var kind: String { "sqlite" }
     public var location: String { path }

@@ -156,7 +156,7 @@ final class CollectingChannel: ParticipantChannel {
         #expect(names.filter { $0 == "participant_left" }.count == 3)
         #expect(names.filter { $0 == "track_published" }.count == 1)
         #expect(names.filter { $0 == "track_unpublished" }.count == 1)
-        #expect(names.filter { $0 == "recording_started" }.count == 1 && names.filter { $0 == "recording_ended" }.count == 1)
+        #expect(names.filter { $0 == "egress_started" }.count == 1 && names.filter { $0 == "egress_ended" }.count == 1)
         // In the order they happened: the track came after its participant and ended before it left.
         let ingestEvents = log.events.withLockedValue { events in
             events.compactMap { event -> String? in

@@ -127,6 +127,8 @@ public enum ConfigOptions {
         .init(key: "chat.rateLimit.burst", defaultValue: .int(20), help: "chat messages a participant may send in a burst"),
         .init(key: "chat.historyOnJoin", defaultValue: .int(50), help: "recent messages included in `joined`"),
         .init(key: "chat.maxRecipients", defaultValue: .int(50), help: "most identities in one direct message's `to`"),
+        .init(key: "webhook.urls", defaultValue: .list([]), help: "URLs that receive room, participant, track and recording events as signed JSON POSTs (LiveKit's shape); empty means no webhooks"),
+        .init(key: "webhook.apiKey", defaultValue: .string(""), help: "the API key whose secret signs webhooks; empty means the first of auth.keys by name"),
         .init(key: "metrics.token", defaultValue: .string(""), help: "when set, GET /metrics needs `Authorization: Bearer <token>`"),
         .init(key: "log.level", defaultValue: .string("info"), help: "trace, debug, info, notice, warning, error or critical"),
         .init(key: "rtc.workers", defaultValue: .int(0), help: "media workers (event loops) that rooms are pinned to; 0 means one per core"),

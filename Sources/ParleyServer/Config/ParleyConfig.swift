@@ -80,6 +80,9 @@ public struct ParleyConfig: Sendable {
     public var chatHistoryOnJoin: Int
     public var chatMaxRecipients: Int
     public var metricsToken: String
+    public var webhookURLs: [String]
+    /// The API key (and its secret) that signs webhooks.
+    public var webhookKey: (key: String, secret: String)?
     public var logLevel: Logger.Level
     public var mediaWorkers: Int
     public var rtc: RTC
@@ -251,6 +254,21 @@ public struct ParleyConfig: Sendable {
         chatHistoryOnJoin = int("chat.historyOnJoin")
         chatMaxRecipients = int("chat.maxRecipients")
         metricsToken = string("metrics.token")
+        webhookURLs = []
+        if case .list(let urls) = values["webhook.urls"] { webhookURLs = urls }
+        for url in webhookURLs {
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+                throw ConfigError("webhook.urls: \(url) is not an http(s) URL")
+            }
+        }
+        let signingKey = string("webhook.apiKey").isEmpty ? apiKeys.keys.sorted().first : string("webhook.apiKey")
+        if let signingKey, let secret = apiKeys[signingKey] {
+            webhookKey = (signingKey, secret)
+        } else if !webhookURLs.isEmpty {
+            throw ConfigError("webhook.apiKey: \(signingKey ?? "") is not one of auth.keys")
+        } else {
+            webhookKey = nil
+        }
         guard let level = Logger.Level(rawValue: string("log.level")) else {
             throw ConfigError("log.level: expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }

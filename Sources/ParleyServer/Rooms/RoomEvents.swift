@@ -43,8 +43,8 @@ public struct RoomEvent: Sendable, Equatable {
         case .participantLeft: "participant_left"
         case .trackPublished: "track_published"
         case .trackUnpublished: "track_unpublished"
-        case .recordingStarted: "recording_started"
-        case .recordingEnded: "recording_ended"
+        case .recordingStarted: "egress_started"
+        case .recordingEnded: "egress_ended"
         }
     }
 }

@@ -28,6 +28,11 @@ public final class ServerMetrics: Sendable {
     public let roomsPlacedElsewhere: Counter
     public let nodeDraining: Gauge
     public let drainedParticipants: Counter
+    public let webhookEventsQueued: Counter
+    public let webhookDeliveries: Counter
+    public let webhookFailures: Counter
+    public let webhookPending: Gauge
+    public let webhookDelay: DurationHistogram
     public let relayedSessions: Counter
     public let relayedSessionsIn: Counter
     public let relaysOpen: Gauge
@@ -81,6 +86,16 @@ public final class ServerMetrics: Sendable {
         nodeDraining = registry.makeGauge(descriptor: Self.name("node_draining", help: "1 while this node drains (no new rooms), else 0"))
         drainedParticipants = registry.makeCounter(
             descriptor: Self.name("drained_participants", unit: "total", help: "Participants a drain sent to other nodes"))
+        webhookEventsQueued = registry.makeCounter(
+            descriptor: Self.name("webhook_events_queued", unit: "total", help: "Room events stored in the webhook outbox (each goes to every webhook URL)"))
+        webhookDeliveries = registry.makeCounter(
+            descriptor: Self.name("webhook_deliveries", unit: "total", help: "Webhook requests a receiver answered with 2xx"))
+        webhookFailures = registry.makeCounter(
+            descriptor: Self.name("webhook_failures", unit: "total", help: "Webhook attempts that failed (non-2xx, timeout, refused); each is retried"))
+        webhookPending = registry.makeGauge(descriptor: Self.name("webhook_pending", help: "Webhook deliveries waiting in the outbox"))
+        webhookDelay = registry.makeDurationHistogram(
+            descriptor: Self.name("webhook_delivery_delay", unit: "seconds", help: "From a room event to its webhook's delivery"),
+            buckets: Self.latencyBuckets)
         relayedSessions = registry.makeCounter(
             descriptor: Self.name("relayed_sessions", unit: "total", help: "Signaling connections this node relayed to the node that holds their room"))
         relayedSessionsIn = registry.makeCounter(

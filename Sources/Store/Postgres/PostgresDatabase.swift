@@ -19,6 +19,7 @@ public final class PostgresDatabase: DataStore {
 
     public var chat: any ChatRepository { PostgresChatRepository(database: self) }
     public var recordings: any RecordingRepository { PostgresRecordingRepository(database: self) }
+    public var webhooks: any WebhookOutbox { PostgresWebhookOutbox(database: self) }
     public var cluster: (any ClusterRepository)? { PostgresClusterRepository(database: self) }
     public var kind: String { "postgres" }
     public var location: String { url.description }
@@ -248,6 +249,20 @@ public final class PostgresDatabase: DataStore {
         (4, "node cores", ["ALTER TABLE parley_node ADD COLUMN cores INTEGER NOT NULL DEFAULT 1"]),
         // The node that writes a recording: a lost node's recordings are marked interrupted.
         (5, "recording node", ["ALTER TABLE recording ADD COLUMN node TEXT NOT NULL DEFAULT ''"]),
+        (6, "webhook outbox", ["""
+            CREATE TABLE webhook_outbox (
+                id BIGSERIAL PRIMARY KEY,
+                url TEXT NOT NULL,
+                room TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                body TEXT NOT NULL,
+                node TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at BIGINT NOT NULL DEFAULT 0,
+                last_error TEXT
+            )
+            """, "CREATE INDEX webhook_outbox_url ON webhook_outbox (node, url, id)"]),
     ]
 }
 

@@ -83,6 +83,24 @@ public final class ParleyDatabase: Sendable {
         migrator.registerMigration("v3-recording-node") { db in
             try db.execute(sql: "ALTER TABLE recording ADD COLUMN node TEXT NOT NULL DEFAULT ''")
         }
+        // Webhook events committed before they are sent (issue 17).
+        migrator.registerMigration("v4-webhook-outbox") { db in
+            try db.execute(sql: """
+                CREATE TABLE webhook_outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    url TEXT NOT NULL,
+                    room TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    node TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT
+                );
+                CREATE INDEX webhook_outbox_url ON webhook_outbox (node, url, id);
+                """)
+        }
         return migrator
     }
 }
