@@ -297,6 +297,7 @@ public final class ParleyServer: Sendable {
             readiness: readiness, turn: turn, nodes: { [self] in try await nodes() }
         ).register(on: router)
         RecordingRoutes(registry: registry, services: services, auth: AdminAuth(verifier: verifier)).register(on: router)
+        WHIPRoutes(registry: registry, services: services, verifier: verifier).register(on: router)
         DrainRoutes(
             drain: drain, nodeName: config.nodeName, auth: AdminAuth(verifier: verifier), defaultTimeout: config.nodeDrainTimeout,
             shutdown: { [self] in await shutdown() }

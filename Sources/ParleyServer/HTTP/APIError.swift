@@ -19,7 +19,7 @@ struct APIError: HTTPResponseError {
 }
 
 /// `{"error":{"code":"…","message":"…"}}`
-private struct ErrorBody: Encodable {
+struct ErrorBody: Encodable {
     struct Detail: Encodable {
         let code: ErrorCode
         let message: String

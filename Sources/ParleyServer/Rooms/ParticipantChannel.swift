@@ -20,4 +20,12 @@ public protocol ParticipantChannel: AnyObject, Sendable {
 
     /// Ends the channel once what is queued has gone out.
     func close(_ reason: ChannelCloseReason)
+
+    /// True for a session that is nothing but its media (WHIP): it ends when its media transport
+    /// closes, having no signaling to lose and resume.
+    var endsWithMedia: Bool { get }
+}
+
+extension ParticipantChannel {
+    public var endsWithMedia: Bool { false }
 }

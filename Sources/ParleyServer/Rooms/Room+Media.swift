@@ -362,6 +362,27 @@ extension Room {
 
     func mediaTransportClosed(sid: String, role: TransportRole, reason: WebRTCTransport.CloseReason) {
         logger.notice("media transport closed", metadata: ["participant": "\(sid)", "transport": "\(role.rawValue)", "reason": "\(reason.rawValue)"])
+        // A session that is nothing but its media (WHIP) ends with it.
+        if let participant = findParticipant(sid: sid), participant.connection?.endsWithMedia == true {
+            leave(sid: sid)
+        }
+    }
+
+    /// An ICE restart outside an offer (WHIP's PATCH): the publisher transport takes the client's
+    /// new credentials and gets new ones of ours, returned with our candidates' lines.
+    public func restartPublisherICE(of sid: String, remote: ICECredentials) throws(ProtocolError) -> (local: ICECredentials, candidates: [String]) {
+        _ = try member(sid)
+        let transport = sfu.transport(for: sid, role: .publisher)
+        guard var parameters = transport.remote else { throw ProtocolError(.conflict, "no publisher session was negotiated") }
+        guard let local = sfu.restartICE(for: sid, role: .publisher) else { throw ProtocolError(.notFound, "no publisher transport") }
+        parameters.ice = remote
+        do {
+            try transport.configure(remote: parameters, now: sfu.port.now())
+        } catch {
+            throw ProtocolError(.badRequest, "cannot restart ICE: \(error)")
+        }
+        let candidates = sfu.port.localAddresses.enumerated().map { MediaNegotiation.candidateLine($1, index: $0) }
+        return (local, candidates)
     }
 
     /// A participant left: its tracks end for everyone, its transports close.

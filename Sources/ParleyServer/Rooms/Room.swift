@@ -102,6 +102,8 @@ public actor Room {
 
     func findParticipant(sid: String) -> Participant? { participants.first { $0.sid == sid } }
 
+    public func hasParticipant(sid: String) -> Bool { findParticipant(sid: sid) != nil }
+
     func findParticipant(identity: String) -> Participant? { participants.first { $0.identity == identity } }
 
     // MARK: Joining and leaving

@@ -29,6 +29,7 @@ public final class ServerMetrics: Sendable {
     public let nodeDraining: Gauge
     public let drainedParticipants: Counter
     public let webhookEventsQueued: Counter
+    public let whipSessions: Counter
     public let webhookDeliveries: Counter
     public let webhookFailures: Counter
     public let webhookPending: Gauge
@@ -86,6 +87,7 @@ public final class ServerMetrics: Sendable {
         nodeDraining = registry.makeGauge(descriptor: Self.name("node_draining", help: "1 while this node drains (no new rooms), else 0"))
         drainedParticipants = registry.makeCounter(
             descriptor: Self.name("drained_participants", unit: "total", help: "Participants a drain sent to other nodes"))
+        whipSessions = registry.makeCounter(descriptor: Self.name("whip_sessions", unit: "total", help: "WHIP publishers admitted (POST /v1/whip)"))
         webhookEventsQueued = registry.makeCounter(
             descriptor: Self.name("webhook_events_queued", unit: "total", help: "Room events stored in the webhook outbox (each goes to every webhook URL)"))
         webhookDeliveries = registry.makeCounter(

@@ -1,0 +1,253 @@
+import Auth
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOConcurrencyHelpers
+import ParleyProtocol
+import WebRTC
+
+/// WHIP ingest (RFC 9725): `POST /v1/whip` with an SDP offer and a Bearer access token makes an
+/// ordinary participant of the publisher (`participant.joined`, tracks, recording, speakers), with
+/// the room and identity of its token; the session's URL takes `PATCH` (trickle ICE, ICE restart)
+/// and `DELETE` (leave). `OPTIONS` answers CORS and the ICE servers.
+struct WHIPRoutes: Sendable {
+    let registry: RoomRegistry
+    let services: RoomServices
+    let verifier: TokenVerifier
+    let sessions = WHIPSessions()
+
+    static let maxOfferBytes = 64 * 1024
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.post("/v1/whip") { request, _ -> Response in try await create(request) }
+        router.on("/v1/whip", method: .options) { request, _ -> Response in try await options(request) }
+        router.on("/v1/whip/:session", method: .options) { request, _ -> Response in try await options(request) }
+        router.patch("/v1/whip/:session") { request, context -> Response in try await patch(request, context) }
+        router.delete("/v1/whip/:session") { request, context -> Response in try await delete(request, context) }
+    }
+
+    // MARK: Handlers
+
+    private func create(_ request: Request) async throws -> Response {
+        let claims = try await ParleyServer.signalingClaims(request, verifier: verifier)
+        guard claims.grants.publish else { throw APIError(.forbidden, "token lacks the publish grant") }
+        guard Self.mediaType(request) == "application/sdp" else {
+            throw WHIPError(.unsupportedMediaType, "a WHIP offer is application/sdp")
+        }
+        let offer = try await body(request, limit: Self.maxOfferBytes)
+        guard offer.contains("\nm=audio") || offer.contains("\nm=video") else {
+            throw WHIPError(.unprocessableContent, "the offer has no audio or video m-line to publish")
+        }
+        let roomName = claims.grants.room ?? ""
+        let room: Room
+        do {
+            switch try await registry.roomForJoin(roomName, anywhere: true) {
+            case .room(let found): room = found
+            case .elsewhere(_, let url):
+                // RFC 9725 §4.5: the client follows a redirect to the endpoint that serves the room.
+                var headers = Self.cors
+                headers[.location] = url + "/v1/whip"
+                return Response(status: .temporaryRedirect, headers: headers)
+            }
+        } catch {
+            throw APIError(error)
+        }
+        // A WHIP client only sends: no subscriptions, no chat.
+        var publisher = claims
+        publisher.grants.subscribe = false
+        publisher.grants.chat = false
+        let channel = WHIPChannel()
+        let sid: String
+        let answer: Room.PublisherAnswer
+        do {
+            sid = try await room.join(claims: publisher, resume: nil, connection: channel)
+        } catch {
+            throw APIError(error)
+        }
+        do {
+            answer = try await room.publish(offer: offer, from: sid)
+        } catch {
+            await room.leave(sid: sid)
+            throw error.code == .badRequest ? WHIPError(.badRequest, error.message) : APIError(error)
+        }
+        let etag = Self.newETag()
+        sessions.add(WHIPSessions.Session(
+            sid: sid, room: roomName, identity: claims.identity, etag: etag, remoteUfrag: Self.attribute("ice-ufrag", in: offer)))
+        var headers = Self.cors
+        headers[.contentType] = "application/sdp"
+        headers[.location] = "/v1/whip/\(sid)"
+        headers[.eTag] = etag
+        for link in Self.links(services.iceServers(claims.identity)) { headers.append(HTTPField(name: Self.linkField, value: link)) }
+        services.metrics.whipSessions.increment()
+        return Response(status: .created, headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer.sdp)))
+    }
+
+    private func options(_ request: Request) async throws -> Response {
+        var headers = Self.cors
+        headers[.allow] = "POST, PATCH, DELETE, OPTIONS"
+        // The ICE servers for whoever the token names (RFC 9725 §4.4); none without a token.
+        if let claims = try? await ParleyServer.signalingClaims(request, verifier: verifier) {
+            for link in Self.links(services.iceServers(claims.identity)) { headers.append(HTTPField(name: Self.linkField, value: link)) }
+        }
+        return Response(status: .noContent, headers: headers)
+    }
+
+    private func patch(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let (session, room) = try await owned(request, context)
+        guard Self.mediaType(request) == "application/trickle-ice-sdpfrag" else {
+            throw WHIPError(.unsupportedMediaType, "PATCH takes application/trickle-ice-sdpfrag")
+        }
+        // RFC 9725 §4.3.1: If-Match must name the session's current ETag ("*" matches any).
+        guard let match = request.headers[.ifMatch], match == "*" || match == session.etag else {
+            throw WHIPError(.preconditionFailed, "If-Match does not name the session's current ETag \(session.etag)")
+        }
+        let fragment = try await body(request, limit: Self.maxOfferBytes)
+        let ufrag = Self.attribute("ice-ufrag", in: fragment)
+        let password = Self.attribute("ice-pwd", in: fragment)
+        guard let ufrag, let password, ufrag != session.remoteUfrag else {
+            // Trickled candidates: Parley is ICE-lite and learns the client's addresses from its
+            // checks, so there is nothing to apply.
+            return Response(status: .noContent, headers: Self.cors)
+        }
+        let restarted: (local: ICECredentials, candidates: [String])
+        do {
+            restarted = try await room.restartPublisherICE(of: session.sid, remote: ICECredentials(ufrag: ufrag, password: password))
+        } catch {
+            throw APIError(error)
+        }
+        let etag = Self.newETag()
+        sessions.update(session.sid) {
+            $0.etag = etag
+            $0.remoteUfrag = ufrag
+        }
+        let mid = Self.attribute("mid", in: fragment) ?? "0"
+        var answer = "a=ice-lite\r\na=ice-ufrag:\(restarted.local.ufrag)\r\na=ice-pwd:\(restarted.local.password)\r\n"
+        answer += "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:\(mid)\r\n"
+        for line in restarted.candidates { answer += "a=\(line)\r\n" }
+        answer += "a=end-of-candidates\r\n"
+        var headers = Self.cors
+        headers[.contentType] = "application/trickle-ice-sdpfrag"
+        headers[.eTag] = etag
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer)))
+    }
+
+    private func delete(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let (session, room) = try await owned(request, context)
+        await room.leave(sid: session.sid)
+        sessions.remove(session.sid)
+        return Response(status: .ok, headers: Self.cors)
+    }
+
+    /// The session named in the path, if the caller's token is for its identity and room.
+    private func owned(_ request: Request, _ context: BasicRequestContext) async throws -> (WHIPSessions.Session, Room) {
+        let claims = try await ParleyServer.signalingClaims(request, verifier: verifier)
+        guard let sid = context.parameters.get("session"), let session = sessions.get(sid) else {
+            throw APIError(.notFound, "no such WHIP session")
+        }
+        guard session.identity == claims.identity, session.room == claims.grants.room else {
+            throw APIError(.forbidden, "the token is not for this session's identity and room")
+        }
+        guard let room = await registry.room(named: session.room), await room.hasParticipant(sid: sid) else {
+            sessions.remove(sid)
+            throw APIError(.notFound, "the WHIP session has ended")
+        }
+        return (session, room)
+    }
+
+    // MARK: Helpers
+
+    private func body(_ request: Request, limit: Int) async throws -> String {
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return String(buffer: buffer)
+        } catch {
+            throw APIError(.tooLarge, "the body exceeds \(limit) bytes")
+        }
+    }
+
+    static func mediaType(_ request: Request) -> String? {
+        request.headers[.contentType]?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+    }
+
+    static func attribute(_ name: String, in sdp: String) -> String? {
+        for line in sdp.split(whereSeparator: \.isNewline) where line.hasPrefix("a=\(name):") {
+            return String(line.dropFirst("a=\(name):".count)).trimmingCharacters(in: .whitespaces)
+        }
+        return nil
+    }
+
+    /// RFC 9725 §4.4: one `Link: <url>; rel="ice-server"` per URL, with the TURN credentials.
+    static func links(_ servers: [ICEServer]) -> [String] {
+        servers.flatMap { server in
+            server.urls.map { url in
+                var link = "<\(url)>; rel=\"ice-server\""
+                if let username = server.username, let credential = server.credential {
+                    link += "; username=\"\(username)\"; credential=\"\(credential)\"; credential-type=\"password\""
+                }
+                return link
+            }
+        }
+    }
+
+    static let linkField = HTTPField.Name("Link")!
+
+    static func newETag() -> String { "\"\(UUID().uuidString.prefix(13).lowercased())\"" }
+
+    /// Browsers publish by WHIP with fetch from other origins.
+    static var cors: HTTPFields {
+        var headers = HTTPFields()
+        headers[.accessControlAllowOrigin] = "*"
+        headers[.accessControlAllowMethods] = "POST, PATCH, DELETE, OPTIONS"
+        headers[.accessControlAllowHeaders] = "Authorization, Content-Type, If-Match"
+        headers[.accessControlExposeHeaders] = "Location, ETag, Link"
+        return headers
+    }
+}
+
+/// The status codes RFC 9725 names beyond the API's own, with the API's JSON body.
+struct WHIPError: HTTPResponseError {
+    let status: HTTPResponse.Status
+    let message: String
+
+    init(_ status: HTTPResponse.Status, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var headers = WHIPRoutes.cors
+        headers[.contentType] = JSONResponse.contentType
+        let code = status == .badRequest ? ErrorCode.badRequest : status == .preconditionFailed ? .conflict : .badRequest
+        return Response(
+            status: status, headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: JSONResponse.encode(ErrorBody(error: .init(code: code, message: message))))))
+    }
+}
+
+/// The live WHIP sessions by participant sid.
+final class WHIPSessions: Sendable {
+    struct Session: Sendable {
+        var sid: String
+        var room: String
+        var identity: String
+        var etag: String
+        var remoteUfrag: String?
+    }
+
+    private let sessions = NIOLockedValueBox<[String: Session]>([:])
+
+    func add(_ session: Session) { sessions.withLockedValue { $0[session.sid] = session } }
+    func get(_ sid: String) -> Session? { sessions.withLockedValue { $0[sid] } }
+    func remove(_ sid: String) { sessions.withLockedValue { _ = $0.removeValue(forKey: sid) } }
+    func update(_ sid: String, _ change: (inout Session) -> Void) {
+        sessions.withLockedValue { if var session = $0[sid] { change(&session); $0[sid] = session } }
+    }
+}
+
+/// A WHIP participant's channel: it has no signaling, so the room's frames go nowhere; the
+/// session ends with its media or a DELETE.
+final class WHIPChannel: ParticipantChannel {
+    func send(_ frame: String) -> Bool { true }
+    func close(_ reason: ChannelCloseReason) {}
+    var endsWithMedia: Bool { true }
+}
