@@ -2,7 +2,7 @@
 # Both first install what is missing on a fresh Debian machine.
 
 SHELL := /bin/bash
-APT_PACKAGES := libssl-dev libsrtp2-dev libopus-dev libsqlite3-dev pkg-config python3-venv curl chromium chromium-driver coturn opus-tools ffmpeg iproute2 nftables postgresql
+APT_PACKAGES := libssl-dev libsrtp2-dev libopus-dev libsqlite3-dev pkg-config python3-venv curl chromium chromium-driver coturn opus-tools ffmpeg iproute2 nftables postgresql openssl
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PARLEY := .build/debug/parley

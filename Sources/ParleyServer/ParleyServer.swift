@@ -8,6 +8,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import ParleyProtocol
 import ServiceLifecycle
+import HummingbirdTLS
 import UnixSignals
 import STUN
 import Store
@@ -39,6 +40,10 @@ public final class ParleyServer: Sendable {
     let sessions = SessionCounter()
     private let serviceGroup = NIOLockedValueBox<ServiceGroup?>(nil)
     private let boundPort = NIOLockedValueBox<Int?>(nil)
+    /// The HTTPS port once bound (with `tls.certFile`).
+    let boundTLSPort = NIOLockedValueBox<Int?>(nil)
+    /// `tls.certFile` and `tls.keyFile`, loaded (and reloaded on SIGHUP).
+    let certificates: ServerCertificates?
     private let portWaiters = NIOLockedValueBox<[CheckedContinuation<Int, Never>]>([])
 
     public init(
@@ -74,6 +79,7 @@ public final class ParleyServer: Sendable {
         } else {
             self.turn = nil
         }
+        self.certificates = try config.tlsFiles.map { try ServerCertificates(certFile: $0.cert, keyFile: $0.key) }
         let iceServers = Self.iceServers(
             turn: turn, credentials: turnCredentials, host: config.turn.publicHost.isEmpty ? nodeAddresses.first?.description ?? "127.0.0.1" : config.turn.publicHost,
             ttlSeconds: Int64(config.turn.credentialTTL.components.seconds), clock: clock)
@@ -125,25 +131,26 @@ public final class ParleyServer: Sendable {
                 workers.ports.compactMap { port in port.boundPort.map { TransportAddress(ip: ip, port: UInt16($0)) } }
             })
             do {
-                try await turn.start(addresses: nodeAddresses, port: config.turn.port, mediaAddresses: mediaAddresses)
+                try await turn.start(
+                    addresses: nodeAddresses, port: config.turn.port, mediaAddresses: mediaAddresses,
+                    tls: certificates.map { (config.turn.tlsPort, $0.configuration()) })
             } catch {
                 try? await workers.shutdown()
                 throw error
             }
             logger.info("STUN/TURN listening", metadata: [
                 "addresses": "\(nodeAddresses.map(\.description).joined(separator: ","))", "port": "\(turn.boundPort ?? 0)",
-                "transports": "udp,tcp",
+                "transports": turn.boundTLSPort.map { "udp,tcp,tls on \($0)" } ?? "udp,tcp",
             ])
         }
+        // One router for plain HTTP and HTTPS: the same routes and the same state behind them.
+        let router = httpRouter()
+        let signalingRouter = webSocketRouter()
+        let webSocketConfiguration = WebSocketServerConfiguration(
+            maxFrameSize: config.maxFrameBytes, autoPing: .enabled(timePeriod: config.pingInterval), closeTimeout: .seconds(5))
         let app = Application(
-            router: httpRouter(),
-            server: .http1WebSocketUpgrade(
-                webSocketRouter: webSocketRouter(),
-                configuration: .init(
-                    ws: .init(
-                        maxFrameSize: config.maxFrameBytes,
-                        autoPing: .enabled(timePeriod: config.pingInterval),
-                        closeTimeout: .seconds(5)))),
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: signalingRouter, configuration: .init(ws: webSocketConfiguration)),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "Parley"),
             onServerRunning: { [self] channel in
                 let port = channel.localAddress?.port ?? config.port
@@ -160,6 +167,24 @@ public final class ParleyServer: Sendable {
                 logger.info("listening", metadata: ["address": "\(config.host):\(port)", "workers": "\(workers.count)"])
             },
             logger: logger)
+        var secure: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let certificates {
+            let tlsApp = Application(
+                router: router,
+                server: try .tls(
+                    .http1WebSocketUpgrade(webSocketRouter: signalingRouter, configuration: .init(ws: webSocketConfiguration)),
+                    tlsConfiguration: certificates.configuration()),
+                configuration: .init(address: .hostname(config.host, port: config.tlsPort), serverName: "Parley"),
+                onServerRunning: { [self] channel in
+                    let port = channel.localAddress?.port ?? config.tlsPort
+                    boundTLSPort.withLockedValue { $0 = port }
+                    logger.info("listening (HTTPS, WSS)", metadata: [
+                        "address": "\(config.host):\(port)", "fingerprint": "\(certificates.fingerprint)",
+                    ])
+                },
+                logger: logger)
+            secure.append(.init(service: tlsApp))
+        }
         var webhooks: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if !config.webhookURLs.isEmpty, let key = config.webhookKey {
             // After the database closer in the list, so it stops (and flushes into the outbox) first.
@@ -168,18 +193,34 @@ public final class ParleyServer: Sendable {
                 issuer: await TokenIssuer(apiKey: key.key, secret: key.secret), clock: services.clock, metrics: metrics,
                 logger: logger)))
         }
+        // Graceful shutdown stops them in reverse: rooms close first, the database last.
+        var lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: DatabaseCloser(store: store, logger: logger))]
+        lifecycle += webhooks
+        if let membership { lifecycle.append(.init(service: ClusterHeartbeat(membership: membership, registry: registry))) }
+        lifecycle += secure
+        lifecycle.append(.init(service: app))
+        lifecycle.append(.init(service: RoomCloser(registry: registry, sessions: sessions, readiness: readiness, logger: logger)))
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: DatabaseCloser(store: store, logger: logger)),
-                ] + webhooks + (membership.map { [.init(service: ClusterHeartbeat(membership: $0, registry: registry))] } ?? []) + [
-                    .init(service: app),
-                    .init(service: RoomCloser(registry: registry, sessions: sessions, readiness: readiness, logger: logger)),
-                ],
+                services: lifecycle,
                 gracefulShutdownSignals: signals,
                 logger: logger))
         serviceGroup.withLockedValue { $0 = group }
         defer { serviceGroup.withLockedValue { $0 = nil } }
+        // SIGHUP reads the certificate and key again; handshakes from then on use them.
+        let reloadOnHangup = certificates.map { certificates in
+            Task { [logger] in
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    do {
+                        try certificates.reload()
+                        logger.notice("TLS certificate reloaded", metadata: ["fingerprint": "\(certificates.fingerprint)"])
+                    } catch {
+                        logger.error("TLS certificate reload failed; the old one stays", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
+        defer { reloadOnHangup?.cancel() }
         let drainOnSignal = drainSignals.isEmpty ? nil : Task { [self] in
             for await _ in await UnixSignalsSequence(trapping: drainSignals) {
                 await shutdownAfterDrain()
@@ -209,11 +250,11 @@ public final class ParleyServer: Sendable {
             guard let port = turn.boundPort else { return [] }
             let expiry = UInt64(max(0, clock.wallMilliseconds() / 1000 + ttlSeconds))
             let credential = credentials.restCredential(identity: identity, expiry: expiry)
+            var relays = ["turn:\(hostPart):\(port)?transport=udp", "turn:\(hostPart):\(port)?transport=tcp"]
+            if let tlsPort = turn.boundTLSPort { relays.append("turns:\(hostPart):\(tlsPort)?transport=tcp") }
             return [
                 ICEServer(urls: ["stun:\(hostPart):\(port)"]),
-                ICEServer(
-                    urls: ["turn:\(hostPart):\(port)?transport=udp", "turn:\(hostPart):\(port)?transport=tcp"],
-                    username: credential.username, credential: credential.password),
+                ICEServer(urls: relays, username: credential.username, credential: credential.password),
             ]
         }
     }

@@ -2,6 +2,7 @@ import Addresses
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import NetworkAddress
 import STUN
 
@@ -27,6 +28,7 @@ public final class TURNServer: Sendable {
         var workers: [TURNWorker] = []
         var channels: [any Channel] = []
         var boundPort: Int?
+        var boundTLSPort: Int?
     }
 
     public init(
@@ -44,9 +46,17 @@ public final class TURNServer: Sendable {
     /// The port the listeners share (the configured one, or what the system picked for 0).
     public var boundPort: Int? { state.withLockedValue { $0.boundPort } }
 
-    /// Opens UDP and TCP listeners on `port` at each address. `mediaAddresses` are Parley's own
-    /// media sockets, which relays may always reach.
-    public func start(addresses: [IPAddress], port: Int, mediaAddresses: Set<TransportAddress>) async throws {
+    /// The TURN-over-TLS port, when `start` was given TLS.
+    public var boundTLSPort: Int? { state.withLockedValue { $0.boundTLSPort } }
+
+    /// Opens UDP and TCP listeners on `port` at each address, and with `tls` a TLS listener on its
+    /// port (TURN over TLS, RFC 8656 §3.1: the same framing as TCP inside TLS). `mediaAddresses`
+    /// are Parley's own media sockets, which relays may always reach.
+    public func start(
+        addresses: [IPAddress], port: Int, mediaAddresses: Set<TransportAddress>, tls: (port: Int, configuration: TLSConfiguration)? = nil
+    ) async throws {
+        let tlsContext = try tls.map { try NIOSSLContext(configuration: $0.configuration) }
+        var tlsPort = tls?.port ?? 0
         var configuration = baseConfiguration
         configuration.policy.mediaAddresses.formUnion(mediaAddresses)
         var nonceKey = [UInt8](repeating: 0, count: 32)
@@ -77,6 +87,12 @@ public final class TURNServer: Sendable {
                     listeners.append((socket, worker, TransportAddress(ip: address, port: UInt16(boundPort))))
                 }
                 channels.append(try await tcpListener(workers: workers, address: TransportAddress(ip: address, port: UInt16(boundPort))))
+                if let tlsContext {
+                    let listener = try await tcpListener(
+                        workers: workers, address: TransportAddress(ip: address, port: UInt16(tlsPort)), tls: tlsContext)
+                    if tlsPort == 0 { tlsPort = listener.localAddress?.port ?? 0 }
+                    channels.append(listener)
+                }
             }
         } catch {
             for (socket, _, _) in listeners { close(socket) }
@@ -90,6 +106,7 @@ public final class TURNServer: Sendable {
             state.workers = workers
             state.channels = channels
             state.boundPort = port
+            state.boundTLSPort = tlsContext == nil ? nil : tlsPort
         }
     }
 
@@ -133,7 +150,7 @@ public final class TURNServer: Sendable {
         try await probe.close()
     }
 
-    private func tcpListener(workers: [TURNWorker], address: TransportAddress) async throws -> any Channel {
+    private func tcpListener(workers: [TURNWorker], address: TransportAddress, tls: NIOSSLContext? = nil) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
@@ -145,6 +162,7 @@ public final class TURNServer: Sendable {
                     }
                     let worker = workers[Int(remote.port) % workers.count]
                     let key = ClientKey(transport: .tcp, client: remote, server: address)
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(STUNStreamDecoder()))
                     try channel.pipeline.syncOperations.addHandler(TCPClientHandler(worker: worker, key: key))
                 }

@@ -124,7 +124,7 @@ class Participant:
     """One participant: a signaling WebSocket, a publisher and a subscriber PeerConnection."""
 
     def __init__(self, ws_url: str, name: str, relay_transport: str | None = None):
-        """With `relay_transport` ("udp" or "tcp") both PeerConnections use only relay candidates
+        """With `relay_transport` ("udp", "tcp" or "tls") both PeerConnections use only relay candidates
         through the TURN server that `joined` names, over that transport."""
         self.ws_url = ws_url
         self.name = name
@@ -152,12 +152,13 @@ class Participant:
         return first
 
     def _relay_only_connections(self, ice_servers: list[dict]):
-        suffix = f"?transport={self.relay_transport}"
+        # "tls" is TURN over TLS: the turns: URL (over TCP).
+        scheme, suffix = ("turns:", "?transport=tcp") if self.relay_transport == "tls" else ("turn:", f"?transport={self.relay_transport}")
         servers = [
             RTCIceServer(urls=url, username=server.get("username"), credential=server.get("credential"))
             for server in ice_servers
             for url in server["urls"]
-            if url.startswith("turn:") and url.endswith(suffix)
+            if url.startswith(scheme) and url.endswith(suffix)
         ]
         assert servers, f"joined offers no TURN server over {self.relay_transport}: {ice_servers}"
         config = RTCConfiguration(iceServers=servers[:1], iceTransportPolicy=RTCIceTransportPolicy.RELAY)

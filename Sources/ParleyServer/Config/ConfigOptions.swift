@@ -95,6 +95,9 @@ public enum ConfigOptions {
     public static let all: [ConfigOption] = [
         .init(key: "server.host", defaultValue: .string("0.0.0.0"), help: "address the HTTP and WebSocket server binds"),
         .init(key: "server.port", defaultValue: .int(7880), help: "TCP port for the HTTP API, web client and /v1/rtc"),
+        .init(key: "server.tlsPort", defaultValue: .int(7443), help: "TCP port for HTTPS and WSS (the same API), when tls.certFile is set"),
+        .init(key: "tls.certFile", defaultValue: .string(""), help: "PEM certificate chain (leaf first) for HTTPS, WSS and TURN over TLS; reloaded on SIGHUP; empty means no TLS"),
+        .init(key: "tls.keyFile", defaultValue: .string(""), help: "PEM private key of tls.certFile; reloaded on SIGHUP"),
         .init(key: "server.nodeName", defaultValue: .string(""), help: "this node's name in `joined` and logs; empty means the host name"),
         .init(key: "dev", defaultValue: .bool(false), help: "dev mode: the dev API key, GET /v1/dev/token, data under ./data"),
         .init(key: "auth.keys", defaultValue: .map([:]), help: "API keys and their secrets (key: secret); dev mode adds devkey: secret when empty"),
@@ -141,6 +144,7 @@ public enum ConfigOptions {
         .init(key: "rtc.speakersInterval", defaultValue: .duration(.milliseconds(300)), help: "how often active speakers are computed and sent, at most"),
         .init(key: "recording.dir", defaultValue: .string("./data/recordings"), help: "where recordings are written, as {room}/{recording id}/ with a manifest.json"),
         .init(key: "turn.enabled", defaultValue: .bool(true), help: "run the built-in STUN/TURN server (UDP and TCP)"),
+        .init(key: "turn.tlsPort", defaultValue: .int(5349), help: "TCP port of TURN over TLS (turns:), when tls.certFile is set"),
         .init(key: "turn.port", defaultValue: .int(3478), help: "UDP and TCP port of the STUN/TURN server, on every rtc node address; 0 picks a free port (tests)"),
         .init(key: "turn.publicHost", defaultValue: .string(""), help: "host put in the TURN URLs of `joined`; empty means the first rtc node address"),
         .init(key: "turn.realm", defaultValue: .string("parley"), help: "realm of the long-term credentials"),

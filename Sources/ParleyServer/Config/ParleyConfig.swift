@@ -47,6 +47,9 @@ public struct ParleyConfig: Sendable {
 
     public var host: String
     public var port: Int
+    public var tlsPort: Int
+    /// `tls.certFile` and `tls.keyFile`, both set or neither.
+    public var tlsFiles: (cert: String, key: String)?
     public var nodeName: String
     public var dev: Bool
     public var apiKeys: [String: String]
@@ -94,6 +97,7 @@ public struct ParleyConfig: Sendable {
     public struct TURNOptions: Sendable, Equatable {
         public var enabled: Bool
         public var port: Int
+        public var tlsPort: Int
         public var publicHost: String
         public var realm: String
         /// Empty means one is made at start.
@@ -205,6 +209,13 @@ public struct ParleyConfig: Sendable {
         host = string("server.host")
         port = int("server.port")
         guard (0...65535).contains(port) else { throw ConfigError("server.port: \(port) is not a port number") }
+        tlsPort = int("server.tlsPort")
+        guard (0...65535).contains(tlsPort) else { throw ConfigError("server.tlsPort: \(tlsPort) is not a port number") }
+        switch (string("tls.certFile"), string("tls.keyFile")) {
+        case ("", ""): tlsFiles = nil
+        case (let cert, let key) where !cert.isEmpty && !key.isEmpty: tlsFiles = (cert, key)
+        default: throw ConfigError("tls.certFile and tls.keyFile go together: set both or neither")
+        }
         let node = string("server.nodeName")
         nodeName = node.isEmpty ? ProcessInfo.processInfo.hostName : node
         tokenLeeway = duration("auth.leeway")
@@ -307,7 +318,7 @@ public struct ParleyConfig: Sendable {
         guard (0...65535).contains(turnPort) else { throw ConfigError("turn.port: \(turnPort) is not a port number") }
         let defaultLifetime = max(duration("turn.defaultLifetime"), .seconds(60))
         turn = TURNOptions(
-            enabled: bool("turn.enabled"), port: turnPort, publicHost: string("turn.publicHost"), realm: string("turn.realm"),
+            enabled: bool("turn.enabled"), port: turnPort, tlsPort: int("turn.tlsPort"), publicHost: string("turn.publicHost"), realm: string("turn.realm"),
             secret: string("turn.secret"), users: map("turn.users"), credentialTTL: duration("turn.credentialTTL"),
             relayPorts: relayMin...relayMax, allowedPeers: try ranges("turn.allowedPeers"), deniedPeers: try ranges("turn.deniedPeers"),
             defaultLifetime: defaultLifetime, maxLifetime: max(duration("turn.maxLifetime"), defaultLifetime),

@@ -1,0 +1,121 @@
+"""TLS with a certificate made here by `openssl req`: HTTPS and `wss://` signaling on
+server.tlsPort, TURN over TLS (`turns:`) on turn.tlsPort relaying coturn's client with no loss and
+aiortc's media in relay-only mode, and a certificate replaced on disk taking effect at SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+
+from conftest import free_port, mint_token
+from rtc_peer import Participant, wait_for
+from test_turn import OPEN_LOOPBACK, PASSWORD, USER, uclient
+
+
+def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True)
+    return cert, key
+
+
+def served_fingerprint(port: int) -> str:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+
+
+def file_fingerprint(cert: Path) -> str:
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    return hashlib.sha256(der).hexdigest()
+
+
+@pytest.fixture
+def tls_server(server_factory, tmp_path):
+    cert, key = make_certificate(tmp_path, "first")
+    ports = {"server.tlsPort": free_port(), "turn.tlsPort": free_port()}
+    server = server_factory({**OPEN_LOOPBACK, "tls.certFile": str(cert), "tls.keyFile": str(key), **ports})
+    server.tls_port, server.turn_tls_port, server.cert, server.key = ports["server.tlsPort"], ports["turn.tlsPort"], cert, key
+    return server
+
+
+def test_https_and_wss_signaling(tls_server):
+    context = ssl.create_default_context(cafile=str(tls_server.cert))
+
+    async def scenario():
+        url = f"wss://127.0.0.1:{tls_server.tls_port}/v1/rtc?token={mint_token('alice', 'secure')}"
+        async with websockets.connect(url, ssl=context) as ws:
+            joined = json.loads(await ws.recv())
+            assert joined["type"] == "joined", joined
+            urls = [u for server in joined["iceServers"] for u in server["urls"]]
+            assert f"turns:127.0.0.1:{tls_server.turn_tls_port}?transport=tcp" in urls, urls
+            await ws.send(json.dumps({"type": "ping", "id": "p"}))
+            assert json.loads(await ws.recv())["type"] == "pong"
+
+    asyncio.run(scenario())
+    import urllib.request
+    with urllib.request.urlopen(f"https://127.0.0.1:{tls_server.tls_port}/healthz", context=context, timeout=5) as r:
+        assert r.status == 200
+    # Plain HTTP goes on beside it.
+    assert tls_server.http("GET", "/healthz").status == 200
+
+
+def test_coturn_client_relays_over_turn_tls_without_loss(tls_server):
+    totals = uclient(tls_server.turn_tls_port, "-u", USER, "-w", PASSWORD, "-t", "-S")
+    assert totals["sent"] == 10_000 and totals["received"] == 10_000 and totals["lost"] == 0, totals["output"][-2000:]
+
+
+def test_aiortc_in_relay_only_mode_through_turns(tls_server, monkeypatch):
+    # aioice checks the TURN server's certificate against the default trust store: trust ours.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.cert))
+
+    async def scenario():
+        alice = Participant(tls_server.rtc_url(tls_server.token("alice", "turns")), "alice", relay_transport="tls")
+        bob = Participant(tls_server.rtc_url(tls_server.token("bob", "turns")), "bob", relay_transport="tls")
+        await alice.connect()
+        await bob.connect()
+        try:
+            await alice.publish(tone=440.0, video=False)
+            await wait_for(lambda: bob.tracks_from(alice.sid, "audio"), 20, what="alice's audio through turns:")
+            heard = bob.tracks_from(alice.sid, "audio")[0]
+            await wait_for(lambda: len(heard.audio()) >= 2 * 48_000, 20, what="2 s of audio through turns:")
+            assert abs(heard.dominant_frequency(1.5) - 440) <= 10
+        finally:
+            await alice.close()
+            await bob.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_new_certificate_takes_effect_on_sighup(tls_server, tmp_path):
+    before = served_fingerprint(tls_server.tls_port)
+    assert before == file_fingerprint(tls_server.cert)
+    new_cert, new_key = make_certificate(tmp_path, "second")
+    tls_server.cert.write_text(new_cert.read_text())
+    tls_server.key.write_text(new_key.read_text())
+    tls_server.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while served_fingerprint(tls_server.tls_port) != file_fingerprint(new_cert):
+        assert time.monotonic() < deadline, "the new certificate was not served after SIGHUP"
+        time.sleep(0.1)
+    assert served_fingerprint(tls_server.turn_tls_port) == file_fingerprint(new_cert)
+    # A broken file on the next SIGHUP keeps the current certificate.
+    tls_server.cert.write_text("not a certificate")
+    tls_server.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert served_fingerprint(tls_server.tls_port) == file_fingerprint(new_cert)
+    assert tls_server.http("GET", "/healthz").status == 200
