@@ -62,8 +62,7 @@ public final class ParleyServer: Sendable {
         logger.info("store open", metadata: ["kind": "\(store.kind)", "location": "\(store.location)"])
         self.metrics = ServerMetrics()
         self.workers = MediaWorkers(count: config.mediaWorkers, firstPort: config.rtc.port)
-        self.nodeAddresses = config.rtc.nodeIPs.isEmpty
-            ? MediaWorkers.detectNodeAddresses(dev: config.dev) : config.rtc.nodeIPs.compactMap { IPAddress($0) }
+        self.nodeAddresses = Self.advertisedAddresses(config)
         let leeway = config.tokenLeeway.components.seconds
         self.verifier = await TokenVerifier(secrets: config.apiKeys, leeway: leeway, now: {
             Date(timeIntervalSince1970: Double(clock.wallMilliseconds()) / 1000)
@@ -278,6 +277,16 @@ public final class ParleyServer: Sendable {
             }
             if let port { continuation.resume(returning: port) }
         }
+    }
+
+    /// The web client's URL on each advertised address.
+    public func pageURLs(scheme: String, port: Int) -> [String] {
+        nodeAddresses.map { "\(scheme)://\($0.isIPv4 ? $0.description : "[\($0)]"):\(port)/" }
+    }
+
+    /// The addresses media and TURN advertise: `rtc.nodeIPs`, or the interfaces' when empty.
+    public static func advertisedAddresses(_ config: ParleyConfig) -> [IPAddress] {
+        config.rtc.nodeIPs.isEmpty ? MediaWorkers.detectNodeAddresses(dev: config.dev) : config.rtc.nodeIPs.compactMap { IPAddress($0) }
     }
 
     /// Drains the node onto the others of its cluster (when another node is live), then shuts

@@ -55,7 +55,7 @@ struct Serve: AsyncParsableCommand {
         var overrides = self.overrides
         if let host { overrides.append("server.host=\(host)") }
         if let port { overrides.append("server.port=\(port)") }
-        let resolved: ParleyConfig
+        var resolved: ParleyConfig
         do {
             resolved = try ParleyConfig.load(ConfigSources(
                 yaml: yaml, yamlOrigin: config ?? "config", environment: ProcessInfo.processInfo.environment,
@@ -87,7 +87,26 @@ struct Serve: AsyncParsableCommand {
                   data:       \(resolved.databaseURL?.description ?? resolved.storePath)
                 """)
         }
+        // Dev mode on a LAN address: HTTPS with a self-signed certificate, so a phone on the network
+        // gets its camera in the web client (browsers give one only to a secure page).
+        var devCertificate: DevCertificate.Files?
+        if resolved.dev, resolved.tlsFiles == nil, !["127.0.0.1", "::1", "localhost"].contains(resolved.host) {
+            let folder = ((resolved.storePath as NSString).deletingLastPathComponent as NSString).appendingPathComponent("dev-tls")
+            let addresses = ParleyServer.advertisedAddresses(resolved)
+            let files = try DevCertificate.ensure(directory: folder, addresses: addresses)
+            resolved.tlsFiles = (files.cert, files.key)
+            devCertificate = files
+        }
         let server = try await ParleyServer(config: resolved, logger: logger)
+        if let devCertificate {
+            let pages = server.pageURLs(scheme: "https", port: resolved.tlsPort)
+            print("""
+                  HTTPS:      \(pages.joined(separator: "  "))
+                              (self-signed, \(devCertificate.cert); SHA-256 \(devCertificate.fingerprint))
+                """)
+        }
+        // The banner reaches a pipe or a file now, not when the process ends.
+        fflush(nil)  // every output stream, stdout included
         // SIGTERM (an orchestrator stopping one node) drains a node of a cluster onto the others
         // first; SIGINT (Ctrl-C) stops at once.
         try await server.run(gracefulShutdownSignals: [.sigint], drainSignals: [.sigterm])

@@ -217,6 +217,12 @@ class ParleyServer:
             # A free STUN/TURN port too (servers side by side must not share one through SO_REUSEPORT).
             "--set",
             "turn.port=0",
+            # Free TLS ports: dev mode on a non-loopback address (network namespaces) serves HTTPS
+            # and TURN over TLS with its own certificate.
+            "--set",
+            "server.tlsPort=0",
+            "--set",
+            "turn.tlsPort=0",
         ]
         for key, value in self.sets.items():
             args += ["--set", f"{key}={value}"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import select
 import signal
 import socket
 import ssl
@@ -119,3 +121,47 @@ def test_a_new_certificate_takes_effect_on_sighup(tls_server, tmp_path):
     time.sleep(0.5)
     assert served_fingerprint(tls_server.tls_port) == file_fingerprint(new_cert)
     assert tls_server.http("GET", "/healthz").status == 200
+
+
+def test_dev_mode_on_a_lan_address_makes_and_keeps_a_self_signed_certificate(parley_binary, tmp_path):
+    def start():
+        port, tls_port = free_port(), free_port()
+        proc = subprocess.Popen(
+            [parley_binary, "serve", "--dev", "--host", "0.0.0.0", "--port", str(port), "--set", f"server.tlsPort={tls_port}",
+             "--set", "rtc.port=0", "--set", "rtc.nodeIPs=127.0.0.1", "--set", "turn.port=0", "--set", "turn.tlsPort=0"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        banner = ""
+        deadline = time.monotonic() + 20
+        while "SHA-256" not in banner and time.monotonic() < deadline and proc.poll() is None:
+            # Never block past the deadline on a server that prints nothing.
+            if select.select([proc.stdout], [], [], 0.2)[0]:
+                banner += os.read(proc.stdout.fileno(), 4096).decode(errors="replace")
+        assert "SHA-256" in banner, banner
+        assert f"https://127.0.0.1:{tls_port}/" in banner, banner
+        printed = banner.split("SHA-256 ")[1].split(")")[0].replace(":", "").lower()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return proc, tls_port, printed, served_fingerprint(tls_port)
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+    proc, tls_port, printed, served = start()
+    try:
+        assert printed == served
+        cert = tmp_path / "data" / "dev-tls" / "dev-cert.pem"
+        # Trusting the file verifies the chain and the address (a SAN for 127.0.0.1).
+        context = ssl.create_default_context(cafile=str(cert))
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert b"200" in tls.recv(100)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    # The next start reuses it: a phone that accepted it once is not asked again.
+    proc, _, printed_again, _ = start()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+    assert printed_again == printed
