@@ -26,7 +26,8 @@ public struct RetrySchedule: Sendable, Equatable {
 /// Sends the outbox's events to one URL: in `id` order per room (an event waits until the room's
 /// earlier ones are delivered), with a signed `Authorization`, deleting each once the receiver
 /// answered 2xx; a failure is retried on `RetrySchedule`. At least once: a crash between the
-/// answer and the delete sends that event again (its `id` tells). Rooms do not wait on each other.
+/// answer and the delete sends that event again (its `id` tells). Rooms do not wait on each other:
+/// several go out at once.
 public final class WebhookSender: Sendable {
     public struct Hooks: Sendable {
         /// A delivery, with the milliseconds from the event to its delivery.
@@ -68,20 +69,47 @@ public final class WebhookSender: Sendable {
         self.logger = logger
     }
 
-    /// One pass over what is due. Returns when the next pass is worth making: now (more is
-    /// waiting), at the earliest retry, or nil when the outbox is empty for this URL.
-    public func deliverDue(batch: Int = 200) async throws -> Int64? {
+    /// One pass over what is due. Rooms go out side by side (up to `parallelRooms` at once),
+    /// each room's events one after another. Returns when the next pass is worth making: now
+    /// (more is waiting), at the earliest retry, or nil when the outbox is empty for this URL.
+    public func deliverDue(batch: Int = 200, parallelRooms: Int = 8) async throws -> Int64? {
         let rows = try await outbox.pending(url: url, node: node, limit: batch)
         guard !rows.isEmpty, let target = URL(string: url) else { return nil }
-        var blockedRooms: Set<String> = []
-        var nextWake: Int64?
-        for row in rows where !blockedRooms.contains(row.room) {
-            let at = now()
-            if row.nextAttemptAt > at {
-                blockedRooms.insert(row.room)
-                nextWake = min(nextWake ?? row.nextAttemptAt, row.nextAttemptAt)
-                continue
+        var rooms: [String] = []
+        var byRoom: [String: [WebhookDelivery]] = [:]
+        for row in rows {
+            if byRoom[row.room] == nil { rooms.append(row.room) }
+            byRoom[row.room, default: []].append(row)
+        }
+        let queues = byRoom
+        // Each room's pass: its rows in order until one is not due or fails; the retry time, if any.
+        let wakes = try await withThrowingTaskGroup(of: Int64?.self) { group in
+            var wakes: [Int64] = []
+            var next = rooms.makeIterator()
+            for _ in 0..<parallelRooms {
+                guard let room = next.next() else { break }
+                let rows = queues[room] ?? []
+                group.addTask { try await self.deliver(rows, to: target) }
             }
+            while let wake = try await group.next() {
+                if let wake { wakes.append(wake) }
+                if let room = next.next() {
+                    let rows = queues[room] ?? []
+                    group.addTask { try await self.deliver(rows, to: target) }
+                }
+            }
+            return wakes
+        }
+        // A full batch may have more behind it: go again at once unless every room waits.
+        if rows.count == batch, wakes.count < rooms.count { return now() }
+        return wakes.min() ?? (rows.count == batch ? now() : nil)
+    }
+
+    /// One room's rows, in order: stops at the first that is not due yet or fails, and returns
+    /// when to try it; nil when all went out.
+    private func deliver(_ rows: [WebhookDelivery], to target: URL) async throws -> Int64? {
+        for row in rows {
+            if row.nextAttemptAt > now() { return row.nextAttemptAt }
             let body = Data(row.body.utf8)
             let outcome: String?
             do {
@@ -93,23 +121,20 @@ public final class WebhookSender: Sendable {
             } catch {
                 outcome = "\(error)"
             }
-            if let outcome {
-                let retryAt = now() + schedule.delay(afterFailures: row.attempts + 1).milliseconds
-                try await outbox.markFailed(id: row.id, nextAttemptAt: retryAt, error: outcome)
-                blockedRooms.insert(row.room)
-                nextWake = min(nextWake ?? retryAt, retryAt)
-                hooks.failed(outcome)
-                if row.attempts == 0 {
-                    logger.warning("webhook delivery failed; retrying", metadata: ["url": "\(url)", "event": "\(row.eventID)", "error": "\(outcome)"])
-                }
-            } else {
+            guard let outcome else {
                 try await outbox.markDelivered(id: row.id)
                 hooks.delivered(max(0, now() - row.createdAt))
+                continue
             }
+            let retryAt = now() + schedule.delay(afterFailures: row.attempts + 1).milliseconds
+            try await outbox.markFailed(id: row.id, nextAttemptAt: retryAt, error: outcome)
+            hooks.failed(outcome)
+            if row.attempts == 0 {
+                logger.warning("webhook delivery failed; retrying", metadata: ["url": "\(url)", "event": "\(row.eventID)", "error": "\(outcome)"])
+            }
+            return retryAt
         }
-        // A full batch may have more behind it: go again at once unless everything waits.
-        if rows.count == batch, blockedRooms.count < Set(rows.map(\.room)).count { return now() }
-        return nextWake ?? (rows.count == batch ? now() : nil)
+        return nil
     }
 
     public static let urlSessionPost: Post = { url, body, headers in

@@ -47,6 +47,8 @@ final class MemoryOutbox: WebhookOutbox, @unchecked Sendable {
         let failing = NIOLockedValueBox<Set<String>>([])  // event ids answered 500
         let authorizations = NIOLockedValueBox<[String]>([])
 
+        func inRoom(_ room: String) -> [String] { received.withLockedValue { $0.filter { $0.hasPrefix(room) } } }
+
         func post(_ url: URL, _ body: Data, _ headers: [String: String]) async throws -> Int {
             let id = headers["X-Parley-Event-Id"] ?? ""
             authorizations.withLockedValue { $0.append(headers["Authorization"] ?? "") }
@@ -74,7 +76,8 @@ final class MemoryOutbox: WebhookOutbox, @unchecked Sendable {
         let receiver = Receiver()
         try await outbox.enqueue(events("a", 1...3) + events("b", 1...2), urls: ["http://hooks.test/in"], node: "n")
         #expect(try await sender(outbox, receiver).deliverDue() == nil)
-        #expect(receiver.received.withLockedValue { $0 } == ["a1", "a2", "a3", "b1", "b2"])
+        // Rooms go out side by side; each room's events in order.
+        #expect(receiver.inRoom("a") == ["a1", "a2", "a3"] && receiver.inRoom("b") == ["b1", "b2"])
         #expect(receiver.authorizations.withLockedValue { $0 }.allSatisfy { $0 == "signed:2" })
         #expect(try await outbox.pendingCount(node: "n") == 0)
     }
@@ -87,7 +90,7 @@ final class MemoryOutbox: WebhookOutbox, @unchecked Sendable {
         let sender = sender(outbox, receiver)
         // a2 fails: a3 waits behind it; b goes on. The next try is 1 s later.
         #expect(try await sender.deliverDue() == 2_000)
-        #expect(receiver.received.withLockedValue { $0 } == ["a1", "b1", "b2"])
+        #expect(receiver.inRoom("a") == ["a1"] && receiver.inRoom("b") == ["b1", "b2"])
         // Not due yet: nothing is sent.
         clock.withLockedValue { $0 = 1_500 }
         #expect(try await sender.deliverDue() == 2_000)
@@ -99,7 +102,7 @@ final class MemoryOutbox: WebhookOutbox, @unchecked Sendable {
         receiver.failing.withLockedValue { $0 = [] }
         clock.withLockedValue { $0 = 4_000 }
         #expect(try await sender.deliverDue() == nil)
-        #expect(receiver.received.withLockedValue { $0 } == ["a1", "b1", "b2", "a2", "a3"])
+        #expect(receiver.inRoom("a") == ["a1", "a2", "a3"] && receiver.inRoom("b") == ["b1", "b2"])
     }
 
     @Test func aReceiverThatCannotBeReachedIsRetriedLikeAFailure() async throws {
@@ -112,6 +115,23 @@ final class MemoryOutbox: WebhookOutbox, @unchecked Sendable {
         #expect(try await sender.deliverDue() == 11_000)
         let row = try #require(try await outbox.pending(url: "http://hooks.test/in", node: "n", limit: 1).first)
         #expect(row.attempts == 1 && row.lastError?.contains("URLError") == true)
+    }
+
+    @Test func severalRoomsGoOutAtOnce() async throws {
+        let outbox = MemoryOutbox()
+        let inFlight = NIOLockedValueBox((now: 0, most: 0))
+        try await outbox.enqueue((1...6).flatMap { events("r\($0)", 1...2) }, urls: ["http://hooks.test/in"], node: "n")
+        let sender = WebhookSender(
+            url: "http://hooks.test/in", node: "n", outbox: outbox, authorization: { _ in "t" },
+            post: { _, _, _ in
+                inFlight.withLockedValue { $0.now += 1; $0.most = max($0.most, $0.now) }
+                try await Task.sleep(for: .milliseconds(20))
+                inFlight.withLockedValue { $0.now -= 1 }
+                return 200
+            }, now: { 0 }, hooks: .init(delivered: { _ in }, failed: { _ in }), logger: Logger(label: "test"))
+        #expect(try await sender.deliverDue(parallelRooms: 4) == nil)
+        #expect(inFlight.withLockedValue { $0.most } == 4)
+        #expect(try await outbox.pendingCount(node: "n") == 0)
     }
 
     @Test func retriesBackOffToACap() {
