@@ -1,5 +1,6 @@
 import HummingbirdWSClient
 import Logging
+import NIOSSL
 
 /// A client WebSocket run in a task of its own, shared by Parley's signaling and Janus's API:
 /// `onOpen` gets the writer once the socket is open, every text frame goes to `onText` in order,
@@ -8,7 +9,7 @@ public enum ClientWebSocket {
     /// Connects and returns the task that runs the socket once it is open; a connection that
     /// never opens throws `SignalingClientError.connectFailed`.
     public static func open(
-        url: String, configuration: WebSocketClientConfiguration, logger: Logger,
+        url: String, configuration: WebSocketClientConfiguration, tls: TLSConfiguration? = nil, logger: Logger,
         onOpen: @escaping @Sendable (WebSocketOutboundWriter) -> Void,
         onText: @escaping @Sendable (String) async -> Void,
         onEnd: @escaping @Sendable (WebSocketCloseFrame?) async -> Void
@@ -16,7 +17,7 @@ public enum ClientWebSocket {
         let opened = AsyncStream<Result<Void, any Error>>.makeStream()
         let task = Task {
             do {
-                let closeFrame = try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) {
+                let closeFrame = try await WebSocketClient.connect(url: url, configuration: configuration, tlsConfiguration: tls, logger: logger) {
                     inbound, outbound, _ in
                     onOpen(outbound)
                     opened.continuation.yield(.success(()))

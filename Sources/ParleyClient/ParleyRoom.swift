@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOSSL
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -123,6 +124,8 @@ public final class ParleyRoom: @unchecked Sendable {
     /// turn, so losing the node it connected to does not end the room.
     private let urls: [String]
     private let token: String
+    /// How `wss://` trusts the server (nil: the system's trust store).
+    private let tls: TLSConfiguration?
     private let iceTransportPolicy: ICETransportPolicy
     /// The ICE servers the app gave in place of `joined`'s; nil uses the server's.
     private let iceServers: [ICEServer]?
@@ -136,7 +139,7 @@ public final class ParleyRoom: @unchecked Sendable {
     private var credentialRefresher: Task<Void, Never>?
 
     private init(
-        joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, urls: [String], token: String,
+        joined: Joined, signaling: SignalingClient, subscriber: SubscriberConnection, urls: [String], token: String, tls: TLSConfiguration?,
         iceTransportPolicy: ICETransportPolicy, iceServers: [ICEServer]?, reconnectPolicy: ReconnectPolicy, firewall: SimulatedFirewall,
         clock: @escaping MediaClock, logger: Logger, group: MultiThreadedEventLoopGroup
     ) {
@@ -144,6 +147,7 @@ public final class ParleyRoom: @unchecked Sendable {
         self.url = urls[0]
         self.urls = urls
         self.token = token
+        self.tls = tls
         self.iceTransportPolicy = iceTransportPolicy
         self.iceServers = iceServers
         self.reconnectPolicy = reconnectPolicy
@@ -173,19 +177,21 @@ public final class ParleyRoom: @unchecked Sendable {
     /// In a cluster, `alternateURLs` names other nodes: when the connection drops and `url` does
     /// not answer (its node is gone), reconnection attempts go round them; a node that drains sends
     /// the room to the node it picked (`reconnect`), which it then joins afresh and publishes again.
+    ///
+    /// `tls` is for `wss://` URLs whose certificate the system does not trust (a dev or private CA).
     public static func connect(
-        url: String, alternateURLs: [String] = [], token: String, iceTransportPolicy: ICETransportPolicy = .all, iceServers: [ICEServer]? = nil,
+        url: String, alternateURLs: [String] = [], token: String, tls: TLSConfiguration? = nil, iceTransportPolicy: ICETransportPolicy = .all, iceServers: [ICEServer]? = nil,
         reconnectPolicy: ReconnectPolicy = ReconnectPolicy(), refreshesTURNCredentials: Bool = true, firewall: SimulatedFirewall = .none,
         clock: @escaping MediaClock = MediaClocks.system, logger: Logger = Logger(label: "parley.client")
     ) async throws -> ParleyRoom {
-        let signaling = try await SignalingClient.connect(url: url, token: token, logger: logger)
+        let signaling = try await SignalingClient.connect(url: url, token: token, tls: tls, logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
             let joined = try await awaitJoined(on: signaling)
             let subscriber = try await makeSubscriber(
                 on: group.next(), iceServers: iceServers ?? joined.iceServers, policy: iceTransportPolicy, firewall: firewall, clock: clock)
             let room = ParleyRoom(
-                joined: joined, signaling: signaling, subscriber: subscriber, urls: [url] + alternateURLs, token: token,
+                joined: joined, signaling: signaling, subscriber: subscriber, urls: [url] + alternateURLs, token: token, tls: tls,
                 iceTransportPolicy: iceTransportPolicy, iceServers: iceServers, reconnectPolicy: reconnectPolicy, firewall: firewall,
                 clock: clock, logger: logger, group: group)
             room.reader = Task { await room.run() }
@@ -533,7 +539,7 @@ public final class ParleyRoom: @unchecked Sendable {
             let target = candidates[(attempt - 1) % candidates.count]
             let signaling: SignalingClient
             do {
-                signaling = try await SignalingClient.connect(url: target, token: token, resume: sid, logger: logger)
+                signaling = try await SignalingClient.connect(url: target, token: token, resume: sid, tls: tls, logger: logger)
             } catch {
                 logger.debug("reconnect attempt failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
                 continue
@@ -609,7 +615,7 @@ public final class ParleyRoom: @unchecked Sendable {
 
     /// A node's HTTP URL (`reconnect`'s) as the WebSocket base SignalingClient takes.
     static func signalingBase(ofNodeURL url: String) -> String {
-        if url.hasPrefix("https://") { return "wss://" + url.dropFirst("https://".count) }
+        if url.hasPrefix("https://") { return "wss://" + url.dropFirst("https://".count) }  // keeps TLS
         if url.hasPrefix("http://") { return "ws://" + url.dropFirst("http://".count) }
         return url
     }

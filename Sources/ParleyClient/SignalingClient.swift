@@ -1,6 +1,7 @@
 import Foundation
 import HummingbirdWSClient
 import Logging
+import NIOSSL
 import NIOConcurrencyHelpers
 import ParleyProtocol
 
@@ -63,14 +64,16 @@ public final class SignalingClient: Sendable {
 
     /// Connects with `token`; `resume` names a participant sid to resume. Returns once the
     /// WebSocket is open (the `joined` frame, or an `error`, is the first thing in the inbox).
+    /// `tls`: for `wss://` to a server whose certificate the system does not trust (a dev or
+    /// private CA); nil uses the system's trust store.
     public static func connect(
-        url: String, token: String, resume: String? = nil, logger: Logger = Logger(label: "parley.client")
+        url: String, token: String, resume: String? = nil, tls: TLSConfiguration? = nil, logger: Logger = Logger(label: "parley.client")
     ) async throws -> SignalingClient {
         let client = SignalingClient()
         var full = url.hasSuffix("/v1/rtc") ? url : url.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/v1/rtc"
         full += "?token=\(token)"
         if let resume { full += "&resume=\(resume)" }
-        let task = try await ClientWebSocket.open(url: full, configuration: .init(maxFrameSize: 4 << 20), logger: logger) { outbound in
+        let task = try await ClientWebSocket.open(url: full, configuration: .init(maxFrameSize: 4 << 20), tls: tls, logger: logger) { outbound in
             client.writer.withLockedValue { $0 = outbound }
         } onText: { text in
             await client.inbox.put(client.frame(text))

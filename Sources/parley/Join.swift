@@ -4,6 +4,7 @@ import Foundation
 import ParleyClient
 import ParleyProtocol
 import ParleyTools
+import NIOSSL
 
 /// `parley join`: one participant on the Swift SDK, for scripts, demos and tests. It publishes a
 /// tone, prints what happens as JSON lines (one per event, and the audio packets received from
@@ -19,6 +20,8 @@ struct Join: AsyncParsableCommand {
     @Option(help: "A join token; without one, one is minted from the API credentials") var token: String?
     @Option(help: "The tone to publish, in Hz; 0 publishes nothing") var tone = 440.0
     @Option(help: "How long to stay, e.g. 30s; until interrupted when omitted") var duration: String?
+    @Option(name: .customLong("ca-file"), help: "PEM certificates to trust for wss:// (a dev or private CA); the system's otherwise")
+    var caFile: String?
     @OptionGroup var credentials: Credentials
 
     func run() async throws {
@@ -33,7 +36,12 @@ struct Join: AsyncParsableCommand {
             for name in ["join", "publish", "subscribe", "publishData"] { _ = grants.enable(name) }
             joinToken = try await credentials.issuer().mint(identity: identity, grants: grants, name: identity, ttl: 24 * 3600)
         }
-        let room = try await ParleyRoom.connect(url: first, alternateURLs: Array(url.dropFirst()), token: joinToken!)
+        let tls = try caFile.map { path in
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(path))
+            return configuration
+        }
+        let room = try await ParleyRoom.connect(url: first, alternateURLs: Array(url.dropFirst()), token: joinToken!, tls: tls)
         Self.emit(["event": "joined", "participant": room.sid, "room": room.joined.room.name, "node": room.joined.server.node])
         let packets = PacketCounts()
         room.onMedia = { _, _, track in

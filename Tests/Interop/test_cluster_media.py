@@ -181,8 +181,8 @@ def test_sigterm_in_a_cluster_drains_onto_the_other_node(postgres, server_factor
 class JoinProcess:
     """`parley join`: one Swift SDK participant, its events read from its JSON lines."""
 
-    def __init__(self, binary: str, identity: str, room: str, urls: list[str], tone: float):
-        args = [binary, "join", "--room", room, "--identity", identity, "--tone", str(tone)]
+    def __init__(self, binary: str, identity: str, room: str, urls: list[str], tone: float, extra: list[str] | None = None):
+        args = [binary, "join", "--room", room, "--identity", identity, "--tone", str(tone), *(extra or [])]
         for url in urls:
             args += ["--url", url]
         self.identity = identity

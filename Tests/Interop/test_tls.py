@@ -28,7 +28,7 @@ def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
     cert, key = folder / f"{name}.pem", folder / f"{name}.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True)
     return cert, key
 
@@ -74,6 +74,27 @@ def test_https_and_wss_signaling(tls_server):
         assert r.status == 200
     # Plain HTTP goes on beside it.
     assert tls_server.http("GET", "/healthz").status == 200
+
+
+def test_swift_sdk_participants_over_wss_hear_each_other(tls_server):
+    from test_cluster_media import JoinProcess
+
+    # By name: NIOSSL sends the host as SNI, which may not be an IP address.
+    url = f"wss://localhost:{tls_server.tls_port}"
+    trust = ["--ca-file", str(tls_server.cert)]
+    alice = JoinProcess(tls_server.binary, "alice", "sdk-wss", [url], 440, trust)
+    bob = JoinProcess(tls_server.binary, "bob", "sdk-wss", [url], 660, trust)
+    try:
+        alice.wait(lambda e: e["event"] == "joined", 15, "joined over wss")
+        alice.wait(alice.hears("bob"), 20, "bob's tone")
+        bob.wait(bob.hears("alice"), 20, "alice's tone")
+    finally:
+        alice.close()
+        bob.close()
+    # Without the CA the SDK refuses the self-signed certificate.
+    stranger = subprocess.run([tls_server.binary, "join", "--url", url, "--room", "sdk-wss", "--identity", "eve", "--duration", "1s"],
+                              capture_output=True, text=True, timeout=30)
+    assert stranger.returncode != 0, stranger.stdout
 
 
 def test_coturn_client_relays_over_turn_tls_without_loss(tls_server):
