@@ -66,6 +66,15 @@ extension PublisherConnection {
     }
 }
 
+extension WHIPSession {
+    /// Sends a tone at `frequency` (and with `videoBitrate` a synthetic VP8 camera) on the session.
+    @discardableResult
+    public func sendTone(frequency: Double, videoBitrate: Int? = nil) async throws -> SyntheticMedia {
+        let publisher = self.publisher
+        return try await publisher.loop.submit { try publisher.startSyntheticMedia(frequency: frequency, videoBitrate: videoBitrate) }.get()
+    }
+}
+
 extension ParleyRoom {
     /// Publishes a microphone that plays a tone at `frequency` (and with `video`, a synthetic
     /// camera at 500 kbit/s, or with `simulcast` three layers of it: 320x180, 640x360 and

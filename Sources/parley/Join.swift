@@ -101,3 +101,38 @@ final class PacketCounts: @unchecked Sendable {
         return counts
     }
 }
+
+/// `parley whip`: publish a tone (and synthetic video) into a room by WHIP, the way an encoder
+/// would, through the Swift SDK's `WHIPSession`.
+struct WHIPPublish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "whip", abstract: "Publish a tone (and --video) into a room by WHIP (RFC 9725), then DELETE the session.")
+
+    @Option(help: "The WHIP endpoint, e.g. http://127.0.0.1:7880/v1/whip") var url: String
+    @Option(help: "Room the minted token admits to (without --token)") var room: String?
+    @Option(help: "Identity the minted token names") var identity = "whip"
+    @Option(help: "A token with join and publish; without one, one is minted from the API credentials") var token: String?
+    @Option(help: "The tone, in Hz") var tone = 440.0
+    @Flag(help: "Synthetic VP8 video too") var video = false
+    @Option(help: "How long to publish, e.g. 30s") var duration = "10s"
+    @OptionGroup var credentials: Credentials
+
+    func run() async throws {
+        guard let endpoint = URL(string: url) else { throw ValidationError("--url \(url) is not a URL") }
+        guard let length = DurationText.parse(duration) else { throw ValidationError("--duration \(duration) is not a duration") }
+        var bearer = token
+        if bearer == nil {
+            guard let room else { throw ValidationError("--room or --token is needed") }
+            var grants = Grants(room: room)
+            for name in ["join", "publish"] { _ = grants.enable(name) }
+            bearer = try await credentials.issuer().mint(identity: identity, grants: grants, name: identity, ttl: 3600)
+        }
+        let session = try await WHIPSession.publish(endpoint: endpoint, token: bearer!, video: video)
+        try await session.sendTone(frequency: tone, videoBitrate: video ? 500_000 : nil)
+        print("publishing at \(session.location.absoluteString) (ICE servers: \(session.iceServers.flatMap(\.urls).joined(separator: " ")))")
+        fflush(nil)
+        try await Task.sleep(for: length)
+        await session.close()
+        print("session deleted")
+    }
+}

@@ -12,7 +12,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Parley: a real-time media and signaling server.",
         version: ParleyVersion.current,
-        subcommands: [Serve.self, Token.self, Rooms.self, Node.self, Join.self, Record.self, LoadTest.self])
+        subcommands: [Serve.self, Token.self, Rooms.self, Node.self, Join.self, WHIPPublish.self, Record.self, LoadTest.self])
 }
 
 /// API credentials for commands that mint tokens: flags, then PARLEY_API_KEY / PARLEY_API_SECRET,

@@ -186,3 +186,31 @@ def test_a_chromium_page_publishes_by_whip_with_fetch(server):
         run(scenario())
     finally:
         driver.quit()
+
+
+def test_the_swift_sdk_publishes_by_whip(server):
+    import subprocess
+
+    async def scenario():
+        listener = Participant(server.rtc_url(server.token("listener", "sdk-whip")), "listener")
+        await listener.connect()
+        proc = await asyncio.create_subprocess_exec(
+            server.binary, "whip", "--url", server.url + "/v1/whip", "--room", "sdk-whip", "--identity", "swift",
+            "--tone", "550", "--duration", "6s", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+            assert "publishing at " + server.url + "/v1/whip/PA_" in line and "turn:" in line, line
+            sid = line.split("/v1/whip/")[1].split()[0]
+            await wait_for(lambda: listener.tracks_from(sid, "audio"), 15, what="the SDK's WHIP tone")
+            heard = listener.tracks_from(sid, "audio")[0]
+            await wait_for(lambda: len(heard.audio()) >= 2 * 48_000, 15, what="2 s of it")
+            assert abs(heard.dominant_frequency(1.5) - 550) <= 10
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+            await wait_for(lambda: any(e["type"] == "participant.left" and e.get("identity") == "swift" for e in listener.events), 10,
+                           what="the WHIP session deleted")
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await listener.close()
+
+    run(scenario())
