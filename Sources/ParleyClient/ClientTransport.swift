@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import NetworkAddress
 import struct ParleyProtocol.ICEServer
 import RTP
@@ -181,19 +182,44 @@ public final class ClientTransport: @unchecked Sendable {
             .bind(host: "0.0.0.0", port: 0)
     }
 
-    /// A TCP connection to the TURN server whose STUN messages and ChannelData frames come to
-    /// `receiveFromRelay`; the relay is lost when it closes.
-    private func openRelayStream(to server: TransportAddress) -> EventLoopFuture<any Channel> {
+    /// A TCP connection to the TURN server (inside TLS for `turns:`) whose STUN messages and
+    /// ChannelData frames come to `receiveFromRelay`; the relay is lost when it closes.
+    private func openRelayStream(to server: TransportAddress, url: TURNServerURL) -> EventLoopFuture<any Channel> {
         ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if url.overTLS {
+                        // The system's trust roots, and those of SSL_CERT_FILE; a name is checked
+                        // against the certificate, an address only by its chain (SNI takes no address).
+                        let byName = IPAddress(url.host) == nil
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: try Self.turnTLSContext(checkingName: byName), serverHostname: byName ? url.host : nil))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(STUNStreamDecoder()))
                     try channel.pipeline.syncOperations.addHandler(RelayStreamHandler(transport: self))
                 }
             }
             .connect(to: SocketAddress(server))
+    }
+
+    /// The TLS contexts of `turns:` relays (checking the server's name, or only its chain), one
+    /// each for the process.
+    private static let sharedTLSContexts = NIOLockedValueBox<[Bool: NIOSSLContext]>([:])
+
+    static func turnTLSContext(checkingName: Bool) throws -> NIOSSLContext {
+        try sharedTLSContexts.withLockedValue { contexts in
+            if let context = contexts[checkingName] { return context }
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if !checkingName { configuration.certificateVerification = .noHostnameVerification }
+            if let extra = ProcessInfo.processInfo.environment["SSL_CERT_FILE"], !extra.isEmpty {
+                configuration.additionalTrustRoots = [.file(extra)]
+            }
+            let made = try NIOSSLContext(configuration: configuration)
+            contexts[checkingName] = made
+            return made
+        }
     }
 
     /// The TCP connection to the TURN server closed: unless given up on already, the relay is gone.
@@ -475,7 +501,7 @@ public final class ClientTransport: @unchecked Sendable {
     private func allocateRelay(now: UInt64) {
         guard let server = relayServer, !openingRelay else { return }
         openingRelay = true
-        let opened = server.url.overTCP ? openRelayStream(to: server.address) : openSocket(viaRelay: true)
+        let opened = server.url.overTCP ? openRelayStream(to: server.address, url: server.url) : openSocket(viaRelay: true)
         opened.whenComplete { result in
             self.openingRelay = false
             switch result {

@@ -29,10 +29,11 @@ public enum TURNClientError: Error, Equatable, Sendable, CustomStringConvertible
     }
 }
 
-/// A TURN server a client may relay through: a `turn:` URL (RFC 7065) over UDP or TCP and the
-/// long-term credentials to use with it.
+/// A TURN server a client may relay through: a `turn:` URL (RFC 7065) over UDP or TCP, or a
+/// `turns:` one over TLS, and the long-term credentials to use with it.
 struct TURNServerURL: Equatable, Sendable {
     static let defaultPort: UInt16 = 3478
+    static let defaultTLSPort: UInt16 = 5349
 
     var host: String
     var port: UInt16
@@ -40,16 +41,27 @@ struct TURNServerURL: Equatable, Sendable {
     var password: String
     /// `?transport=tcp`: the client reaches the server over TCP (the relay to peers is UDP still).
     var overTCP = false
+    /// `turns:`: over TLS on TCP (RFC 7065), for networks that pass only TLS.
+    var overTLS = false
 
-    /// Parses `turn:host[:port][?transport=udp|tcp]`; nil for `turns:` or anything else.
+    /// Parses `turn:host[:port][?transport=udp|tcp]` and `turns:host[:port][?transport=tcp]`.
     init?(_ url: String, username: String, password: String) {
-        guard url.hasPrefix("turn:") else { return nil }
-        let rest = url.dropFirst("turn:".count)
+        let scheme: String
+        if url.hasPrefix("turns:") {
+            scheme = "turns:"
+            overTLS = true
+            overTCP = true
+        } else if url.hasPrefix("turn:") {
+            scheme = "turn:"
+        } else {
+            return nil
+        }
+        let rest = url.dropFirst(scheme.count)
         let parts = rest.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         if parts.count == 2 {
             for parameter in parts[1].split(separator: "&").map({ $0.lowercased() }) where parameter.hasPrefix("transport=") {
                 switch parameter {
-                case "transport=udp": overTCP = false
+                case "transport=udp" where !overTLS: overTCP = false
                 case "transport=tcp": overTCP = true
                 default: return nil
                 }
@@ -57,7 +69,7 @@ struct TURNServerURL: Equatable, Sendable {
         }
         let hostPort = parts[0]
         var host = Substring(hostPort)
-        var port = Self.defaultPort
+        var port = overTLS ? Self.defaultTLSPort : Self.defaultPort
         if hostPort.hasPrefix("[") {
             guard let close = hostPort.firstIndex(of: "]") else { return nil }
             host = hostPort[hostPort.index(after: hostPort.startIndex)..<close]
@@ -78,15 +90,17 @@ struct TURNServerURL: Equatable, Sendable {
         self.password = password
     }
 
-    /// The first URL of `servers` this client can relay through, over UDP if one is.
+    /// The first URL of `servers` this client can relay through: over UDP if one is, else TCP,
+    /// else TLS.
     static func first(in servers: [ICEServer]) -> TURNServerURL? {
         let usable = all(in: servers)
-        return usable.first { !$0.overTCP } ?? usable.first
+        return usable.first { !$0.overTCP } ?? usable.first { !$0.overTLS } ?? usable.first
     }
 
-    /// The first URL over TCP among `servers`, for when UDP to the server is blocked.
+    /// The first URL over TCP among `servers` (plain before TLS), for when UDP to the server is blocked.
     static func firstOverTCP(in servers: [ICEServer]) -> TURNServerURL? {
-        all(in: servers).first { $0.overTCP }
+        let overTCP = all(in: servers).filter(\.overTCP)
+        return overTCP.first { !$0.overTLS } ?? overTCP.first
     }
 
     static func all(in servers: [ICEServer]) -> [TURNServerURL] {

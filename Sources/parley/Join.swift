@@ -22,6 +22,11 @@ struct Join: AsyncParsableCommand {
     @Option(help: "How long to stay, e.g. 30s; until interrupted when omitted") var duration: String?
     @Option(name: .customLong("ca-file"), help: "PEM certificates to trust for wss:// (a dev or private CA); the system's otherwise")
     var caFile: String?
+    @Flag(help: "Send and receive all media through a TURN relay (iceTransportPolicy relay)") var relay = false
+    @Option(name: .customLong("ice-server"), help: "ICE server URLs to use instead of the server's (turn:, turns:), with --ice-username and --ice-credential")
+    var iceServer: [String] = []
+    @Option(name: .customLong("ice-username")) var iceUsername: String?
+    @Option(name: .customLong("ice-credential")) var iceCredential: String?
     @OptionGroup var credentials: Credentials
 
     func run() async throws {
@@ -41,7 +46,10 @@ struct Join: AsyncParsableCommand {
             configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(path))
             return configuration
         }
-        let room = try await ParleyRoom.connect(url: first, alternateURLs: Array(url.dropFirst()), token: joinToken!, tls: tls)
+        let servers = iceServer.isEmpty ? nil : [ICEServer(urls: iceServer, username: iceUsername, credential: iceCredential)]
+        let room = try await ParleyRoom.connect(
+            url: first, alternateURLs: Array(url.dropFirst()), token: joinToken!, tls: tls, iceTransportPolicy: relay ? .relay : .all,
+            iceServers: servers)
         Self.emit(["event": "joined", "participant": room.sid, "room": room.joined.room.name, "node": room.joined.server.node])
         let packets = PacketCounts()
         room.onMedia = { _, _, track in

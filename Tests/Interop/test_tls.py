@@ -97,6 +97,30 @@ def test_swift_sdk_participants_over_wss_hear_each_other(tls_server):
     assert stranger.returncode != 0, stranger.stdout
 
 
+def test_swift_sdk_relays_through_turns(tls_server):
+    import os
+    from test_cluster_media import JoinProcess
+
+    # Only the turns: URL, relay-only: every packet goes through TURN over TLS. The SDK trusts the
+    # test certificate through SSL_CERT_FILE (the TLS library's default trust store).
+    relay = ["--relay", "--ice-server", f"turns:127.0.0.1:{tls_server.turn_tls_port}?transport=tcp",
+             "--ice-username", USER, "--ice-credential", PASSWORD]
+    os.environ["SSL_CERT_FILE"] = str(tls_server.cert)
+    try:
+        alice = JoinProcess(tls_server.binary, "alice", "sdk-turns", [tls_server.ws_base], 440, relay)
+        bob = JoinProcess(tls_server.binary, "bob", "sdk-turns", [tls_server.ws_base], 660, relay)
+    finally:
+        del os.environ["SSL_CERT_FILE"]
+    try:
+        alice.wait(alice.hears("bob"), 30, "bob's tone through turns:")
+        bob.wait(bob.hears("alice"), 30, "alice's tone through turns:")
+    finally:
+        alice.close()
+        bob.close()
+    relayed = [l for l in tls_server.http("GET", "/metrics").text.splitlines() if l.startswith("parley_turn_relayed_packets_total")]
+    assert sum(float(l.split()[-1]) for l in relayed) > 200, relayed
+
+
 def test_coturn_client_relays_over_turn_tls_without_loss(tls_server):
     totals = uclient(tls_server.turn_tls_port, "-u", USER, "-w", PASSWORD, "-t", "-S")
     assert totals["sent"] == 10_000 and totals["received"] == 10_000 and totals["lost"] == 0, totals["output"][-2000:]

@@ -183,7 +183,10 @@ import Glibc
         #expect(TURNServerURL("turn:[::1]:5349", username: "u", password: "p").map { "\($0.host) \($0.port)" } == "::1 5349")
         #expect(TURNServerURL("turn:127.0.0.1:3478?transport=tcp", username: "u", password: "p")?.overTCP == true)
         #expect(TURNServerURL("turn:127.0.0.1:3478?transport=sctp", username: "u", password: "p") == nil)
-        #expect(TURNServerURL("turns:127.0.0.1:5349", username: "u", password: "p") == nil)
+        let secure = TURNServerURL("turns:relay.example.org?transport=tcp", username: "u", password: "p")
+        #expect(secure?.overTLS == true && secure?.overTCP == true && secure?.port == 5349 && secure?.host == "relay.example.org")
+        #expect(TURNServerURL("turns:127.0.0.1:443", username: "u", password: "p")?.port == 443)
+        #expect(TURNServerURL("turns:127.0.0.1:5349?transport=udp", username: "u", password: "p") == nil)
         #expect(TURNServerURL("stun:127.0.0.1:3478", username: "u", password: "p") == nil)
         let servers = [
             ICEServer(urls: ["stun:10.0.0.1:3478"]),
@@ -191,6 +194,11 @@ import Glibc
         ]
         #expect(TURNServerURL.first(in: servers) == TURNServerURL("turn:10.0.0.1:3478", username: "u", password: "p"))
         #expect(TURNServerURL.firstOverTCP(in: servers)?.overTCP == true)
+        // TLS comes after UDP and plain TCP; alone it is the one.
+        let withTLS = [ICEServer(urls: ["turns:10.0.0.1:5349?transport=tcp", "turn:10.0.0.1:3478?transport=tcp"], username: "u", credential: "p")]
+        #expect(TURNServerURL.first(in: withTLS)?.overTLS == false && TURNServerURL.firstOverTCP(in: withTLS)?.overTLS == false)
+        let onlyTLS = [ICEServer(urls: ["turns:10.0.0.1:5349?transport=tcp"], username: "u", credential: "p")]
+        #expect(TURNServerURL.first(in: onlyTLS)?.overTLS == true)
     }
 }
 
