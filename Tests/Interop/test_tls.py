@@ -210,3 +210,27 @@ def test_dev_mode_on_a_lan_address_makes_and_keeps_a_self_signed_certificate(par
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=10)
     assert printed_again == printed
+
+
+def test_chromium_pages_relay_only_through_turns(tls_server):
+    from selenium.webdriver.common.by import By
+    from test_web_client_chromium import browser, stats, wait_until
+
+    drivers = []
+    try:
+        for name in ["Ada", "Bo"]:
+            # The test CA is not Chromium's: it is told to accept certificate errors for this run.
+            driver = browser(extra_flags=["--ignore-certificate-errors"])
+            drivers.append(driver)
+            driver.get(tls_server.url + "/?relay=tls")
+            driver.find_element(By.ID, "room").clear()
+            driver.find_element(By.ID, "room").send_keys("turns-web")
+            driver.find_element(By.ID, "name").send_keys(name)
+            driver.find_element(By.CSS_SELECTOR, "#join button").click()
+        for driver in drivers:
+            wait_until(lambda d=driver: (lambda s: s.get("framesDecoded", 0) > 10 and s.get("audioBytesReceived", 0) > 1000)(stats(d)),
+                       40, "video and audio through turns:")
+            assert stats(driver)["candidateTypes"] == ["relay"], stats(driver)
+    finally:
+        for driver in drivers:
+            driver.quit()

@@ -22,8 +22,14 @@ const SIMULCAST = [
 ];
 
 function rtcConfig(iceServers) {
-  const relayOnly = params.get("relay") === "1";
-  return { iceServers: iceServers || [], iceTransportPolicy: relayOnly ? "relay" : "all", bundlePolicy: "max-bundle" };
+  // ?relay=1: media only through TURN; ?relay=udp|tcp|tls: only through that TURN transport.
+  const relay = params.get("relay");
+  let servers = iceServers || [];
+  if (relay === "udp" || relay === "tcp" || relay === "tls") {
+    const keep = (url) => relay === "tls" ? url.startsWith("turns:") : url.startsWith("turn:") && url.endsWith(`transport=${relay}`);
+    servers = servers.map((s) => ({ ...s, urls: s.urls.filter(keep) })).filter((s) => s.urls.length);
+  }
+  return { iceServers: servers, iceTransportPolicy: relay ? "relay" : "all", bundlePolicy: "max-bundle" };
 }
 
 function tile(sid, name) {
