@@ -122,15 +122,23 @@ public final class ClusterMembership: Sendable {
         }
     }
 
-    /// Where a drained room goes: the least loaded live node that is not draining, by the view
-    /// read now.
-    func drainTarget() async -> NodeRecord? {
-        guard let live = try? await liveNodes() else { return nil }
-        lastView.withLockedValue { $0 = live }
-        let others = live.filter { $0.name != nodeName }
-        let here = NodeLoad(name: nodeName, participants: 0, maxParticipants: 0, cpu: 0, cores: cores, draining: true)
-        guard let chosen = placement.choose(joining: here, nodes: others.map(NodeLoad.init)) else { return nil }
-        return others.first { $0.name == chosen }
+    /// Where a drained room with `participants` goes: the least loaded live node that is not
+    /// draining. The view is read again when `refresh` (the first room of a drain); each room sent
+    /// counts on its node at once, so a drain's rooms spread instead of landing on one node.
+    func drainTarget(for participants: Int, refresh: Bool) async -> NodeRecord? {
+        if refresh {
+            guard let live = try? await liveNodes() else { return nil }
+            lastView.withLockedValue { $0 = live }
+        }
+        return lastView.withLockedValue { view -> NodeRecord? in
+            let others = view.filter { $0.name != nodeName }
+            let here = NodeLoad(name: nodeName, participants: 0, maxParticipants: 0, cpu: 0, cores: cores, draining: true)
+            guard let chosen = placement.choose(joining: here, nodes: others.map(NodeLoad.init)),
+                  let index = view.firstIndex(where: { $0.name == chosen })
+            else { return nil }
+            view[index].participants += participants
+            return view[index]
+        }
     }
 
     /// Gives a closed room up, so another node may open it at once.

@@ -47,7 +47,7 @@ actor NodeDrain {
     /// counts as one: its node is already on its way out).
     func othersLive() async -> Bool {
         if work != nil { return true }
-        return await membership.drainTarget() != nil
+        return await membership.drainTarget(for: 0, refresh: true) != nil
     }
 
     /// Waits for the drain under way to end.
@@ -84,9 +84,7 @@ actor NodeDrain {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         // Waits for people, not rooms: an empty room waiting out room.emptyTimeout is closed below.
-        while clock.now < deadline, !Task.isCancelled {
-            let rooms = await registry.list()
-            if rooms.allSatisfy({ ($0.numParticipants ?? 0) == 0 }) { break }
+        while clock.now < deadline, !Task.isCancelled, metrics.participantsNow > 0 {
             try? await Task.sleep(for: .milliseconds(250))
         }
         guard !Task.isCancelled else { return }

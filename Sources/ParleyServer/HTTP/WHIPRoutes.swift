@@ -217,7 +217,7 @@ struct WHIPError: HTTPResponseError {
     func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers = WHIPRoutes.cors
         headers[.contentType] = JSONResponse.contentType
-        let code = status == .badRequest ? ErrorCode.badRequest : status == .preconditionFailed ? .conflict : .badRequest
+        let code: ErrorCode = status == .preconditionFailed ? .conflict : .badRequest
         return Response(
             status: status, headers: headers,
             body: .init(byteBuffer: ByteBuffer(bytes: JSONResponse.encode(ErrorBody(error: .init(code: code, message: message))))))

@@ -110,8 +110,8 @@ public actor RoomRegistry {
     func moveAll(reason: String) async -> Int {
         guard let membership else { return 0 }
         var moved = 0
-        for room in Array(rooms.values) {
-            let target = await membership.drainTarget()
+        for (index, room) in rooms.values.enumerated() {
+            let target = await membership.drainTarget(for: await room.info().numParticipants ?? 0, refresh: index == 0)
             var url: String?
             if let target, await membership.transfer(room: room.name, to: target.name) { url = target.signalingURL }
             moved += await room.move(reason: reason, url: url)

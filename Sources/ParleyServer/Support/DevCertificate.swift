@@ -55,6 +55,6 @@ public enum DevCertificate {
     static func fingerprint(of certificate: Certificate) throws -> String {
         var serializer = DER.Serializer()
         try serializer.serialize(certificate)
-        return SHA256.hash(data: serializer.serializedBytes).map { String(format: "%02X", $0) }.joined(separator: ":")
+        return ServerCertificates.fingerprint(der: serializer.serializedBytes)
     }
 }

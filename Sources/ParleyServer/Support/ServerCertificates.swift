@@ -27,7 +27,12 @@ final class ServerCertificates: Sendable {
     var fingerprint: String {
         let leaf = current.withLockedValue { $0.chain.first }
         guard let der = try? leaf?.toDERBytes() else { return "" }
-        return SHA256.hash(data: der).map { String(format: "%02X", $0) }.joined(separator: ":")
+        return Self.fingerprint(der: der)
+    }
+
+    /// SHA-256 of a certificate's DER bytes as browsers show it (AA:BB:…).
+    static func fingerprint(der: [UInt8]) -> String {
+        SHA256.hash(data: der).map { String(format: "%02X", $0) }.joined(separator: ":")
     }
 
     /// A server configuration whose certificate and key are read at each handshake.
