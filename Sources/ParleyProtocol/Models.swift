@@ -359,12 +359,24 @@ public struct ParticipantMediaInfo: Codable, Sendable, Equatable {
         public var source: String
         public var feedbackPackets: Int
         public var probeBytes: Int
+        /// Bits per second of video sent to it over the last second.
+        public var sending: Int?
+        /// REMB only: the rate being tried while its receiver shows no congestion (its REMB
+        /// cannot rise above what it receives), and the trials that found congestion.
+        public var trialGoal: Int?
+        public var failedTrials: Int?
 
-        public init(estimate: Int, source: String, feedbackPackets: Int, probeBytes: Int) {
+        public init(
+            estimate: Int, source: String, feedbackPackets: Int, probeBytes: Int, sending: Int? = nil, trialGoal: Int? = nil,
+            failedTrials: Int? = nil
+        ) {
             self.estimate = estimate
             self.source = source
             self.feedbackPackets = feedbackPackets
             self.probeBytes = probeBytes
+            self.sending = sending
+            self.trialGoal = trialGoal
+            self.failedTrials = failedTrials
         }
     }
 

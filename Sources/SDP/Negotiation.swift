@@ -133,20 +133,8 @@ public enum Negotiation {
             guard let mid = section.mid else {
                 throw SDPError(line: 0, text: "", reason: "m-section \(index) has no a=mid (BUNDLE needs one)")
             }
-            let supportedFeedback = capabilities.feedback(for: section.kind)
-            let offered = section.codecs
-            let mediaCodecs = Set(offered.filter { capabilities.accepts($0, kind: section.kind) }.map(\.payloadType))
-            // An RTX codec is kept when the codec it repairs is.
-            var retransmission: [UInt8: UInt8] = [:]
-            for (apt, rtx) in section.retransmissionPayloadTypes where mediaCodecs.contains(apt) && section.kind == "video" {
-                retransmission[rtx] = apt
-            }
-            let codecs = offered.filter { mediaCodecs.contains($0.payloadType) || retransmission[$0.payloadType] != nil }.map { codec in
-                var kept = codec
-                kept.feedback = codec.feedback.filter { supportedFeedback.contains($0) }
-                return kept
-            }
-            let usable = !section.isRejected && section.direction.sends && section.proto.contains("RTP") && !mediaCodecs.isEmpty
+            let (codecs, retransmission) = acceptedCodecs(of: section, capabilities: capabilities, feedback: capabilities.feedback(for: section.kind))
+            let usable = !section.isRejected && section.direction.sends && section.proto.contains("RTP") && codecs.count > retransmission.count
             guard usable else {
                 answer.media.append(rejected(section, mid: mid))
                 continue
@@ -175,6 +163,26 @@ public enum Negotiation {
         }
         if !mids.isEmpty { answer.lines.insert(SDPLine("a", "group:BUNDLE \(mids.joined(separator: " "))"), at: 3) }
         return PublisherAnswer(description: answer, accepted: accepted, remote: remote)
+    }
+
+    /// The codecs of an offered section we take, in the offer's order with its payload types and
+    /// the `feedback` we support, and RTX payload type → the one it repairs (an RTX codec is kept
+    /// when the codec it repairs is; video only).
+    static func acceptedCodecs(of section: MediaDescription, capabilities: MediaCapabilities, feedback: Set<String>)
+        -> (codecs: [SDPCodec], retransmission: [UInt8: UInt8])
+    {
+        let offered = section.codecs
+        let mediaCodecs = Set(offered.filter { capabilities.accepts($0, kind: section.kind) }.map(\.payloadType))
+        var retransmission: [UInt8: UInt8] = [:]
+        for (apt, rtx) in section.retransmissionPayloadTypes where mediaCodecs.contains(apt) && section.kind == "video" {
+            retransmission[rtx] = apt
+        }
+        let codecs = offered.filter { mediaCodecs.contains($0.payloadType) || retransmission[$0.payloadType] != nil }.map { codec in
+            var kept = codec
+            kept.feedback = codec.feedback.filter { feedback.contains($0) }
+            return kept
+        }
+        return (codecs, retransmission)
     }
 
     /// The rids of a simulcast offer the answer receives: the first choice of each send

@@ -1,5 +1,5 @@
 /// One fuzz iteration: parse, and when that succeeds, serialize and parse again (must be equal),
-/// read every typed attribute, and answer it as a publisher offer.
+/// read every typed attribute, and answer it as a publisher's offer and as a player's (WHEP).
 public enum SDPFuzz {
     public static func run(_ data: UnsafeRawBufferPointer) {
         let text = String(decoding: data, as: UTF8.self)
@@ -25,6 +25,12 @@ public enum SDPFuzz {
         if let answer = try? Negotiation.answerPublisherOffer(description, local: local) {
             guard (try? SessionDescription(parsing: answer.description.serialized())) != nil else {
                 fatalError("an answer we wrote does not parse")
+            }
+        }
+        let stream = Negotiation.PlayerStream(ssrc: 1, retransmissionSSRC: 2, cname: "fuzz", streamID: "fuzz", trackID: "fuzz")
+        if let answer = try? Negotiation.answerPlayerOffer(description, local: local, stream: { _, _ in stream }) {
+            guard (try? SessionDescription(parsing: answer.description.serialized())) != nil else {
+                fatalError("a player's answer we wrote does not parse")
             }
         }
     }

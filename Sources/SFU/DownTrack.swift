@@ -56,6 +56,8 @@ public final class DownTrack {
     public internal(set) var layerSwitches: UInt64 = 0
     public internal(set) var retransmissionsSent: UInt64 = 0
     var extensionMap = ExtensionIDMap()
+    /// A stream that goes on across sources (a WHEP player's m-line): it pauses, never ends.
+    var isContinuous = false
 
     /// Holds its publication strongly; the room breaks the cycle when it unsubscribes.
     init(
@@ -77,6 +79,27 @@ public final class DownTrack {
         let start = publication.isSimulcast ? min(1, publication.layers.count - 1) : 0
         currentLayer = publication.isSimulcast ? -1 : 0
         targetLayer = start
+    }
+
+    /// Takes over the stream `previous` sent on the same SSRCs, from another publication: what
+    /// the subscriber has seen continues (numbers, timestamps, picture ids, counts for sender
+    /// reports), and the first packet forwarded is a new source to the rewriters. Video waits for
+    /// the new publication's keyframe.
+    func continueStream(of previous: DownTrack) {
+        rewriter = previous.rewriter
+        rewriter.resync()
+        vp8 = previous.vp8
+        vp8.switchSource()
+        rewritesVP8 = previous.rewritesVP8
+        packetsSent = previous.packetsSent
+        octetsSent = previous.octetsSent
+        lastOutgoingTimestamp = previous.lastOutgoingTimestamp
+        lastSentAt = previous.lastSentAt
+        sentAny = previous.sentAny
+        retransmissionSequence = previous.retransmissionSequence
+        limit = previous.limit
+        isContinuous = previous.isContinuous
+        if publication.kind == .video { currentLayer = -1 }
     }
 
     /// Applies what the subscriber's answer accepted.
@@ -184,6 +207,7 @@ public final class DownTrack {
                 let sequence = bandwidth.packetSent(size: written.length, now: now)
                 buffer.storeBytes(of: sequence.bigEndian, toByteOffset: offset, as: UInt16.self)
             }
+            if frame.isVideo { bandwidth.videoOctetsSent &+= UInt64(written.length) }
             return written.length
         }
         guard sent else { return false }

@@ -9,16 +9,19 @@ extension SFURoom {
     /// `StreamAllocator`: priorities, limits, hysteresis), asks publishers for the keyframes the
     /// switches wait for, and tells the room which tracks paused or resumed.
     func allocate(_ subscriber: SFUParticipant, now: UInt64) {
+        subscriber.bandwidth.updateReceiverTrial(now: now)
         let estimate = Int(subscriber.bandwidth.available(fallback: UInt64(configuration.maxSubscriberBitrate)))
         let speakers = Set(lastSpeakerSids)
         var tracks: [SubscribedTrack] = []
         var downTracksByID: [String: DownTrack] = [:]
         for downTrack in subscriber.downTracks where downTrack.isNegotiated {
             let publication = downTrack.publication
-            downTracksByID[publication.trackSid] = downTrack
+            // A continuous stream keeps its allocation (and hysteresis) across sources.
+            let id = downTrack.isContinuous ? "mid:" + downTrack.mid : publication.trackSid
+            downTracksByID[id] = downTrack
             switch publication.kind {
             case .audio:
-                tracks.append(.audio(id: publication.trackSid, bitrate: publication.layers[0].bitrates.last ?? 0, isWanted: !publication.muted))
+                tracks.append(.audio(id: id, bitrate: publication.layers[0].bitrates.last ?? 0, isWanted: !publication.muted))
             case .video:
                 let priority: TrackPriority =
                     publication.isScreenShare ? .screenShare : speakers.contains(publication.participantSid) ? .activeSpeaker : .other
@@ -26,7 +29,7 @@ extension SFURoom {
                     StreamAllocation.PublishedLayer(
                         width: layer.width, height: layer.height, isActive: layer.isActive(now: now), temporalBitrates: layer.bitrates)
                 }
-                tracks.append(.video(id: publication.trackSid, priority: priority, limit: allocationLimit(downTrack.limit), layers: layers, isWanted: !publication.muted))
+                tracks.append(.video(id: id, priority: priority, limit: allocationLimit(downTrack.limit), layers: layers, isWanted: !publication.muted))
             }
         }
         let allocation = subscriber.allocator.update(estimate: estimate, tracks: tracks, now: Int64(now / 1000))

@@ -204,35 +204,72 @@ public final class SFURoom: @unchecked Sendable {
 
     /// Starts sending `publication` to `subscriber` on m-line `mid` (the caller's subscriber
     /// offer); it flows once the answer is applied with `negotiate`.
-    public func subscribe(_ subscriberSid: String, to publication: Publication, mid: String) -> DownTrack {
+    /// A WHEP answer names its SSRCs before there is anything to send: `ssrcs` fixes them, for a
+    /// stream that will `switchSource` (its VP8 picture ids are rewritten from the start, so they
+    /// continue across switches).
+    public func subscribe(
+        _ subscriberSid: String, to publication: Publication, mid: String, ssrcs: (media: UInt32, retransmission: UInt32)? = nil
+    ) -> DownTrack {
         let subscriber = participant(subscriberSid)
         if let existing = subscriber.downTracks.first(where: { $0.publication === publication }) { return existing }
         let transport = transport(for: subscriberSid, role: .subscriber)
-        var ssrc = randomSSRC()
+        var ssrc = ssrcs?.media ?? randomSSRC()
         while subscriber.downTracksBySSRC[ssrc] != nil { ssrc = randomSSRC() }
-        var retransmissionSSRC = randomSSRC()
+        var retransmissionSSRC = ssrcs?.retransmission ?? randomSSRC()
         while subscriber.downTracksBySSRC[retransmissionSSRC] != nil || retransmissionSSRC == ssrc { retransmissionSSRC = randomSSRC() }
         let downTrack = DownTrack(
             publication: publication, subscriberSid: subscriberSid, mid: mid, outgoingSSRC: ssrc, retransmissionSSRC: retransmissionSSRC,
             transport: transport, bandwidth: subscriber.bandwidth, workerStatistics: workerStatistics)
-        subscriber.downTracks.append(downTrack)
-        subscriber.downTracksBySSRC[ssrc] = downTrack
-        subscriber.downTracksBySSRC[retransmissionSSRC] = downTrack
-        publication.downTracks.append(downTrack)
+        if ssrcs != nil {
+            downTrack.rewritesVP8 = true
+            downTrack.isContinuous = true
+        }
+        add(downTrack, subscriber: subscriber)
         return downTrack
+    }
+
+    /// Points a subscriber's stream at another publication of the same kind (a WHEP player
+    /// following the active speaker): the subscriber sees one stream go on, with its SSRCs,
+    /// sequence numbers, timestamps and VP8 picture ids continuing; video resumes at the new
+    /// source's keyframe. The returned down-track replaces `downTrack`; negotiate it before it flows.
+    public func switchSource(_ downTrack: DownTrack, to publication: Publication) -> DownTrack {
+        guard let subscriber = participants[downTrack.subscriberSid] else { return downTrack }
+        if downTrack.publication === publication, publication.downTracks.contains(where: { $0 === downTrack }) { return downTrack }
+        let next = DownTrack(
+            publication: publication, subscriberSid: downTrack.subscriberSid, mid: downTrack.mid, outgoingSSRC: downTrack.outgoingSSRC,
+            retransmissionSSRC: downTrack.retransmissionSSRC, transport: downTrack.transport, bandwidth: subscriber.bandwidth,
+            workerStatistics: workerStatistics)
+        next.continueStream(of: downTrack)
+        // No BYE: for the subscriber the stream goes on.
+        detach(downTrack, from: subscriber)
+        add(next, subscriber: subscriber)
+        return next
+    }
+
+    private func add(_ downTrack: DownTrack, subscriber: SFUParticipant) {
+        subscriber.downTracks.append(downTrack)
+        subscriber.downTracksBySSRC[downTrack.outgoingSSRC] = downTrack
+        subscriber.downTracksBySSRC[downTrack.retransmissionSSRC] = downTrack
+        downTrack.publication.downTracks.append(downTrack)
+    }
+
+    private func detach(_ downTrack: DownTrack, from subscriber: SFUParticipant?) {
+        downTrack.publication.downTracks.removeAll { $0 === downTrack }
+        guard let subscriber else { return }
+        subscriber.downTracks.removeAll { $0 === downTrack }
+        if subscriber.downTracksBySSRC[downTrack.outgoingSSRC] === downTrack {
+            subscriber.downTracksBySSRC[downTrack.outgoingSSRC] = nil
+            subscriber.downTracksBySSRC[downTrack.retransmissionSSRC] = nil
+        }
     }
 
     public func unsubscribe(_ downTrack: DownTrack) {
         // Idempotent: unpublishing already removed it when its publisher left.
         guard downTrack.publication.downTracks.contains(where: { $0 === downTrack }) else { return }
-        downTrack.publication.downTracks.removeAll { $0 === downTrack }
-        if let subscriber = participants[downTrack.subscriberSid] {
-            subscriber.downTracks.removeAll { $0 === downTrack }
-            subscriber.downTracksBySSRC[downTrack.outgoingSSRC] = nil
-            subscriber.downTracksBySSRC[downTrack.retransmissionSSRC] = nil
-        }
-        // A BYE tells the subscriber the stream ended (its m-line goes inactive in the next offer).
-        if downTrack.transport.isConnected, let bye = RTCPBuilder.bye(ssrcs: [downTrack.outgoingSSRC]) {
+        detach(downTrack, from: participants[downTrack.subscriberSid])
+        // A BYE tells the subscriber the stream ended (its m-line goes inactive in the next offer);
+        // a continuous stream only pauses until its next source.
+        if !downTrack.isContinuous, downTrack.transport.isConnected, let bye = RTCPBuilder.bye(ssrcs: [downTrack.outgoingSSRC]) {
             downTrack.transport.sendRTCP(bye)
         }
     }
@@ -536,6 +573,7 @@ public final class SFURoom: @unchecked Sendable {
             let elapsed = lastBitrateWindowAt == 0 ? 0 : now &- lastBitrateWindowAt
             lastBitrateWindowAt = now
             for participant in participants.values {
+                participant.bandwidth.closeWindow(elapsed: elapsed)
                 for publication in participant.publications where publication.kind == .video {
                     for layer in publication.layers { layer.closeWindow(elapsed: elapsed) }
                 }
@@ -667,7 +705,7 @@ public final class SFURoom: @unchecked Sendable {
         delegate?.sfuRoom(self, participant: participant.sid, transport: role, closed: reason)
     }
 
-    private func randomSSRC() -> UInt32 {
+    public func randomSSRC() -> UInt32 {
         var value: UInt32 = 0
         while value == 0 { value = generator.next() }
         return value

@@ -19,6 +19,16 @@ public final class SubscriberBandwidth {
     /// probing tries to reach.
     public internal(set) var probeGoal: Int?
 
+    /// Video bytes sent to the subscriber (retransmissions included), and their rate over the
+    /// last whole second: with REMB alone, whether its receiver is held by what it receives.
+    /// Video only, as REMB is video feedback: receivers estimate from the video's abs-send-time
+    /// (aiortc's REMB stays where it was while only audio arrives).
+    var videoOctetsSent: UInt64 = 0
+    private var octetsAtWindowStart: UInt64 = 0
+    public private(set) var videoSendingRate = 0
+    /// For a REMB subscriber: the upgrade being tried while its receiver shows no congestion.
+    public private(set) var receiverTrial = ReceiverEstimateTrial()
+
     /// When and how fast to probe above the estimate, and the bytes of the probe under way.
     var prober: ProbeController
     var pacer = ProbePacer()
@@ -65,11 +75,26 @@ public final class SubscriberBandwidth {
         return true
     }
 
+    /// Closes a window of `elapsed` nanoseconds: the video sending rate over it.
+    func closeWindow(elapsed: UInt64) {
+        let octets = videoOctetsSent &- octetsAtWindowStart
+        octetsAtWindowStart = videoOctetsSent
+        if elapsed > 0 { videoSendingRate = Int(min(octets * 8 * 1_000_000_000 / elapsed, UInt64(Int.max))) }
+    }
+
+    /// Before each allocation: a REMB subscriber's trial follows its latest report.
+    func updateReceiverTrial(now: UInt64) {
+        guard !hasFeedback, let receiverEstimate else { return }
+        receiverTrial.update(
+            receiverEstimate: Int(clamping: receiverEstimate), sending: videoSendingRate, upgradeGoal: probeGoal, now: Int64(now / 1000))
+    }
+
     /// Bits per second the allocator may spend: the TWCC estimate once feedback arrives, else the
-    /// subscriber's REMB, else `fallback` (a subscriber that tells nothing is not held back).
+    /// subscriber's REMB (or the upgrade on trial), else `fallback` (a subscriber that tells
+    /// nothing is not held back).
     public func available(fallback: UInt64) -> UInt64 {
         if hasFeedback { return UInt64(max(estimator.estimate, 0)) }
-        if let receiverEstimate { return receiverEstimate }
+        if let receiverEstimate { return UInt64(receiverTrial.available(receiverEstimate: Int(clamping: receiverEstimate))) }
         return fallback
     }
 }

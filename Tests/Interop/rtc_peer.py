@@ -69,9 +69,9 @@ class PatternTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, width: int = 320, height: int = 240, fps: int = 15):
+    def __init__(self, width: int = 320, height: int = 240, fps: int = 15, blue: int = 128):
         super().__init__()
-        self.width, self.height, self.fps = width, height, fps
+        self.width, self.height, self.fps, self.blue = width, height, fps, blue
         self._count = 0
         self._start: float | None = None
 
@@ -84,7 +84,7 @@ class PatternTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         shift = (self._count * 4) % self.width
         x = (numpy.arange(self.width) + shift) % 256
-        row = numpy.stack([x, 255 - x, numpy.full_like(x, 128)], axis=-1).astype(numpy.uint8)
+        row = numpy.stack([x, 255 - x, numpy.full_like(x, self.blue)], axis=-1).astype(numpy.uint8)
         image = numpy.repeat(row[numpy.newaxis, :, :], self.height, axis=0)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts = self._count * (90_000 // self.fps)
@@ -118,6 +118,27 @@ class ReceivedTrack:
     def rms(self, last_seconds: float) -> float:
         audio = self.audio().astype(numpy.float64)[-int(last_seconds * SAMPLE_RATE):]
         return float(numpy.sqrt(numpy.mean(audio**2))) if len(audio) else 0.0
+
+
+async def consume(track: MediaStreamTrack, received: ReceivedTrack, on_video=None) -> None:
+    """Decodes `track` into `received` until it ends: audio as mono s16, video counted (and each
+    frame handed to `on_video`)."""
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        if received.first_at is None:
+            received.first_at = time.monotonic()
+        if track.kind == "audio":
+            data = frame.to_ndarray()  # packed s16, shape (1, samples * channels)
+            channels = len(frame.layout.channels)
+            mono = data.reshape(-1, channels)[:, 0] if channels > 1 else data.reshape(-1)
+            received.samples.append(mono.astype(numpy.int16))
+        else:
+            received.frames += 1
+            if on_video:
+                on_video(frame)
 
 
 class Participant:
@@ -181,12 +202,13 @@ class Participant:
             raise RuntimeError(f"{message['type']} refused: {reply}")
         return reply
 
-    async def publish(self, tone: float | None = 440.0, video: bool = True, video_codec: str | None = None) -> dict:
-        self.tone = ToneTrack(tone) if tone else None
+    async def publish(self, tone: float | None = 440.0, video: bool = True, video_codec: str | None = None,
+                      amplitude: float = 0.3, blue: int = 128) -> dict:
+        self.tone = ToneTrack(tone, amplitude) if tone else None
         if self.tone:
             self.publisher.addTransceiver(self.tone, direction="sendonly")
         if video:
-            transceiver = self.publisher.addTransceiver(PatternTrack(), direction="sendonly")
+            transceiver = self.publisher.addTransceiver(PatternTrack(blue=blue), direction="sendonly")
             if video_codec:
                 codecs = RTCRtpSender.getCapabilities("video").codecs
                 transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == f"video/{video_codec.lower()}"])
@@ -252,20 +274,7 @@ class Participant:
         return ""
 
     async def _consume(self, track: MediaStreamTrack, received: ReceivedTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if received.first_at is None:
-                received.first_at = time.monotonic()
-            if track.kind == "audio":
-                data = frame.to_ndarray()  # packed s16, shape (1, samples * channels)
-                channels = len(frame.layout.channels)
-                mono = data.reshape(-1, channels)[:, 0] if channels > 1 else data.reshape(-1)
-                received.samples.append(mono.astype(numpy.int16))
-            else:
-                received.frames += 1
+        await consume(track, received)
 
     def tracks_from(self, participant_sid: str, kind: str) -> list[ReceivedTrack]:
         for received in self.received.values():

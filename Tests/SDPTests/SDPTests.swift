@@ -175,6 +175,38 @@ let local = LocalTransportParameters(
         #expect(answer.description.bundle.isEmpty)
     }
 
+    @Test func aPlayersRecvonlyOfferIsAnsweredSendonlyOnTheGivenSSRCs() throws {
+        let offer = try SessionDescription(parsing: fixture("chromium-156-recvonly-offer"))
+        let answer = try Negotiation.answerPlayerOffer(offer, local: local) { mid, kind in
+            Negotiation.PlayerStream(
+                ssrc: kind == "audio" ? 1111 : 2222, retransmissionSSRC: 3333, cname: "whep", streamID: "room", trackID: "\(kind)-\(mid)")
+        }
+        #expect(answer.accepted.map(\.mid) == ["0", "1"])
+        let audio = answer.description.media[0]
+        let video = answer.description.media[1]
+        #expect(audio.direction == .sendonly && video.direction == .sendonly)
+        #expect(audio.codecs.map(\.name) == ["opus"], "red, G.722, PCMU… are not forwarded")
+        // Every VP8 and H.264 (packetization-mode 1) the player takes, with their RTX; not VP9 or AV1.
+        let names = video.codecs.map(\.name)
+        #expect(names.first == "VP8" && names.contains("H264") && !names.contains("VP9") && !names.contains("AV1"))
+        #expect(names.filter { $0 == "rtx" }.count == names.filter { $0 != "rtx" }.count)
+        #expect(video.codecs.first { $0.name == "VP8" }?.payloadType == 96, "the player's payload types")
+        #expect(video.attributes("ssrc").contains("2222 msid:room video-1"))
+        #expect(video.attributes("ssrc-group") == ["FID 2222 3333"])
+        #expect(audio.attributes("ssrc") == ["1111 cname:whep", "1111 msid:room audio-0"])
+        // Only the extensions a subscriber transport sends, under the player's ids.
+        #expect(Set(answer.accepted[1].extmaps.map(\.uri)) == [Extmap.absSendTimeURI, Extmap.transportCCURI, Extmap.midURI])
+        #expect(answer.accepted[1].extmaps.first { $0.uri == Extmap.midURI }?.id == 4)
+        #expect(answer.description.media.allSatisfy { answer.description.setup(of: $0) == .passive })
+        #expect(answer.description.bundle == ["0", "1"])
+        // The publisher's offer (sendonly) has nothing to play.
+        let publisherOffer = try SessionDescription(parsing: fixture("aiortc-1.16-publisher-offer"))
+        let none = try Negotiation.answerPlayerOffer(publisherOffer, local: local) { _, _ in
+            Negotiation.PlayerStream(ssrc: 1, retransmissionSSRC: 2, cname: "", streamID: "", trackID: "")
+        }
+        #expect(none.accepted.isEmpty)
+    }
+
     @Test func passiveOfferMakesUsActive() throws {
         let text = try fixture("aiortc-1.16-publisher-offer").replacingOccurrences(of: "a=setup:actpass", with: "a=setup:passive")
         let answer = try Negotiation.answerPublisherOffer(try SessionDescription(parsing: text), local: local)

@@ -4,12 +4,16 @@ import HTTPTypes
 import Hummingbird
 import NIOConcurrencyHelpers
 import ParleyProtocol
+import SFU
 import WebRTC
 
 /// WHIP ingest (RFC 9725): `POST /v1/whip` with an SDP offer and a Bearer access token makes an
 /// ordinary participant of the publisher (`participant.joined`, tracks, recording, speakers), with
 /// the room and identity of its token; the session's URL takes `PATCH` (trickle ICE, ICE restart)
 /// and `DELETE` (leave). `OPTIONS` answers CORS and the ICE servers.
+///
+/// WHEP playback works the same way on `/v1/whep` (WHEPRoutes.swift): a hidden participant that
+/// only receives.
 struct WHIPRoutes: Sendable {
     let registry: RoomRegistry
     let services: RoomServices
@@ -22,22 +26,52 @@ struct WHIPRoutes: Sendable {
         router.post("/v1/whip") { request, _ -> Response in try await create(request) }
         router.on("/v1/whip", method: .options) { request, _ -> Response in try await options(request) }
         router.on("/v1/whip/:session", method: .options) { request, _ -> Response in try await options(request) }
-        router.patch("/v1/whip/:session") { request, context -> Response in try await patch(request, context) }
-        router.delete("/v1/whip/:session") { request, context -> Response in try await delete(request, context) }
+        router.patch("/v1/whip/:session") { request, context -> Response in try await patch(request, context, role: .publisher) }
+        router.delete("/v1/whip/:session") { request, context -> Response in try await delete(request, context, role: .publisher) }
+        router.post("/v1/whep") { request, _ -> Response in try await play(request) }
+        router.on("/v1/whep", method: .options) { request, _ -> Response in try await options(request) }
+        router.on("/v1/whep/:session", method: .options) { request, _ -> Response in try await options(request) }
+        router.patch("/v1/whep/:session") { request, context -> Response in try await patch(request, context, role: .subscriber) }
+        router.delete("/v1/whep/:session") { request, context -> Response in try await delete(request, context, role: .subscriber) }
     }
 
     // MARK: Handlers
 
     private func create(_ request: Request) async throws -> Response {
+        let (claims, offer) = try await readOffer(request, needing: \.publish, grant: "publish", what: "WHIP", purpose: "publish")
+        // A WHIP client only sends: no subscriptions, no chat.
+        var publisher = claims
+        publisher.grants.subscribe = false
+        publisher.grants.chat = false
+        return try await admit(publisher, offer: offer, path: "/v1/whip", role: .publisher) { room, sid throws(ProtocolError) in
+            try await room.publish(offer: offer, from: sid).sdp
+        }
+    }
+
+    /// The token's claims (with the grant `needed`) and the SDP offer of a POST, or the error
+    /// the RFC names.
+    func readOffer(_ request: Request, needing needed: KeyPath<Grants, Bool>, grant: String, what: String, purpose: String) async throws
+        -> (AccessClaims, String)
+    {
         let claims = try await ParleyServer.signalingClaims(request, verifier: verifier)
-        guard claims.grants.publish else { throw APIError(.forbidden, "token lacks the publish grant") }
+        guard claims.grants[keyPath: needed] else { throw APIError(.forbidden, "token lacks the \(grant) grant") }
         guard Self.mediaType(request) == "application/sdp" else {
-            throw WHIPError(.unsupportedMediaType, "a WHIP offer is application/sdp")
+            throw WHIPError(.unsupportedMediaType, "a \(what) offer is application/sdp")
         }
         let offer = try await body(request, limit: Self.maxOfferBytes)
         guard offer.contains("\nm=audio") || offer.contains("\nm=video") else {
-            throw WHIPError(.unprocessableContent, "the offer has no audio or video m-line to publish")
+            throw WHIPError(.unprocessableContent, "the offer has no audio or video m-line to \(purpose)")
         }
+        return (claims, offer)
+    }
+
+    /// Joins `claims` to its room on an HTTP session's channel and answers `offer` with
+    /// `negotiate`; a failed negotiation leaves again. 201 with the session's Location, its ETag
+    /// and the ICE servers, or a redirect to the node that serves the room.
+    func admit(
+        _ claims: AccessClaims, offer: String, path: String, role: TransportRole,
+        negotiate: (Room, String) async throws(ProtocolError) -> String
+    ) async throws -> Response {
         let roomName = claims.grants.room ?? ""
         let room: Room
         do {
@@ -46,40 +80,35 @@ struct WHIPRoutes: Sendable {
             case .elsewhere(_, let url):
                 // RFC 9725 §4.5: the client follows a redirect to the endpoint that serves the room.
                 var headers = Self.cors
-                headers[.location] = url + "/v1/whip"
+                headers[.location] = url + path
                 return Response(status: .temporaryRedirect, headers: headers)
             }
         } catch {
             throw APIError(error)
         }
-        // A WHIP client only sends: no subscriptions, no chat.
-        var publisher = claims
-        publisher.grants.subscribe = false
-        publisher.grants.chat = false
-        let channel = WHIPChannel()
         let sid: String
-        let answer: Room.PublisherAnswer
+        let answer: String
         do {
-            sid = try await room.join(claims: publisher, resume: nil, connection: channel)
+            sid = try await room.join(claims: claims, resume: nil, connection: WHIPChannel())
         } catch {
             throw APIError(error)
         }
         do {
-            answer = try await room.publish(offer: offer, from: sid)
+            answer = try await negotiate(room, sid)
         } catch {
             await room.leave(sid: sid)
             throw error.code == .badRequest ? WHIPError(.badRequest, error.message) : APIError(error)
         }
         let etag = Self.newETag()
         sessions.add(WHIPSessions.Session(
-            sid: sid, room: roomName, identity: claims.identity, etag: etag, remoteUfrag: Self.attribute("ice-ufrag", in: offer)))
+            sid: sid, room: roomName, identity: claims.identity, role: role, etag: etag, remoteUfrag: Self.attribute("ice-ufrag", in: offer)))
         var headers = Self.cors
         headers[.contentType] = "application/sdp"
-        headers[.location] = "/v1/whip/\(sid)"
+        headers[.location] = "\(path)/\(sid)"
         headers[.eTag] = etag
         for link in Self.links(services.iceServers(claims.identity)) { headers.append(HTTPField(name: Self.linkField, value: link)) }
-        services.metrics.whipSessions.increment()
-        return Response(status: .created, headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer.sdp)))
+        (role == .publisher ? services.metrics.whipSessions : services.metrics.whepSessions).increment()
+        return Response(status: .created, headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer)))
     }
 
     private func options(_ request: Request) async throws -> Response {
@@ -92,8 +121,8 @@ struct WHIPRoutes: Sendable {
         return Response(status: .noContent, headers: headers)
     }
 
-    private func patch(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let (session, room) = try await owned(request, context)
+    private func patch(_ request: Request, _ context: BasicRequestContext, role: TransportRole) async throws -> Response {
+        let (session, room) = try await owned(request, context, role: role)
         guard Self.mediaType(request) == "application/trickle-ice-sdpfrag" else {
             throw WHIPError(.unsupportedMediaType, "PATCH takes application/trickle-ice-sdpfrag")
         }
@@ -111,7 +140,7 @@ struct WHIPRoutes: Sendable {
         }
         let restarted: (local: ICECredentials, candidates: [String])
         do {
-            restarted = try await room.restartPublisherICE(of: session.sid, remote: ICECredentials(ufrag: ufrag, password: password))
+            restarted = try await room.restartICE(of: session.sid, role: role, remote: ICECredentials(ufrag: ufrag, password: password))
         } catch {
             throw APIError(error)
         }
@@ -131,32 +160,32 @@ struct WHIPRoutes: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer)))
     }
 
-    private func delete(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let (session, room) = try await owned(request, context)
+    private func delete(_ request: Request, _ context: BasicRequestContext, role: TransportRole) async throws -> Response {
+        let (session, room) = try await owned(request, context, role: role)
         await room.leave(sid: session.sid)
         sessions.remove(session.sid)
         return Response(status: .ok, headers: Self.cors)
     }
 
     /// The session named in the path, if the caller's token is for its identity and room.
-    private func owned(_ request: Request, _ context: BasicRequestContext) async throws -> (WHIPSessions.Session, Room) {
+    private func owned(_ request: Request, _ context: BasicRequestContext, role: TransportRole) async throws -> (WHIPSessions.Session, Room) {
         let claims = try await ParleyServer.signalingClaims(request, verifier: verifier)
-        guard let sid = context.parameters.get("session"), let session = sessions.get(sid) else {
-            throw APIError(.notFound, "no such WHIP session")
+        guard let sid = context.parameters.get("session"), let session = sessions.get(sid), session.role == role else {
+            throw APIError(.notFound, "no such \(role == .publisher ? "WHIP" : "WHEP") session")
         }
         guard session.identity == claims.identity, session.room == claims.grants.room else {
             throw APIError(.forbidden, "the token is not for this session's identity and room")
         }
         guard let room = await registry.room(named: session.room), await room.hasParticipant(sid: sid) else {
             sessions.remove(sid)
-            throw APIError(.notFound, "the WHIP session has ended")
+            throw APIError(.notFound, "the session has ended")
         }
         return (session, room)
     }
 
     // MARK: Helpers
 
-    private func body(_ request: Request, limit: Int) async throws -> String {
+    func body(_ request: Request, limit: Int) async throws -> String {
         do {
             let buffer = try await request.body.collect(upTo: limit)
             return String(buffer: buffer)
@@ -224,12 +253,14 @@ struct WHIPError: HTTPResponseError {
     }
 }
 
-/// The live WHIP sessions by participant sid.
+/// The live WHIP and WHEP sessions by participant sid.
 final class WHIPSessions: Sendable {
     struct Session: Sendable {
         var sid: String
         var room: String
         var identity: String
+        /// Publisher for WHIP, subscriber for WHEP.
+        var role: TransportRole
         var etag: String
         var remoteUfrag: String?
     }
@@ -244,8 +275,8 @@ final class WHIPSessions: Sendable {
     }
 }
 
-/// A WHIP participant's channel: it has no signaling, so the room's frames go nowhere; the
-/// session ends with its media or a DELETE.
+/// A WHIP or WHEP participant's channel: it has no signaling, so the room's frames go nowhere;
+/// the session ends with its media or a DELETE.
 final class WHIPChannel: ParticipantChannel {
     func send(_ frame: String) -> Bool { true }
     func close(_ reason: ChannelCloseReason) {}

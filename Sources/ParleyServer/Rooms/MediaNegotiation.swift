@@ -14,7 +14,8 @@ enum MediaNegotiation {
         var addresses: [TransportAddress]
     }
 
-    struct PublisherOffer {
+    /// A client's offer: a publisher's, or a WHEP player's.
+    struct ClientOffer {
         var description: SDP.SessionDescription
         var remote: WebRTCTransport.RemoteParameters
     }
@@ -42,15 +43,15 @@ enum MediaNegotiation {
         var media: [String: (codecs: [RTPCodec], retransmissionPayloadType: UInt8?, extensions: RTPExtensionIDs)]
     }
 
-    static func readPublisherOffer(_ text: String) throws -> PublisherOffer {
+    static func readOffer(_ text: String) throws -> ClientOffer {
         let description = try SDP.SessionDescription(parsing: text)
         let remote = try Negotiation.remoteParameters(of: description)
         // We answer passive to actpass or active, active to passive.
         let ourSetup: DTLSSetup = remote.setup == .passive ? .active : .passive
-        return PublisherOffer(description: description, remote: try transportParameters(remote, ourSetup: ourSetup))
+        return ClientOffer(description: description, remote: try transportParameters(remote, ourSetup: ourSetup))
     }
 
-    static func answer(_ offer: PublisherOffer, local: LocalParameters) throws -> PublisherAnswer {
+    static func answer(_ offer: ClientOffer, local: LocalParameters) throws -> PublisherAnswer {
         let answer = try Negotiation.answerPublisherOffer(offer.description, local: sdpParameters(local, version: 1))
         let accepted = answer.accepted.compactMap { media -> AcceptedMedia? in
             guard let kind = MediaKind(rawValue: media.kind) else { return nil }
@@ -85,6 +86,37 @@ enum MediaNegotiation {
         }
         if let ssrc = media.ssrc { return [Publication.LayerDescription(ssrc: ssrc, retransmissionSSRC: pairs[ssrc])] }
         return []
+    }
+
+    /// Answers a WHEP player's offer: each m-line it receives on gets fixed SSRCs from
+    /// `newSSRC`, announced under the room's name, and becomes a playback slot.
+    static func answerPlayer(_ offer: ClientOffer, local: LocalParameters, roomName: String, newSSRC: () -> UInt32) throws
+        -> (sdp: String, slots: [PlaybackSlot])
+    {
+        var streams: [String: Negotiation.PlayerStream] = [:]
+        var used: Set<UInt32> = []
+        func fresh() -> UInt32 {
+            var ssrc = newSSRC()
+            while used.contains(ssrc) { ssrc = newSSRC() }
+            used.insert(ssrc)
+            return ssrc
+        }
+        let answer = try Negotiation.answerPlayerOffer(offer.description, local: sdpParameters(local, version: 1)) { mid, kind in
+            let stream = Negotiation.PlayerStream(
+                ssrc: fresh(), retransmissionSSRC: fresh(), cname: roomName, streamID: roomName, trackID: "\(kind)-\(mid)")
+            streams[mid] = stream
+            return stream
+        }
+        let slots = answer.accepted.compactMap { media -> PlaybackSlot? in
+            guard let kind = MediaKind(rawValue: media.kind), let stream = streams[media.mid] else { return nil }
+            let codecs = media.codecs.filter { $0.name.lowercased() != "rtx" }.map(rtpCodec)
+            // The player's RTX for each codec it takes, by the payload type it repairs.
+            let retransmission = Dictionary(media.retransmissionPayloadTypes.map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            return PlaybackSlot(
+                mid: media.mid, kind: kind, ssrc: stream.ssrc, retransmissionSSRC: stream.retransmissionSSRC, codecs: codecs,
+                retransmission: retransmission, extensions: extensionIDs(media.extmaps))
+        }
+        return (answer.description.serialized(), slots)
     }
 
     struct SubscriberOfferState {

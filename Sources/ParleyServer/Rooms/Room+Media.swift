@@ -23,6 +23,8 @@ struct ParticipantMedia {
     var lastOffer: MediaNegotiation.SubscriberOfferState?
     /// The set changed while an offer was outstanding: offer again after the answer.
     var needsOffer = false
+    /// A WHEP player's fixed m-lines (it never gets offers).
+    var playback: Playback?
 }
 
 struct SubscriberSlot {
@@ -149,9 +151,9 @@ extension Room {
         let participant = try member(sid)
         guard participant.grants.publish else { throw ProtocolError(.forbidden, "token lacks the publish grant") }
         let transport = sfu.transport(for: participant.sid, role: .publisher)
-        let offer: MediaNegotiation.PublisherOffer
+        let offer: MediaNegotiation.ClientOffer
         do {
-            offer = try MediaNegotiation.readPublisherOffer(sdp)
+            offer = try MediaNegotiation.readOffer(sdp)
         } catch {
             throw ProtocolError(.badRequest, "invalid SDP offer: \(error)")
         }
@@ -210,7 +212,10 @@ extension Room {
     /// Brings a participant's subscriber m-lines in line with what it should receive, and
     /// offers when that changed.
     func updateSubscriptions(of participant: Participant) {
+        if participant.media.playback != nil { return updatePlayback(of: participant) }
         guard participant.grants.subscribe, participant.connection != nil || participant.heldFrames != nil else { return }
+        // Without signaling (WHIP, WHEP before its offer) there is no one to answer an offer.
+        guard participant.connection?.endsWithMedia != true else { return }
         var wanted: [(publisher: Participant, track: TrackInfo)] = []
         for publisher in participants where publisher !== participant {
             for track in publisher.media.tracks where !participant.media.excluded.contains(track.sid) {
@@ -318,7 +323,9 @@ extension Room {
         let source = bandwidth.map { $0.hasFeedback ? "twcc" : ($0.receiverEstimate != nil ? "remb" : "none") } ?? "none"
         let downlink = ParticipantMediaInfo.Downlink(
             estimate: Int(bandwidth?.available(fallback: 0) ?? 0), source: source, feedbackPackets: Int(bandwidth?.feedbackReceived ?? 0),
-            probeBytes: Int(bandwidth?.probeBytesSent ?? 0))
+            probeBytes: Int(bandwidth?.probeBytesSent ?? 0), sending: bandwidth?.videoSendingRate,
+            trialGoal: source == "remb" ? bandwidth?.receiverTrial.goal : nil,
+            failedTrials: source == "remb" ? bandwidth?.receiverTrial.failures : nil)
         let publications = (media?.publications ?? []).map { publication in
             ParticipantMediaInfo.Publication(
                 track: publication.trackSid, kind: publication.kind.rawValue,
@@ -341,7 +348,7 @@ extension Room {
 
     // MARK: Helpers
 
-    private func localParameters(_ transport: WebRTCTransport) -> MediaNegotiation.LocalParameters {
+    func localParameters(_ transport: WebRTCTransport) -> MediaNegotiation.LocalParameters {
         MediaNegotiation.LocalParameters(
             ice: transport.localICE, fingerprint: services.media.fingerprint, addresses: sfu.port.localAddresses)
     }
@@ -358,6 +365,8 @@ extension Room {
     func broadcastSpeakers(_ speakers: [ActiveSpeaker]) {
         let visible = speakers.filter { speaker in findParticipant(sid: speaker.participantSid).map { !$0.hidden } ?? false }
         broadcast(codec.encode(SpeakersEvent(speakers: visible.map { SpeakerLevel(participant: $0.participantSid, level: $0.level) })))
+        self.speakers = visible.map(\.participantSid)
+        for player in participants where player.media.playback != nil { updatePlayback(of: player) }
     }
 
     func mediaTransportClosed(sid: String, role: TransportRole, reason: WebRTCTransport.CloseReason) {
@@ -368,13 +377,15 @@ extension Room {
         }
     }
 
-    /// An ICE restart outside an offer (WHIP's PATCH): the publisher transport takes the client's
-    /// new credentials and gets new ones of ours, returned with our candidates' lines.
-    public func restartPublisherICE(of sid: String, remote: ICECredentials) throws(ProtocolError) -> (local: ICECredentials, candidates: [String]) {
+    /// An ICE restart outside an offer (WHIP's and WHEP's PATCH): the transport takes the
+    /// client's new credentials and gets new ones of ours, returned with our candidates' lines.
+    public func restartICE(of sid: String, role: TransportRole, remote: ICECredentials) throws(ProtocolError)
+        -> (local: ICECredentials, candidates: [String])
+    {
         _ = try member(sid)
-        let transport = sfu.transport(for: sid, role: .publisher)
-        guard var parameters = transport.remote else { throw ProtocolError(.conflict, "no publisher session was negotiated") }
-        guard let local = sfu.restartICE(for: sid, role: .publisher) else { throw ProtocolError(.notFound, "no publisher transport") }
+        let transport = sfu.transport(for: sid, role: role)
+        guard var parameters = transport.remote else { throw ProtocolError(.conflict, "no \(role.rawValue) session was negotiated") }
+        guard let local = sfu.restartICE(for: sid, role: role) else { throw ProtocolError(.notFound, "no \(role.rawValue) transport") }
         parameters.ice = remote
         do {
             try transport.configure(remote: parameters, now: sfu.port.now())

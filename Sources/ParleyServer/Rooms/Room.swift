@@ -30,6 +30,8 @@ public actor Room {
     var logger: Logger
     /// Participants in join order.
     var participants: [Participant] = []
+    /// The sids of those speaking now, loudest first (WHEP players follow them).
+    var speakers: [String] = []
     private var closed = false
     private var emptyGeneration = 0
     /// Timers not yet fired, cancelled when the room closes: none may wake after its media

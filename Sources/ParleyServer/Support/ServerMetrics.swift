@@ -30,6 +30,7 @@ public final class ServerMetrics: Sendable {
     public let drainedParticipants: Counter
     public let webhookEventsQueued: Counter
     public let whipSessions: Counter
+    public let whepSessions: Counter
     public let webhookDeliveries: Counter
     public let webhookFailures: Counter
     public let webhookPending: Gauge
@@ -88,6 +89,7 @@ public final class ServerMetrics: Sendable {
         drainedParticipants = registry.makeCounter(
             descriptor: Self.name("drained_participants", unit: "total", help: "Participants a drain sent to other nodes"))
         whipSessions = registry.makeCounter(descriptor: Self.name("whip_sessions", unit: "total", help: "WHIP publishers admitted (POST /v1/whip)"))
+        whepSessions = registry.makeCounter(descriptor: Self.name("whep_sessions", unit: "total", help: "WHEP players admitted (POST /v1/whep)"))
         webhookEventsQueued = registry.makeCounter(
             descriptor: Self.name("webhook_events_queued", unit: "total", help: "Room events stored in the webhook outbox (each goes to every webhook URL)"))
         webhookDeliveries = registry.makeCounter(
