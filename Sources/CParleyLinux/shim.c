@@ -14,3 +14,7 @@ int parley_recvmmsg(int fd, struct parley_mmsghdr *messages, unsigned int count,
 int parley_sendmmsg(int fd, struct parley_mmsghdr *messages, unsigned int count, int flags) {
     return sendmmsg(fd, (struct mmsghdr *)messages, count, flags);
 }
+
+int parley_accept_nonblocking(int fd, struct sockaddr *address, socklen_t *length) {
+    return accept4(fd, address, length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}

@@ -161,3 +161,45 @@ public struct SendBatch {
         }
     }
 }
+
+/// A non-blocking TCP listening socket on `address`. With `reusePort`, several (one per worker
+/// thread) listen on the same port and the kernel spreads connections over them; `address`
+/// must then name a port, as the caller shares one it already holds for UDP.
+public func bindTCPListener(_ address: TransportAddress, reusePort: Bool = false, backlog: Int32 = 256) throws -> Int32 {
+    let family = address.ip.isIPv4 ? AF_INET : AF_INET6
+    let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw SocketError(operation: "socket", code: errno) }
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size)) }
+    var raw = RawSocketAddress(address)
+    let bound = withUnsafePointer(to: &raw.storage) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, raw.length) }
+    }
+    guard bound == 0, listen(fd, backlog) == 0 else {
+        let code = errno
+        close(fd)
+        throw SocketError(operation: "listen \(address)", code: code)
+    }
+    return fd
+}
+
+/// Accepts one pending connection on a non-blocking listener: the new socket (non-blocking,
+/// TCP_NODELAY) and its peer, or nil when none is waiting.
+public func acceptTCP(_ listener: Int32) -> (fd: Int32, peer: TransportAddress)? {
+    var raw = RawSocketAddress()
+    raw.length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+    let fd = withUnsafeMutablePointer(to: &raw.storage) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            parley_accept_nonblocking(listener, $0, &raw.length)
+        }
+    }
+    guard fd >= 0 else { return nil }
+    guard let peer = raw.transportAddress else {
+        close(fd)
+        return nil
+    }
+    var one: Int32 = 1
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    return (fd, peer)
+}

@@ -17,10 +17,12 @@ struct ClientKey: Hashable, Sendable {
     let server: TransportAddress
 }
 
-/// How to reach a client: the listening UDP socket and its address, or its TCP connection.
+/// How to reach a client: the listening UDP socket and its address, its TCP connection (served
+/// by the worker's engine), or its TLS channel (SwiftNIO with NIOSSL).
 enum ClientLink {
     case udp(Int32, RawSocketAddress)
-    case tcp(any Channel)
+    case stream(StreamConnection)
+    case channel(any Channel)
 }
 
 /// One client's relay: its socket on the relayed address, permissions, channels, lifetime and

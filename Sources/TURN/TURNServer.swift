@@ -13,8 +13,9 @@ import Glibc
 /// The built-in STUN/TURN server (RFC 8489, RFC 8656): UDP and TCP listeners on every given
 /// address, one worker per core, each on its own `UDPEngine` thread. On UDP each worker has its
 /// own socket on the shared port (SO_REUSEPORT), so the kernel spreads clients over the workers
-/// and a client's datagrams always reach the same one; its relays live there too. TCP
-/// connections are accepted by SwiftNIO and their frames handed to a worker.
+/// and a client's datagrams always reach the same one; its relays live there too. TCP works the
+/// same way: each worker listens on the shared port and serves its connections on its own thread.
+/// TLS connections are accepted by SwiftNIO (NIOSSL) and their frames handed to a worker.
 public final class TURNServer: Sendable {
     private let group: any EventLoopGroup
     private let loops: [any EventLoop]
@@ -76,7 +77,7 @@ public final class TURNServer: Sendable {
 
         var boundPort = port
         var channels: [any Channel] = []
-        var listeners: [(Int32, TURNWorker, TransportAddress)] = []
+        var listeners: [(Int32, TURNWorker, UDPEngine.Role)] = []
         do {
             for address in addresses {
                 if boundPort != 0 { try await probeUDP(TransportAddress(ip: address, port: UInt16(boundPort))) }
@@ -84,11 +85,16 @@ public final class TURNServer: Sendable {
                     let local = TransportAddress(ip: address, port: UInt16(boundPort))
                     let socket = try bindUDPSocket(local, reusePort: true, bufferBytes: 4 << 20)
                     if boundPort == 0 { boundPort = Int(NetworkAddress.localAddress(of: socket)?.port ?? 0) }
-                    listeners.append((socket, worker, TransportAddress(ip: address, port: UInt16(boundPort))))
+                    listeners.append((socket, worker, .listener(server: TransportAddress(ip: address, port: UInt16(boundPort)))))
                 }
-                channels.append(try await tcpListener(workers: workers, address: TransportAddress(ip: address, port: UInt16(boundPort))))
+                let local = TransportAddress(ip: address, port: UInt16(boundPort))
+                // As for UDP: a port another process listens on, even with SO_REUSEPORT, is refused.
+                close(try bindTCPListener(local))
+                for worker in workers {
+                    listeners.append((try bindTCPListener(local, reusePort: true), worker, .streamListener(server: local)))
+                }
                 if let tlsContext {
-                    let listener = try await tcpListener(
+                    let listener = try await tlsListener(
                         workers: workers, address: TransportAddress(ip: address, port: UInt16(tlsPort)), tls: tlsContext)
                     if tlsPort == 0 { tlsPort = listener.localAddress?.port ?? 0 }
                     channels.append(listener)
@@ -99,7 +105,7 @@ public final class TURNServer: Sendable {
             for channel in channels { try? await channel.close() }
             throw error
         }
-        for (socket, worker, local) in listeners { worker.engine.register(socket, role: .listener(server: local)) }
+        for (socket, worker, role) in listeners { worker.engine.register(socket, role: role) }
         for (index, worker) in workers.enumerated() { worker.engine.start(name: "turn-\(index)") }
         let port = boundPort
         state.withLockedValue { state in
@@ -150,7 +156,7 @@ public final class TURNServer: Sendable {
         try await probe.close()
     }
 
-    private func tcpListener(workers: [TURNWorker], address: TransportAddress, tls: NIOSSLContext? = nil) async throws -> any Channel {
+    private func tlsListener(workers: [TURNWorker], address: TransportAddress, tls: NIOSSLContext) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
@@ -162,17 +168,17 @@ public final class TURNServer: Sendable {
                     }
                     let worker = workers[Int(remote.port) % workers.count]
                     let key = ClientKey(transport: .tcp, client: remote, server: address)
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(STUNStreamDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(TCPClientHandler(worker: worker, key: key))
+                    try channel.pipeline.syncOperations.addHandler(TLSClientHandler(worker: worker, key: key))
                 }
             }
             .bind(to: SocketAddress(address)).get()
     }
 }
 
-/// Frames from one TCP client; its allocation ends with the connection.
-final class TCPClientHandler: ChannelInboundHandler, @unchecked Sendable {
+/// Frames from one TLS client; its allocation ends with the connection.
+final class TLSClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     private let worker: TURNWorker
     private let key: ClientKey
@@ -182,14 +188,29 @@ final class TCPClientHandler: ChannelInboundHandler, @unchecked Sendable {
         self.key = key
     }
 
-    /// Frames go to the worker's thread; TCP is the fallback transport, UDP the fast path.
+    /// Frames decoded in one pass of the channel's loop, handed to the worker together.
+    private var frames: [ByteBuffer] = []
+
+    /// Frames go to the worker's thread in batches: the first of a batch schedules the hand-over
+    /// for the end of this pass of the loop (after everything read in it, TLS's decrypted records
+    /// included), so a busy client costs one hop per pass, not one per frame.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        let (worker, key, channel) = (self.worker, self.key, context.channel)
+        frames.append(unwrapInboundIn(data))
+        guard frames.count == 1 else { return }
+        let loopBound = NIOLoopBound((self, context.channel), eventLoop: context.eventLoop)
+        context.eventLoop.execute { loopBound.value.0.handOver(channel: loopBound.value.1) }
+    }
+
+    private func handOver(channel: any Channel) {
+        let batch = frames
+        frames.removeAll(keepingCapacity: true)
+        let (worker, key) = (self.worker, self.key)
         worker.engine.execute {
-            var frame = frame
-            frame.withUnsafeMutableReadableBytes { worker.handleClient($0, key: key, link: .tcp(channel)) }
+            for var frame in batch {
+                frame.withUnsafeMutableReadableBytes { worker.handleClient($0, key: key, link: .channel(channel)) }
+            }
             worker.engine.flushSends()
+            worker.flushChannels()
         }
     }
 

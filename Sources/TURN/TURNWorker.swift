@@ -24,6 +24,10 @@ final class TURNWorker: @unchecked Sendable {
     private var allocations: [ClientKey: Allocation] = [:]
     private var unauthenticated: [IPAddress: Allowance] = [:]
     private var random = SystemRandomNumberGenerator()
+    /// What a round relayed to each TLS client, written with one hop to its channel's loop at
+    /// the round's end instead of one per packet. A frame per buffer: each goes in its own TLS
+    /// record, as clients that read one record at a time (coturn's) expect.
+    private var pendingChannels: [ObjectIdentifier: (channel: any Channel, frames: [ByteBuffer])] = [:]
 
     static let knownAttributes: Set<STUNAttributeType> = [
         .username, .messageIntegrity, .messageIntegritySHA256, .realm, .nonce, .fingerprint, .lifetime, .xorPeerAddress,
@@ -47,6 +51,19 @@ final class TURNWorker: @unchecked Sendable {
     /// Connects the worker to its engine: datagrams in, and the one-second tick.
     func attach() {
         engine.onTick = { [unowned self] now in tick(now: now) }
+        engine.onRoundEnd = { [unowned self] in flushChannels() }
+        engine.handleStreamAccepted = { [unowned self] fd, client, server in
+            statistics.tcpConnections += 1
+            return StreamConnection(fd: fd, key: ClientKey(transport: .tcp, client: client, server: server))
+        }
+        engine.handleStreamFrame = { [unowned self] connection, frame in
+            handleClient(frame, key: connection.key, link: .stream(connection))
+        }
+        engine.handleStreamClosed = { [unowned self] connection, malformed in
+            statistics.tcpConnections -= 1
+            if malformed { statistics.droppedMalformed += 1 }
+            connectionClosed(connection.key)
+        }
         engine.handleDatagram = { [unowned self] fd, role, payload, source in
             switch role {
             case .listener(let server):
@@ -54,8 +71,8 @@ final class TURNWorker: @unchecked Sendable {
                 handleClient(payload, key: ClientKey(transport: .udp, client: client, server: server), link: .udp(fd, source))
             case .relay(let allocation):
                 relayRead(payload, from: source, allocation: allocation)
-            case .wakeup:
-                break
+            case .wakeup, .streamListener, .stream:
+                break  // the engine serves these itself
             }
         }
     }
@@ -392,14 +409,22 @@ final class TURNWorker: @unchecked Sendable {
                 frame[2] = UInt8(length >> 8)
                 frame[3] = UInt8(length & 0xFF)
                 engine.enqueue(listener, UnsafeRawBufferPointer(frame), to: client)
-            case .tcp(let connection):
+            case .stream(let connection):
                 let padding = (4 - length % 4) % 4
-                var buffer = connection.allocator.buffer(capacity: 4 + length + padding)
-                buffer.writeInteger(number)
-                buffer.writeInteger(UInt16(length))
-                buffer.writeBytes(UnsafeRawBufferPointer(payload))
-                if padding > 0 { buffer.writeRepeatingByte(0, count: padding) }
-                writeToStream(buffer, connection)
+                let queued = engine.appendToStream(connection, count: 4 + length + padding) { bytes in
+                    bytes.append(contentsOf: [UInt8(number >> 8), UInt8(number & 0xFF), UInt8(length >> 8), UInt8(length & 0xFF)])
+                    bytes.append(contentsOf: UnsafeRawBufferPointer(payload))
+                    if padding > 0 { bytes.append(contentsOf: repeatElement(0, count: padding)) }
+                }
+                if !queued { statistics.bandwidthDrops += 1 }
+            case .channel(let channel):
+                let padding = (4 - length % 4) % 4
+                appendToChannel(channel, capacity: 4 + length + padding) { buffer in
+                    buffer.writeInteger(number)
+                    buffer.writeInteger(UInt16(length))
+                    buffer.writeBytes(UnsafeRawBufferPointer(payload))
+                    if padding > 0 { buffer.writeRepeatingByte(0, count: padding) }
+                }
             }
         } else {
             let indication = STUNMessageBuilder.relayIndication(
@@ -438,15 +463,37 @@ final class TURNWorker: @unchecked Sendable {
         case .udp(let listener, let client):
             let sent = bytes.withUnsafeBytes { engine.send(listener, $0, to: client) }
             if !sent { statistics.sendFailures += 1 }
-        case .tcp(let connection):
-            writeToStream(connection.allocator.buffer(bytes: bytes), connection)
+        case .stream(let connection):
+            if !engine.appendToStream(connection, count: bytes.count, { $0.append(contentsOf: bytes) }) { statistics.sendFailures += 1 }
+        case .channel(let channel):
+            appendToChannel(channel, capacity: bytes.count) { $0.writeBytes(bytes) }
         }
     }
 
-    private func writeToStream(_ buffer: ByteBuffer, _ connection: any Channel) {
-        // A client that does not read is not buffered for without bound.
-        guard connection.isWritable else { return statistics.bandwidthDrops += 1 }
-        connection.writeAndFlush(buffer, promise: nil)
+    /// Gathers bytes for a TLS client until the round ends.
+    private func appendToChannel(_ channel: any Channel, capacity: Int, _ write: (inout ByteBuffer) -> Void) {
+        let id = ObjectIdentifier(channel)
+        if pendingChannels[id] == nil {
+            // A client that does not read is not buffered for without bound.
+            guard channel.isWritable else { return statistics.bandwidthDrops += 1 }
+            pendingChannels[id] = (channel, [])
+        }
+        var frame = channel.allocator.buffer(capacity: capacity)
+        write(&frame)
+        pendingChannels[id]!.frames.append(frame)
+    }
+
+    /// Writes each TLS client's gathered frames: one task on its channel's loop per round.
+    func flushChannels() {
+        guard !pendingChannels.isEmpty else { return }
+        for (_, pending) in pendingChannels {
+            let (channel, frames) = pending
+            channel.eventLoop.execute {
+                for frame in frames { channel.write(frame, promise: nil) }
+                channel.flush()
+            }
+        }
+        pendingChannels.removeAll(keepingCapacity: true)
     }
 
     private func takeUnauthenticated(_ ip: IPAddress) -> Bool {

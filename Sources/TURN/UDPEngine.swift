@@ -8,15 +8,19 @@ import STUN
 import Glibc
 #endif
 
-/// The UDP side of one TURN worker, off SwiftNIO: its own thread with an epoll set holding the
-/// worker's listening socket and relay sockets. Each ready socket is drained with one recvmmsg
-/// into preallocated buffers; datagrams to clients are sent with one sendmmsg per batch, with the
-/// ChannelData header written into headroom in front of the received payload. So the relay path
-/// allocates nothing and copies nothing per packet. Other threads hand it work through `execute`.
+/// The sockets of one TURN worker, off SwiftNIO: its own thread with an epoll set holding the
+/// worker's listening UDP and TCP sockets, its TCP clients and its relay sockets. Each ready UDP
+/// socket is drained with one recvmmsg into preallocated buffers; datagrams to clients are sent
+/// with one sendmmsg per batch, with the ChannelData header written into headroom in front of the
+/// received payload. So the UDP relay path allocates nothing and copies nothing per packet. A TCP
+/// client's frames are split in place in one read buffer, and what is relayed to it in a round
+/// goes out in one write at the round's end. Other threads hand it work through `execute`.
 final class UDPEngine: @unchecked Sendable {
     enum Role {
         case listener(server: TransportAddress)
         case relay(Allocation)
+        case streamListener(server: TransportAddress)
+        case stream(StreamConnection)
         case wakeup
     }
 
@@ -39,6 +43,17 @@ final class UDPEngine: @unchecked Sendable {
     private var pendingSendSocket: Int32 = -1
     /// Called with the worker's time every second.
     var onTick: ((UInt64) -> Void)?
+    /// Called after each round of ready sockets and tasks: what was gathered goes out.
+    var onRoundEnd: (() -> Void)?
+    /// TCP clients: accepted (a connection to register), one whole frame read, closed.
+    var handleStreamAccepted: ((_ fd: Int32, _ client: TransportAddress, _ server: TransportAddress) -> StreamConnection?)?
+    var handleStreamFrame: ((_ connection: StreamConnection, _ frame: UnsafeMutableRawBufferPointer) -> Void)?
+    var handleStreamClosed: ((_ connection: StreamConnection, _ malformed: Bool) -> Void)?
+    /// One read of a TCP client lands here after the bytes of its unfinished frame.
+    private let streamBuffer: UnsafeMutableRawPointer
+    static let streamBufferSize = 128 * 1024
+    /// Connections with bytes queued this round.
+    private var streamsToFlush: [StreamConnection] = []
     var handleDatagram: ((_ fd: Int32, _ role: Role, _ payload: UnsafeMutableRawBufferPointer, _ from: RawSocketAddress) -> Void)?
     let now: @Sendable () -> UInt64
     private var nextTick: UInt64 = 0
@@ -50,6 +65,7 @@ final class UDPEngine: @unchecked Sendable {
         wakeup = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
         guard wakeup >= 0 else { throw SocketError(operation: "eventfd", code: errno) }
         buffers = UnsafeMutableRawPointer.allocate(byteCount: Self.batch * Self.slotSize, alignment: 16)
+        streamBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.streamBufferSize, alignment: 16)
         receiveHeaders = Array(repeating: parley_mmsghdr(), count: Self.batch)
         receiveVectors = Array(repeating: iovec(), count: Self.batch)
         receiveAddresses = Array(repeating: RawSocketAddress(), count: Self.batch)
@@ -59,6 +75,7 @@ final class UDPEngine: @unchecked Sendable {
 
     deinit {
         buffers.deallocate()
+        streamBuffer.deallocate()
         close(epoll)
         close(wakeup)
     }
@@ -85,10 +102,15 @@ final class UDPEngine: @unchecked Sendable {
         thread = nil
     }
 
-    /// Runs `task` on the engine's thread.
+    /// Runs `task` on the engine's thread. Only the first task of a batch wakes the engine: it
+    /// clears the wakeup before taking the tasks, so later ones are taken with it (a TCP client's
+    /// frames would otherwise cost an eventfd write each).
     func execute(_ task: @escaping @Sendable () -> Void) {
-        tasks.withLockedValue { $0.append(task) }
-        signalWakeup()
+        let wasEmpty = tasks.withLockedValue { tasks in
+            tasks.append(task)
+            return tasks.count == 1
+        }
+        if wasEmpty { signalWakeup() }
     }
 
     func submit<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
@@ -115,11 +137,87 @@ final class UDPEngine: @unchecked Sendable {
         close(fd)
     }
 
-    private func watch(_ fd: Int32) {
+    private func watch(_ fd: Int32, writable: Bool = false, operation: Int32 = EPOLL_CTL_ADD) {
         var event = epoll_event()
-        event.events = UInt32(EPOLLIN.rawValue)
+        event.events = UInt32(EPOLLIN.rawValue) | (writable ? UInt32(EPOLLOUT.rawValue) : 0)
         parley_epoll_event_set_fd(&event, fd)
-        epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event)
+        epoll_ctl(epoll, operation, fd, &event)
+    }
+
+    // MARK: TCP clients
+
+    /// Queues bytes for a TCP client, written at the end of the round; false when dropped (the
+    /// client is too far behind or gone).
+    func appendToStream(_ connection: StreamConnection, count: Int, _ write: (inout [UInt8]) -> Void) -> Bool {
+        let wasEmpty = !connection.hasOutbound
+        guard connection.append(count: count, write) else { return false }
+        if wasEmpty, !connection.waitsForWritable { streamsToFlush.append(connection) }
+        return true
+    }
+
+    private func flushStreams() {
+        guard !streamsToFlush.isEmpty else { return }
+        for connection in streamsToFlush where !connection.isClosed { flush(connection) }
+        streamsToFlush.removeAll(keepingCapacity: true)
+    }
+
+    private func flush(_ connection: StreamConnection) {
+        guard connection.flush() else { return closeStream(connection, malformed: false) }
+        // What the socket did not take waits for it to drain; then the next round writes it.
+        let waits = connection.hasOutbound
+        if waits != connection.waitsForWritable {
+            connection.waitsForWritable = waits
+            watch(connection.fd, writable: waits, operation: EPOLL_CTL_MOD)
+        }
+    }
+
+    private func accept(on listener: Int32, server: TransportAddress) {
+        // A bounded number per round, so a flood of connections does not starve the relays.
+        for _ in 0..<64 {
+            guard let (fd, client) = acceptTCP(listener) else { return }
+            guard let connection = handleStreamAccepted?(fd, client, server) else {
+                close(fd)
+                continue
+            }
+            roles[fd] = .stream(connection)
+            watch(fd)
+        }
+    }
+
+    /// One read: the unfinished frame's bytes go first in the read buffer, then what arrived;
+    /// every whole frame is handled in place, the rest kept for the next read.
+    private func read(_ connection: StreamConnection) {
+        let kept = connection.partial.count
+        if kept > 0 { connection.partial.withUnsafeBytes { streamBuffer.copyMemory(from: $0.baseAddress!, byteCount: kept) } }
+        let received = recv(connection.fd, streamBuffer + kept, Self.streamBufferSize - kept, Int32(MSG_DONTWAIT))
+        if received == 0 || (received < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return closeStream(connection, malformed: false) }
+        guard received > 0 else { return }
+        let total = kept + received
+        var offset = 0
+        while offset < total, !connection.isClosed {
+            switch STUNFraming.nextFrame(UnsafeRawBufferPointer(start: streamBuffer + offset, count: total - offset)) {
+            case .complete(let length) where length <= total - offset:
+                handleStreamFrame?(connection, UnsafeMutableRawBufferPointer(start: streamBuffer + offset, count: length))
+                offset += length
+            case .complete(let length) where length > Self.streamBufferSize:
+                return closeStream(connection, malformed: true)
+            case .complete, .needMore:
+                connection.partial = Array(UnsafeRawBufferPointer(start: streamBuffer + offset, count: total - offset))
+                return
+            case .invalid:
+                return closeStream(connection, malformed: true)
+            }
+        }
+        connection.partial.removeAll(keepingCapacity: true)
+    }
+
+    func closeStream(_ connection: StreamConnection, malformed: Bool) {
+        guard !connection.isClosed else { return }
+        connection.isClosed = true
+        roles.removeValue(forKey: connection.fd)
+        epoll_ctl(epoll, EPOLL_CTL_DEL, connection.fd, nil)
+        close(connection.fd)
+        handleStreamClosed?(connection, malformed)
     }
 
     /// Sends one datagram now (control messages, relayed payloads to peers).
@@ -158,14 +256,25 @@ final class UDPEngine: @unchecked Sendable {
                 for index in 0..<Int(ready) {
                     let fd = parley_epoll_event_fd(&events[index])
                     guard let role = roles[fd] else { continue }
-                    if case .wakeup = role {
+                    switch role {
+                    case .wakeup:
                         var value: UInt64 = 0
-                        _ = read(wakeup, &value, 8)
+                        _ = Glibc.read(wakeup, &value, 8)
                         runTasks()
-                    } else {
+                    case .streamListener(let server):
+                        accept(on: fd, server: server)
+                    case .stream(let connection):
+                        let ready = events[index].events
+                        if ready & UInt32(EPOLLOUT.rawValue) != 0 { flush(connection) }
+                        if ready & (UInt32(EPOLLIN.rawValue) | UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLERR.rawValue)) != 0, !connection.isClosed {
+                            read(connection)
+                        }
+                    case .listener, .relay:
                         drain(fd, role: role)
                     }
                 }
+                flushStreams()
+                onRoundEnd?()
             }
             let after = now()
             if after >= nextTick {
@@ -174,6 +283,7 @@ final class UDPEngine: @unchecked Sendable {
             }
         }
         runTasks()
+        for case .stream(let connection) in Array(roles.values) { closeStream(connection, malformed: false) }
         for fd in Array(roles.keys) where fd != wakeup { unregister(fd) }
     }
 

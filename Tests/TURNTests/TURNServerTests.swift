@@ -122,3 +122,88 @@ final class UDPTestClient {
         }
     }
 }
+
+/// A blocking TCP client: what the engine's own TCP path reads and writes.
+final class TCPTestClient {
+    let descriptor: Int32
+
+    init(port: UInt16) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var timeout = timeval(tv_sec: 3, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw CancellationError() }
+    }
+
+    deinit { close(descriptor) }
+
+    func write(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, 0) } }
+
+    /// The next STUN message on the stream; nil when the server closed it.
+    func readMessage() throws -> STUNMessage? {
+        var header = [UInt8](repeating: 0, count: STUNMessage.headerLength)
+        guard try readExactly(&header) else { return nil }
+        var body = [UInt8](repeating: 0, count: Int(UInt16(header[2]) << 8 | UInt16(header[3])))
+        guard try readExactly(&body) else { return nil }
+        return try STUNMessage(parsing: header + body)
+    }
+
+    private func readExactly(_ buffer: inout [UInt8]) throws -> Bool {
+        var filled = 0
+        while filled < buffer.count {
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress! + filled, $0.count - filled, 0) }
+            if count == 0 { return false }
+            guard count > 0 else { throw CancellationError() }
+            filled += count
+        }
+        return true
+    }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(2))) struct TURNOverTCPTests {
+    func allocateRequest() -> [UInt8] {
+        var builder = STUNMessageBuilder(type: STUNMessageType(method: .allocate, class: .request), transactionID: .random())
+        builder.append(.requestedTransport, [17, 0, 0, 0])
+        return builder.bytes
+    }
+
+    @Test func framesSplitOrJoinedByTheStreamAreEachAnsweredAndGarbageClosesTheConnection() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = TURNServer(
+            configuration: TURNConfiguration(credentials: TURNCredentials(realm: "parley", sharedSecret: [], staticUsers: ["u": "p"])),
+            group: group)
+        try await server.start(addresses: [IPAddress("127.0.0.1")!], port: 0, mediaAddresses: [])
+        let client = try TCPTestClient(port: UInt16(try #require(server.boundPort)))
+
+        // One request in two pieces, a pause between.
+        let first = allocateRequest()
+        client.write(Array(first[..<10]))
+        try await Task.sleep(for: .milliseconds(50))
+        client.write(Array(first[10...]))
+        let challenge = try #require(try client.readMessage())
+        #expect(challenge.errorCode?.code == 401)
+        #expect(try challenge.transactionID == STUNMessage(parsing: first).transactionID)
+
+        // Two requests in one write: two answers, in order.
+        let (second, third) = (allocateRequest(), allocateRequest())
+        client.write(second + third)
+        let ids = try [client.readMessage()?.transactionID, client.readMessage()?.transactionID]
+        #expect(try ids == [STUNMessage(parsing: second).transactionID, STUNMessage(parsing: third).transactionID])
+        #expect(await server.statistics().tcpConnections == 1)
+
+        // Neither STUN nor ChannelData: the stream cannot be resynchronised, so it is closed and counted.
+        client.write([0xFF, 0xFF, 0x00, 0x04, 1, 2, 3, 4])
+        #expect(try client.readMessage() == nil)
+        try await Task.sleep(for: .milliseconds(50))
+        let statistics = await server.statistics()
+        #expect(statistics.droppedMalformed == 1 && statistics.tcpConnections == 0)
+        await server.stop()
+        try await group.shutdownGracefully()
+    }
+}

@@ -1,5 +1,5 @@
-// Linux system calls that Glibc's Swift module leaves out: epoll, eventfd and the batched
-// datagram calls. recvmmsg and sendmmsg need _GNU_SOURCE, which must not leak into a header
+// Linux system calls that Glibc's Swift module leaves out: epoll, eventfd, the batched
+// datagram calls and accept4. recvmmsg, sendmmsg and accept4 need _GNU_SOURCE, which must not leak into a header
 // Swift shares with Glibc, so they are wrapped in shim.c. Also the one compiler builtin Swift
 // has no spelling for: cache prefetch.
 #pragma once
@@ -14,6 +14,8 @@ struct parley_mmsghdr {
 
 int parley_recvmmsg(int fd, struct parley_mmsghdr *messages, unsigned int count, int flags);
 int parley_sendmmsg(int fd, struct parley_mmsghdr *messages, unsigned int count, int flags);
+// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC: the new socket is ready for an epoll loop.
+int parley_accept_nonblocking(int fd, struct sockaddr *address, socklen_t *length);
 
 // The epoll_event's fd, without going through its union from Swift.
 static inline int parley_epoll_event_fd(const struct epoll_event *event) { return event->data.fd; }
