@@ -253,11 +253,15 @@ public struct SessionDescription: SignalMessage, Equatable {
     public var sdp: String
     /// On an answer: the id of the offer it answers.
     public var re: String?
+    /// A publisher's offer may say what each m-line (by mid) carries: `microphone`, `camera`,
+    /// `screen_share` or `screen_share_audio`. Without it audio is the microphone, video the camera.
+    public var sources: [String: String]?
 
-    public init(target: TransportTarget, sdp: String, re: String? = nil) {
+    public init(target: TransportTarget, sdp: String, re: String? = nil, sources: [String: String]? = nil) {
         self.target = target
         self.sdp = sdp
         self.re = re
+        self.sources = sources
     }
 }
 
@@ -294,6 +298,23 @@ public struct TrackPaused: SignalMessage, Equatable {
     public init(participant: String, track: String) {
         self.participant = participant
         self.track = track
+    }
+}
+
+/// To a subscriber: the simulcast layer of a track it receives now (0 lowest), once the switch
+/// happened, so an app shows what quality it gets.
+public struct TrackLayer: SignalMessage, Equatable {
+    public static let type = "track.layer"
+    public var participant: String
+    public var track: String
+    public var layer: Int
+    public var rid: String
+
+    public init(participant: String, track: String, layer: Int, rid: String) {
+        self.participant = participant
+        self.track = track
+        self.layer = layer
+        self.rid = rid
     }
 }
 

@@ -149,7 +149,7 @@ public final class ParleyServer: Sendable {
             maxFrameSize: config.maxFrameBytes, autoPing: .enabled(timePeriod: config.pingInterval), closeTimeout: .seconds(5))
         let app = Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: signalingRouter, configuration: .init(ws: webSocketConfiguration)),
+            server: .http1ClosingUnused(webSocketRouter: signalingRouter, configuration: .init(ws: webSocketConfiguration)),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "Parley"),
             onServerRunning: { [self] channel in
                 let port = channel.localAddress?.port ?? config.port
@@ -171,7 +171,7 @@ public final class ParleyServer: Sendable {
             let tlsApp = Application(
                 router: router,
                 server: try .tls(
-                    .http1WebSocketUpgrade(webSocketRouter: signalingRouter, configuration: .init(ws: webSocketConfiguration)),
+                    .http1ClosingUnused(webSocketRouter: signalingRouter, configuration: .init(ws: webSocketConfiguration)),
                     tlsConfiguration: certificates.configuration()),
                 configuration: .init(address: .hostname(config.host, port: config.tlsPort), serverName: "Parley"),
                 onServerRunning: { [self] channel in

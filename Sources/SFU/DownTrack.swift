@@ -56,6 +56,8 @@ public final class DownTrack {
     public internal(set) var layerSwitches: UInt64 = 0
     public internal(set) var retransmissionsSent: UInt64 = 0
     var extensionMap = ExtensionIDMap()
+    /// The layer the subscriber was last told it receives (-1: none yet).
+    var reportedLayer = -1
     /// A stream that goes on across sources (a WHEP player's m-line): it pauses, never ends.
     var isContinuous = false
 

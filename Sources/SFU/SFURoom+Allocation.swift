@@ -42,6 +42,11 @@ extension SFURoom {
             case .forward(let selection): apply(selection.spatial, temporal: selection.temporal, to: downTrack, now: now)
             case .paused(let reason): apply(-1, temporal: 0, to: downTrack, now: now, pausedForBandwidth: reason == .bandwidth)
             }
+            // The subscriber hears which layer it gets once the switch happened (off the packet path).
+            if downTrack.publication.isSimulcast, downTrack.currentLayer >= 0, downTrack.currentLayer != downTrack.reportedLayer {
+                downTrack.reportedLayer = downTrack.currentLayer
+                delegate?.sfuRoom(self, downTrack: downTrack, switchedToLayer: downTrack.currentLayer)
+            }
             // A switch still waiting for its keyframe asks again, as a receiver would: the
             // first request may have gone before the subscriber could take the keyframe.
             if downTrack.isActive, downTrack.targetLayer >= 0, downTrack.currentLayer != downTrack.targetLayer,

@@ -11,11 +11,14 @@ public protocol SFURoomDelegate: AnyObject {
     /// The simulcast layers of a publication that someone needs changed: the publisher should
     /// send only those (dynacast).
     func sfuRoom(_ room: SFURoom, publication: Publication, neededLayers: [PublishedLayer])
+    /// A subscriber now receives another simulcast layer of a track (seen at allocation time).
+    func sfuRoom(_ room: SFURoom, downTrack: DownTrack, switchedToLayer layer: Int)
 }
 
 extension SFURoomDelegate {
     public func sfuRoom(_ room: SFURoom, downTrack: DownTrack, pausedForBandwidth paused: Bool) {}
     public func sfuRoom(_ room: SFURoom, publication: Publication, neededLayers: [PublishedLayer]) {}
+    public func sfuRoom(_ room: SFURoom, downTrack: DownTrack, switchedToLayer layer: Int) {}
 }
 
 /// Something that takes a copy of every publication's packets as they arrive, decrypted (a

@@ -16,12 +16,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
-def browser(extra_flags: list[str] | None = None) -> webdriver.Chrome:
+def browser(extra_flags: list[str] | None = None, grant_media: bool = True) -> webdriver.Chrome:
+    """Headless Chromium with a fake camera and microphone; `grant_media=False` leaves out the
+    flag that accepts every permission prompt, so headless Chromium denies camera access."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in [*(extra_flags or []),
+    for flag in [*(extra_flags or []), *(["--use-fake-ui-for-media-stream"] if grant_media else []),
         "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--use-fake-device-for-media-stream",
         "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
         "--autoplay-policy=no-user-gesture-required", "--window-size=1200,900",
     ]:

@@ -213,3 +213,93 @@ def test_whep_patch_restarts_ice_and_refusals_name_what_is_wrong(server):
     assert status == 403
     status, _, _, _ = http("DELETE", location, None, {"Authorization": f"Bearer {token}"})
     assert status == 200
+
+
+def test_a_chromium_page_plays_by_whep_with_fetch_and_follows_the_speaker(server):
+    """A player page written with fetch: the browser decodes alice, then bob on the same stream
+    (one inbound video SSRC) once he speaks."""
+    from test_web_client_chromium import browser
+
+    token = mint_token("tv-page", "screen", publish=False, chat=False)
+    driver = browser()
+
+    def page_state() -> dict:
+        return driver.execute_async_script("""
+            const done = arguments[0];
+            (async () => {
+              const video = document.getElementById("player");
+              const canvas = document.createElement("canvas");
+              canvas.width = 64; canvas.height = 48;
+              const context = canvas.getContext("2d");
+              context.drawImage(video, 0, 0, 64, 48);
+              const pixels = context.getImageData(0, 0, 64, 48).data;
+              let blue = 0;
+              for (let i = 2; i < pixels.length; i += 4) blue += pixels[i];
+              const stats = await window.whepPC.getStats();
+              const inbound = [...stats.values()].filter((s) => s.type === "inbound-rtp");
+              const videoIn = inbound.filter((s) => s.kind === "video");
+              done({blue: blue / (pixels.length / 4), frames: videoIn.reduce((n, s) => n + (s.framesDecoded || 0), 0),
+                    videoSSRCs: videoIn.map((s) => s.ssrc), audioBytes: inbound.filter((s) => s.kind === "audio")
+                      .reduce((n, s) => n + (s.bytesReceived || 0), 0), state: window.whepPC.connectionState});
+            })().catch((e) => done({error: String(e)}));
+        """)
+
+    async def shows(blue: int, what: str) -> dict:
+        start = page_state()["frames"]
+        state: dict = {}
+
+        def check() -> bool:
+            nonlocal state
+            state = page_state()
+            return state.get("frames", 0) >= start + 20 and abs(state.get("blue", -100) - blue) <= 30
+
+        try:
+            await wait_for(check, 20, interval=0.5, what=what)
+        except AssertionError as error:
+            raise AssertionError(f"{error}: {state}") from None
+        return state
+
+    async def scenario():
+        alice = Participant(server.rtc_url(server.token("alice", "screen")), "alice")
+        bob = Participant(server.rtc_url(server.token("bob", "screen")), "bob")
+        try:
+            await alice.connect()
+            await bob.connect()
+            await alice.publish(440.0, blue=40)
+            await bob.publish(660.0, blue=220, amplitude=0.0)
+            driver.get(server.url + "/")
+            location = driver.execute_async_script("""
+                const [token, done] = arguments;
+                (async () => {
+                  const video = document.createElement("video");
+                  video.id = "player"; video.muted = true; video.autoplay = true; video.playsInline = true;
+                  document.body.appendChild(video);
+                  const pc = new RTCPeerConnection();
+                  pc.addTransceiver("audio", {direction: "recvonly"});
+                  pc.addTransceiver("video", {direction: "recvonly"});
+                  const stream = new MediaStream();
+                  pc.ontrack = (event) => { stream.addTrack(event.track); video.srcObject = stream; };
+                  await pc.setLocalDescription(await pc.createOffer());
+                  const res = await fetch("/v1/whep", {method: "POST", body: pc.localDescription.sdp,
+                    headers: {"Content-Type": "application/sdp", "Authorization": "Bearer " + token}});
+                  if (res.status !== 201) return done("status " + res.status + " " + await res.text());
+                  await pc.setRemoteDescription({type: "answer", sdp: await res.text()});
+                  window.whepPC = pc;
+                  done(res.headers.get("Location"));
+                })().catch((e) => done("error " + e));
+            """, token)
+            assert location.startswith("/v1/whep/PA_"), location
+            first = await shows(40, "alice's picture in the page")
+            assert first["state"] == "connected" and first["audioBytes"] > 0, first
+            bob.tone.amplitude = 0.3
+            alice.tone.amplitude = 0.0
+            after = await shows(220, "bob's picture after he speaks")
+            assert after["videoSSRCs"] == first["videoSSRCs"] and len(after["videoSSRCs"]) == 1, (first, after)
+        finally:
+            await alice.close()
+            await bob.close()
+
+    try:
+        run(scenario(), timeout=90)
+    finally:
+        driver.quit()

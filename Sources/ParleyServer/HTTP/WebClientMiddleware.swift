@@ -1,25 +1,34 @@
 import Foundation
 import Hummingbird
 
-/// Serves the built-in web client (package resources under `Public/`) at `/`. Files are read
-/// once at start; there is no build step and nothing comes from a CDN.
+/// Serves the built-in web client, the browser SDK (`/sdk/parley.js`, `/sdk/parley.d.ts`) and the
+/// examples (`/examples/…`): the package resources under `Public/`, read once at start. There is
+/// no build step and nothing comes from a CDN.
 struct WebClientMiddleware<Context: RequestContext>: RouterMiddleware {
     private let files: [String: (type: String, body: ByteBuffer)]
 
+    private static var types: [String: String] { [
+        "html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8",
+        "ts": "application/typescript; charset=utf-8", "svg": "image/svg+xml", "png": "image/png",
+    ] }
+
     init() {
         var files: [String: (String, ByteBuffer)] = [:]
-        let types = ["html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"]
         if let directory = Bundle.module.url(forResource: "Public", withExtension: nil),
-           let names = try? FileManager.default.contentsOfDirectory(atPath: directory.path)
+           let walker = FileManager.default.enumerator(atPath: directory.path)
         {
-            for name in names {
-                let ext = (name as NSString).pathExtension
-                guard let type = types[ext], let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path)
+            while let relative = walker.nextObject() as? String {
+                guard let type = Self.types[(relative as NSString).pathExtension],
+                    let data = FileManager.default.contents(atPath: directory.appendingPathComponent(relative).path)
                 else { continue }
-                files["/" + name] = (type, ByteBuffer(bytes: data))
+                files["/" + relative] = (type, ByteBuffer(bytes: data))
             }
         }
-        if let index = files["/index.html"] { files["/"] = index }
+        // A folder's index.html answers for the folder.
+        for (path, file) in files where path.hasSuffix("/index.html") {
+            let folder = String(path.dropLast("index.html".count))
+            files[folder] = file
+        }
         self.files = files
     }
 

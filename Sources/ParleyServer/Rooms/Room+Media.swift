@@ -54,6 +54,17 @@ final class SFUEventRelay: SFURoomDelegate, @unchecked Sendable {
         room?.assumeIsolated { $0.trackPausedForBandwidth(track, of: publisher, for: subscriber, paused: paused) }
     }
 
+    func sfuRoom(_ sfu: SFURoom, downTrack: DownTrack, switchedToLayer layer: Int) {
+        let subscriber = downTrack.subscriberSid
+        let publisher = downTrack.publication.participantSid
+        let track = downTrack.publication.trackSid
+        let rid = downTrack.publication.layers[layer].rid ?? String(layer)
+        room?.assumeIsolated { room in
+            guard let participant = room.findParticipant(sid: subscriber) else { return }
+            room.deliver(room.codec.encode(TrackLayer(participant: publisher, track: track, layer: layer, rid: rid)), to: participant)
+        }
+    }
+
     func sfuRoom(_ sfu: SFURoom, publication: Publication, neededLayers: [PublishedLayer]) {
         let publisher = publication.participantSid
         let track = publication.trackSid
@@ -147,9 +158,13 @@ extension Room {
     /// track (published to the others, who are offered it), m-lines no longer sending end theirs,
     /// and a re-offer with new ICE credentials restarts ICE. The answer's candidates are the
     /// room's media addresses (signaling trickles them too).
-    public func publish(offer sdp: String, from sid: String) throws(ProtocolError) -> PublisherAnswer {
+    public func publish(offer sdp: String, from sid: String, sources: [String: String] = [:]) throws(ProtocolError) -> PublisherAnswer {
         let participant = try member(sid)
         guard participant.grants.publish else { throw ProtocolError(.forbidden, "token lacks the publish grant") }
+        let known: Set<String> = ["microphone", "camera", "screen_share", "screen_share_audio"]
+        if let unknown = sources.values.first(where: { !known.contains($0) }) {
+            throw ProtocolError(.badRequest, "unknown track source \(unknown): microphone, camera, screen_share or screen_share_audio")
+        }
         let transport = sfu.transport(for: participant.sid, role: .publisher)
         let offer: MediaNegotiation.ClientOffer
         do {
@@ -177,13 +192,16 @@ extension Room {
                 continue
             }
             let track = TrackInfo(
-                sid: services.ids.track(), kind: media.kind.rawValue, source: media.kind == .audio ? "microphone" : "camera",
+                sid: services.ids.track(), kind: media.kind.rawValue,
+                source: sources[media.mid] ?? (media.kind == .audio ? "microphone" : "camera"),
                 muted: false, mid: media.mid,
                 layers: media.layers.count > 1
                     ? media.layers.enumerated().map { VideoLayer(rid: $1.rid ?? "\($0)", index: $0) } : nil)
-            _ = sfu.publish(
+            let publication = sfu.publish(
                 participant: participant.sid, trackSid: track.sid, kind: media.kind, mid: media.mid, ssrc: media.ssrc, layers: media.layers,
                 codecs: media.codecs, extensions: media.extensions, feedback: media.feedback, retransmission: media.retransmission)
+            // A screen share comes first when bandwidth is short.
+            publication.isScreenShare = track.source == "screen_share"
             published.append(track)
         }
         // m-lines no longer sending: their tracks end.

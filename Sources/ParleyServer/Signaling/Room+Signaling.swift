@@ -38,7 +38,7 @@ extension Room {
             guard offer.target == .publisher else {
                 throw ProtocolError(.badRequest, "the server makes the offers on the subscriber transport; answer them")
             }
-            let answer = try publish(offer: offer.sdp, from: sid)
+            let answer = try publish(offer: offer.sdp, from: sid, sources: offer.sources ?? [:])
             reply(AnswerMessage(target: .publisher, sdp: answer.sdp, tracks: answer.tracks), re: id, to: participant)
             trickleLocalCandidates(.publisher, to: participant)
         case .answer(let answer):
