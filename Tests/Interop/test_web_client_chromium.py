@@ -81,6 +81,8 @@ def test_two_browsers_see_and_hear_each_other_and_chat(server):
         wait_until(lambda: stats(drivers[1])["framesDecoded"] > frames + 30, 15, "video still arriving after the ICE restart")
         assert drivers[0].execute_script("return window.parley.publisher.iceConnectionState") in ("connected", "completed")
 
+        for driver in drivers:
+            driver.find_element(By.ID, "chatButton").click()
         drivers[0].find_element(By.ID, "text").send_keys("hello from Ada")
         drivers[0].find_element(By.CSS_SELECTOR, "#send button").click()
         wait_until(lambda: "hello from Ada" in drivers[1].find_element(By.ID, "messages").text, 10, "the chat line in the other browser")

@@ -137,6 +137,8 @@ export interface ConnectOptions {
   adaptive?: boolean;
   /** After this long without a direct connection, go through TURN (default 6000 ms). */
   relayFallbackMs?: number;
+  /** Picks which of the server's ICE servers to use (say, only `turns:` ones). */
+  iceServerFilter?: (servers: RTCIceServer[]) => RTCIceServer[];
 }
 
 export declare class Room {
@@ -175,6 +177,10 @@ export declare class Room {
   setTyping(active?: boolean): void;
 
   getStats(): Promise<Stats>;
+  /** The publisher and subscriber RTCPeerConnections, for an app's own diagnostics. */
+  readonly peerConnections: { publisher: RTCPeerConnection | null; subscriber: RTCPeerConnection | null };
+  /** Restarts ICE on the sending side (after a network change). */
+  restartIce(): Promise<void>;
   /** Any request of the protocol; resolves with its reply. */
   request(message: { type: string; [key: string]: unknown }, timeoutMs?: number): Promise<any>;
   disconnect(): void;

@@ -128,6 +128,8 @@ export class Room extends Emitter {
       const ws = new WebSocket(this.#signalingURL(resume));
       this.#ws = ws;
       let joined = false;
+      // A room that refuses the join (full, say) says why in an error frame, then closes.
+      let refusedWith = null;
       ws.onmessage = (event) => {
         let message;
         try { message = JSON.parse(event.data); } catch { return; }
@@ -136,12 +138,13 @@ export class Room extends Emitter {
           this.#onJoined(message).then(resolve, reject);
           return;
         }
+        if (!joined && message.type === "error") { refusedWith = new ParleyError(message.code, message.message); return; }
         this.#handle(message);
       };
       ws.onclose = async (event) => {
         if (this.#ws !== ws) return;
         if (!joined) {
-          const reason = await this.#refusal(event);
+          const reason = refusedWith || await this.#refusal(event);
           if (resume) this.#scheduleReconnect(); else { this.#setState("disconnected"); reject(reason); }
           return;
         }
@@ -365,8 +368,15 @@ export class Room extends Emitter {
   // MARK: Media transports
 
   #rtcConfiguration() {
-    return { iceServers: this.iceServers, iceTransportPolicy: this.#relayOnly ? "relay" : "all", bundlePolicy: "max-bundle" };
+    const servers = this.#options.iceServerFilter ? this.#options.iceServerFilter(this.iceServers) : this.iceServers;
+    return { iceServers: servers, iceTransportPolicy: this.#relayOnly ? "relay" : "all", bundlePolicy: "max-bundle" };
   }
+
+  /** The two RTCPeerConnections (for an app's own getStats or diagnostics). */
+  get peerConnections() { return { publisher: this.#publisher, subscriber: this.#subscriber }; }
+
+  /** Restarts ICE on the sending side (after a network change): new credentials both ways. */
+  async restartIce() { if (this.#publisher) await this.#offer({ iceRestart: true }); }
 
   #resetMedia() {
     for (const timer of this.#fallbackTimers) clearTimeout(timer);
