@@ -124,6 +124,20 @@ def test_the_sdk_reports_a_meeting_in_order_chat_presence_typing_mute_and_stats(
         sent_stats = run_js(bo, "return await window.room.getStats();")
         assert any(o["kind"] == "video" for o in sent_stats["outbound"]), sent_stats
 
+        # Another microphone, without renegotiating: the same track sid, the new device's audio at ada.
+        switched = run_js(bo, """
+            const mics = (await window.sdk.listDevices()).microphones;
+            const other = mics.find((d) => d.label === 'Fake Audio Input 1');
+            const before = window.room.localTracks.find((t) => t.kind === 'audio');
+            const sid = before.sid;
+            const after = await window.room.switchDevice('audio', other.deviceId);
+            return { label: after.mediaStreamTrack.label, sameSid: after.sid === sid, live: after.mediaStreamTrack.readyState };""")
+        assert switched == {"label": "Fake Audio Input 1", "sameSid": True, "live": "live"}, switched
+        run_js(bo, "const mic = window.room.localTracks.find((t) => t.kind === 'audio'); await mic.unmute();")
+        heard = run_js(ada, "return (await window.room.getStats()).inbound.filter((s) => s.kind === 'audio').reduce((n, s) => n + s.packetsReceived, 0);")
+        wait_until(lambda: run_js(ada, "return (await window.room.getStats()).inbound.filter((s) => s.kind === 'audio').reduce((n, s) => n + s.packetsReceived, 0);")
+                   > heard + 50, 10, "bo's audio from the other microphone")
+
         # Leaving: ada hears bo's tracks go, then bo leave.
         run_js(bo, "window.room.disconnect();")
         wait_until(lambda: events(ada, "participantLeft"), 10, "bo left")

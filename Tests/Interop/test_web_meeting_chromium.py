@@ -254,3 +254,51 @@ def test_a_refused_token_a_full_room_and_a_denied_camera_say_so(server):
     finally:
         for driver in drivers:
             driver.quit()
+
+
+def test_chat_history_pages_back_to_the_first_message(server):
+    for i in range(60):
+        assert server.admin("POST", "/v1/rooms/history/messages", body={"text": f"note {i}", "name": "bot"}).status == 201
+    driver = client(server, "history", "Ada")
+    try:
+        joined(driver, "history")
+        driver.find_element(By.ID, "chatButton").click()
+        wait_until(lambda: "note 59" in driver.find_element(By.ID, "messages").text, 10, "the newest notes")
+        assert "note 0" not in driver.find_element(By.ID, "messages").text
+        older = driver.find_element(By.ID, "older")
+        while older.is_displayed():
+            older.click()
+            time.sleep(0.3)
+        text = driver.find_element(By.ID, "messages").text
+        assert all(f"note {i}\n" in text + "\n" for i in range(60)), text[-400:]
+        order = [int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("bot note")]
+        assert order == list(range(60)), order
+    finally:
+        driver.quit()
+
+
+def test_the_hosted_examples_join_and_show_each_other(server):
+    drivers = []
+    try:
+        for name in ["Ada", "Bo"]:
+            driver = browser()
+            drivers.append(driver)
+            driver.get(f"{server.url}/examples/join.html?room=ex&name={name}")
+        for driver in drivers:
+            wait_until(lambda d=driver: d.find_element(By.ID, "status").text.startswith("in ex"), 20, "joined by the example")
+            wait_until(lambda d=driver: d.execute_script(
+                "return [...document.querySelectorAll('video')].filter((v) => v.videoWidth > 0 && !v.paused).length") >= 2,
+                30, "own and the other's video playing")
+        accessible(drivers[0], "the join example")
+        audio = browser()
+        drivers.append(audio)
+        audio.get(f"{server.url}/examples/audio.html?room=ex&name=Cy")
+        wait_until(lambda: audio.find_element(By.ID, "status").text.startswith("in ex"), 20, "joined by the audio example")
+        wait_until(lambda: len(audio.find_elements(By.CSS_SELECTOR, "#people li")) == 3, 15, "three people listed")
+        wait_until(lambda: audio.execute_script(
+            "return [...window.room.subscriptions.values()].filter((s) => s.track.kind === 'audio').length") == 2, 15, "Ada's and Bo's audio")
+        accessible(audio, "the audio example")
+        assert not audio.find_element(By.ID, "mute").get_attribute("disabled")
+    finally:
+        for driver in drivers:
+            driver.quit()

@@ -408,6 +408,7 @@ function renderControls() {
   $("screenButton").textContent = screen ? "Stop sharing" : "Share screen";
   $("screenButton").setAttribute("aria-pressed", String(Boolean(screen)));
   $("screenButton").disabled = !publishing || !navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia;
+  $("devicesButton").disabled = !mic && !cam;
 }
 
 async function toggle(source) {
@@ -428,6 +429,30 @@ async function toggleScreen() {
   }
   renderControls();
   renderLocalTile();
+}
+
+// In the call: another camera or microphone, switched without renegotiating.
+async function toggleDevices() {
+  const form = $("devices"), open = form.hidden;
+  form.hidden = !open;
+  $("devicesButton").setAttribute("aria-expanded", String(open));
+  if (!open) return;
+  const { cameras, microphones } = await listDevices();
+  for (const [select, devices, source] of [[$("callCamera"), cameras, "camera"], [$("callMic"), microphones, "microphone"]]) {
+    const track = localTrack(source);
+    const current = track && track.mediaStreamTrack.getSettings().deviceId;
+    select.replaceChildren(...devices.map((d, i) => new Option(d.label || `${source} ${i + 1}`, d.deviceId, false, d.deviceId === current)));
+    select.disabled = !track || devices.length < 2;
+  }
+}
+
+async function switchTo(kind, deviceId) {
+  try {
+    await room.switchDevice(kind, deviceId, kind === "video" ? CAMERA : MICROPHONE);
+    renderLocalTile();
+  } catch (error) {
+    $("mediaStatus").textContent = `could not switch: ${error.message}`;
+  }
 }
 
 function openPanel(tab) {
@@ -588,6 +613,9 @@ $("micButton").onclick = () => toggle("microphone");
 $("camButton").onclick = () => toggle("camera");
 $("screenButton").onclick = toggleScreen;
 $("layoutButton").onclick = () => { layout = layout === "grid" ? "speaker" : "grid"; layoutTiles(); };
+$("devicesButton").onclick = toggleDevices;
+$("callCamera").onchange = () => switchTo("video", $("callCamera").value);
+$("callMic").onchange = () => switchTo("audio", $("callMic").value);
 $("peopleButton").onclick = () => openPanel("people");
 $("chatButton").onclick = () => openPanel("chat");
 $("peopleTab").onclick = () => openPanel("people");

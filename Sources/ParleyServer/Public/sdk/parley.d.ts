@@ -166,7 +166,7 @@ export declare class Room {
   publishTrack(track: MediaStreamTrack, source?: TrackSource): Promise<LocalTrack>;
   unpublish(track: LocalTrack): Promise<void>;
   setMuted(track: LocalTrack, muted: boolean): Promise<void>;
-  switchDevice(kind: "audio" | "video", deviceId: string): Promise<LocalTrack>;
+  switchDevice(kind: "audio" | "video", deviceId: string, constraints?: MediaTrackConstraints): Promise<LocalTrack>;
 
   subscribe(trackSid: string, options?: { quality?: Quality; maxWidth?: number; maxHeight?: number }): void;
   unsubscribe(trackSid: string): void;

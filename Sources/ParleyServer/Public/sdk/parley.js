@@ -569,12 +569,14 @@ export class Room extends Emitter {
     this.emit("localTrackMuted", { track: local, muted });
   }
 
-  /** Moves a published track to another device without renegotiating. */
-  async switchDevice(kind, deviceId) {
+  /** Moves a published track to another device without renegotiating; `constraints` add to
+   *  the device choice (a size, audio processing). */
+  async switchDevice(kind, deviceId, constraints = {}) {
     const local = this.#local.find((l) => l.kind === kind && (l.source === "camera" || l.source === "microphone"));
     if (!local) throw new ParleyError("not_found", `no published ${kind}`);
-    const constraints = kind === "audio" ? { audio: { deviceId: { exact: deviceId } } } : { video: { deviceId: { exact: deviceId } } };
-    const stream = await getMedia(constraints);
+    const chosen = { ...constraints, deviceId: { exact: deviceId } };
+    const request = kind === "audio" ? { audio: chosen } : { video: chosen };
+    const stream = await getMedia(request);
     const next = kind === "audio" ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
     next.enabled = !local.muted;
     await local.sender.replaceTrack(next);
