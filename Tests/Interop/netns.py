@@ -228,14 +228,17 @@ class Namespace:
         self.rates[direction] = kbit
 
     def udp_loss(self, percent: int) -> None:
-        """Drops `percent` % of the UDP packets arriving in the namespace, at random (0 lifts it)."""
+        """Drops `percent` % of the UDP packets arriving in the namespace, at random (0 lifts it;
+        100 blocks UDP)."""
         self.run(["nft", "delete", "table", "inet", LOSS_TABLE], check=False)
         if percent > 0:
+            # numgen's range is 0-99: all of it is a plain drop.
+            match = "" if percent >= 100 else f" numgen random mod 100 < {int(percent)}"
             script = (
                 f"table inet {LOSS_TABLE} {{\n"
                 "  chain input {\n"
                 "    type filter hook input priority 0; policy accept;\n"
-                f"    meta l4proto udp numgen random mod 100 < {int(percent)} counter drop\n"
+                f"    meta l4proto udp{match} counter drop\n"
                 "  }\n"
                 "}\n"
             )

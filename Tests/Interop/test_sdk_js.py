@@ -200,3 +200,35 @@ def run_js_error(driver, body: str) -> dict:
     result = driver.execute_async_script(f"const done = arguments[0]; window.call(async () => {{ {body} }}).then(done);")
     assert result and "error" in result, result
     return result
+
+
+def test_a_page_whose_udp_is_blocked_falls_back_to_turn_over_tcp(netns_pool, server_factory):
+    """All UDP arriving in the page's namespace is dropped: no direct media path and no TURN over
+    UDP. After `relayFallbackMs` the SDK joins again relay-only and its media goes through TURN
+    over TCP; a page outside sees its video."""
+    import tempfile
+    from pathlib import Path
+
+    from test_adaptive_video_chromium import NsChromium
+
+    ns = netns_pool.create()
+    server = server_factory({"log.level": "warning"}, host=ns.host_ip)
+    inside = NsChromium(ns, server.url, Path(tempfile.mkdtemp(prefix="parley-fallback-")), "inside", publish=True)
+    outside = page(server)
+    try:
+        ns.udp_loss(100)
+        driver = inside.driver
+        driver.get(server.url + "/examples/")
+        assert driver.execute_async_script(SETUP) is True
+        run_js(driver, f"return await window.join('{mint_token('walled', 'fallback')}', {{ relayFallbackMs: 3000 }});")
+        run_js(driver, "window.room.publishCamera(); window.room.publishMicrophone();")
+        run_js(outside, f"return await window.join('{mint_token('open', 'fallback')}');")
+        wait_until(lambda: events(driver, "reconnected"), 30, "the walled page back, relay-only")
+        assert events(driver, "relayFallback"), events(driver)
+        assert events(driver, "reconnected")[0]["value"] == {"resumed": False}
+        wait_until(lambda: frames_from(outside, "walled") > 20, 40, "the walled page's video outside")
+        stats = run_js(driver, "return await window.room.getStats();")
+        assert stats["relayed"] is True, stats
+    finally:
+        inside.quit()
+        outside.quit()

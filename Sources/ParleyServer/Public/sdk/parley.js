@@ -386,16 +386,22 @@ export class Room extends Emitter {
     for (const trackSid of [...this.subscriptions.keys()]) this.#dropSubscription(trackSid);
   }
 
-  /** TURN fallback: a transport that does not connect in time tries again through the relays. */
+  /** TURN fallback: a transport that does not connect in time (UDP blocked, a strict NAT) makes
+   *  the SDK join again with media only through the relays: the subscriber transport's offers
+   *  come from the server, so a new session is the one way to move both. */
   #watchConnection(pc, target) {
     pc.onconnectionstatechange = () => this.emit("mediaConnectionStateChanged", { target, state: pc.connectionState });
-    const timer = setTimeout(async () => {
-      if (pc.connectionState === "connected" || pc.signalingState === "closed" || this.#relayOnly || !this.iceServers.some((s) => [].concat(s.urls).some((u) => u.startsWith("turn")))) return;
+    const timer = setTimeout(() => {
+      if (pc.connectionState === "connected" || pc.signalingState === "closed" || this.#relayOnly || this.state !== "connected") return;
+      if (!this.iceServers.some((s) => [].concat(s.urls).some((u) => u.startsWith("turn")))) return;
       this.#relayOnly = true;
       this.emit("relayFallback", { target });
-      pc.setConfiguration(this.#rtcConfiguration());
-      if (target === "publisher") await this.#offer({ iceRestart: true }).catch(() => {});
-      else pc.restartIce();
+      const old = this.#ws;
+      this.#ws = null;  // its close is not a drop
+      if (old) old.close();
+      this.#setState("reconnecting");
+      this.emit("reconnecting", { code: 0, movedTo: null });
+      this.#open(null).catch(() => this.#scheduleReconnect());
     }, this.#options.relayFallbackMs);
     this.#fallbackTimers.push(timer);
   }
