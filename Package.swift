@@ -137,8 +137,10 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyProtocol", "Auth", "Store", "Placement", "Webhooks", "Addresses", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN", "Recording",
+                "ParleyProtocol", "Auth", "Store", "Placement", "StreamAllocation", "Webhooks", "Addresses", "STUN", "WebRTC", "SFU", "RTP", "SDP", "TURN",
+                "Recording",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
