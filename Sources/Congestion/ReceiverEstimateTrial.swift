@@ -22,11 +22,15 @@ public struct ReceiverEstimateTrial: Sendable {
         public var stallWindow: Int64
         public var initialBackoff: Int64
         public var maxBackoff: Int64
+        /// While a trial runs, its goal follows the need up by at most this fraction (a layer's
+        /// measured bitrate moving); a bigger need is the next step, tried once this one is carried.
+        public var maximumGoalDrift: Double
 
         public init(
             uncongestedRatio: Double = 1.2, congestedRatio: Double = 0.9, minimumClimb: Double = 0.05, stallWindow: Int64 = 2_000_000,
-            initialBackoff: Int64 = 5_000_000, maxBackoff: Int64 = 60_000_000
+            initialBackoff: Int64 = 5_000_000, maxBackoff: Int64 = 60_000_000, maximumGoalDrift: Double = 0.25
         ) {
+            self.maximumGoalDrift = maximumGoalDrift
             self.uncongestedRatio = uncongestedRatio
             self.congestedRatio = congestedRatio
             self.minimumClimb = minimumClimb
@@ -39,6 +43,8 @@ public struct ReceiverEstimateTrial: Sendable {
     public let configuration: Configuration
     /// The goal being tried, nil between trials.
     public private(set) var goal: Int?
+    /// The goal the current trial started with: the bound of its drift.
+    private var startGoal = 0
     /// The estimate at the start of the current stall window, and when that began.
     private var checkpoint: (estimate: Int, at: Int64) = (0, 0)
     private var nextTrialAt: Int64 = .min
@@ -56,9 +62,10 @@ public struct ReceiverEstimateTrial: Sendable {
     /// estimate the allocator's next upgrade needs (nil: none wanted).
     public mutating func update(receiverEstimate: Int, sending: Int, upgradeGoal: Int?, now: Int64) {
         if var goal {
-            // The need moves as measured bitrates do (and to the next step once this one is
-            // taken): the trial follows it while the receiver keeps up.
-            if let upgradeGoal, upgradeGoal > goal {
+            // The need moves as measured bitrates do: the trial follows it a little. Escalating
+            // to the next step before the receiver carries this one would hand the allocator
+            // rates nobody has shown the link takes.
+            if let upgradeGoal, upgradeGoal > goal, Double(upgradeGoal) <= Double(startGoal) * (1 + configuration.maximumGoalDrift) {
                 goal = upgradeGoal
                 self.goal = goal
             }
@@ -83,6 +90,7 @@ public struct ReceiverEstimateTrial: Sendable {
             Double(receiverEstimate) >= Double(sending) * configuration.uncongestedRatio
         else { return }
         goal = upgradeGoal
+        startGoal = upgradeGoal
         checkpoint = (receiverEstimate, now)
         trials += 1
     }

@@ -184,9 +184,18 @@ public func bindTCPListener(_ address: TransportAddress, reusePort: Bool = false
     return fd
 }
 
-/// Accepts one pending connection on a non-blocking listener: the new socket (non-blocking,
-/// TCP_NODELAY) and its peer, or nil when none is waiting.
-public func acceptTCP(_ listener: Int32) -> (fd: Int32, peer: TransportAddress)? {
+public enum AcceptOutcome {
+    /// A new socket (non-blocking, TCP_NODELAY) and its peer.
+    case accepted(fd: Int32, peer: TransportAddress)
+    /// Nothing waiting, or a connection that went before it was taken.
+    case none
+    /// Out of descriptors or memory: the pending connection stays queued, so accepting again at
+    /// once would spin.
+    case exhausted(errno: Int32)
+}
+
+/// Accepts one pending connection on a non-blocking listener.
+public func acceptTCP(_ listener: Int32) -> AcceptOutcome {
     var raw = RawSocketAddress()
     raw.length = socklen_t(MemoryLayout<sockaddr_in6>.size)
     let fd = withUnsafeMutablePointer(to: &raw.storage) { pointer in
@@ -194,12 +203,15 @@ public func acceptTCP(_ listener: Int32) -> (fd: Int32, peer: TransportAddress)?
             parley_accept_nonblocking(listener, $0, &raw.length)
         }
     }
-    guard fd >= 0 else { return nil }
+    guard fd >= 0 else {
+        let code = errno
+        return [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(code) ? .exhausted(errno: code) : .none
+    }
     guard let peer = raw.transportAddress else {
         close(fd)
-        return nil
+        return .none
     }
     var one: Int32 = 1
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    return (fd, peer)
+    return .accepted(fd: fd, peer: peer)
 }

@@ -71,12 +71,15 @@ public struct TURNStatistics: Sendable, Equatable {
     public var errorResponses: UInt64 = 0
     /// Datagrams the kernel refused to send (a full socket buffer, an unreachable peer).
     public var sendFailures: UInt64 = 0
+    /// TCP accepts put off for want of descriptors or memory (the listener rests a second).
+    public var acceptsExhausted: UInt64 = 0
 
     public init() {}
 
     public mutating func add(_ other: TURNStatistics) {
         allocationsActive += other.allocationsActive
         tcpConnections += other.tcpConnections
+        acceptsExhausted += other.acceptsExhausted
         allocationsCreated += other.allocationsCreated
         packetsToPeers += other.packetsToPeers
         bytesToPeers += other.bytesToPeers

@@ -221,6 +221,9 @@ final class TLSClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Frames read before the close go first: the worker runs its tasks in order, so the
+        // allocation they touch is not ended under them.
+        if !frames.isEmpty { handOver(channel: context.channel) }
         let (worker, key) = (self.worker, self.key)
         worker.engine.execute {
             worker.statistics.tcpConnections -= 1

@@ -56,6 +56,7 @@ final class TURNWorker: @unchecked Sendable {
             statistics.tcpConnections += 1
             return StreamConnection(fd: fd, key: ClientKey(transport: .tcp, client: client, server: server))
         }
+        engine.onAcceptExhausted = { [unowned self] in statistics.acceptsExhausted += 1 }
         engine.handleStreamFrame = { [unowned self] connection, frame in
             handleClient(frame, key: connection.key, link: .stream(connection))
         }

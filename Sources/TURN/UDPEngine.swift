@@ -57,6 +57,10 @@ final class UDPEngine: @unchecked Sendable {
     var handleDatagram: ((_ fd: Int32, _ role: Role, _ payload: UnsafeMutableRawBufferPointer, _ from: RawSocketAddress) -> Void)?
     let now: @Sendable () -> UInt64
     private var nextTick: UInt64 = 0
+    /// TCP listeners not watched until the next tick: accepting failed for want of descriptors.
+    private var pausedListeners: [Int32] = []
+    /// Called when accepting fails for want of descriptors or memory.
+    var onAcceptExhausted: (() -> Void)?
 
     init(now: @escaping @Sendable () -> UInt64) throws {
         self.now = now
@@ -174,7 +178,18 @@ final class UDPEngine: @unchecked Sendable {
     private func accept(on listener: Int32, server: TransportAddress) {
         // A bounded number per round, so a flood of connections does not starve the relays.
         for _ in 0..<64 {
-            guard let (fd, client) = acceptTCP(listener) else { return }
+            let fd: Int32, client: TransportAddress
+            switch acceptTCP(listener) {
+            case .accepted(let accepted, let peer): (fd, client) = (accepted, peer)
+            case .none: return
+            case .exhausted:
+                // The connection stays queued and the listener stays readable: stop watching it
+                // until the next tick instead of spinning on the same failure.
+                onAcceptExhausted?()
+                epoll_ctl(epoll, EPOLL_CTL_DEL, listener, nil)
+                pausedListeners.append(listener)
+                return
+            }
             guard let connection = handleStreamAccepted?(fd, client, server) else {
                 close(fd)
                 continue
@@ -202,7 +217,9 @@ final class UDPEngine: @unchecked Sendable {
             case .complete(let length) where length > Self.streamBufferSize:
                 return closeStream(connection, malformed: true)
             case .complete, .needMore:
-                connection.partial = Array(UnsafeRawBufferPointer(start: streamBuffer + offset, count: total - offset))
+                // Into the connection's own storage: no new array per read.
+                connection.partial.removeAll(keepingCapacity: true)
+                connection.partial.append(contentsOf: UnsafeRawBufferPointer(start: streamBuffer + offset, count: total - offset))
                 return
             case .invalid:
                 return closeStream(connection, malformed: true)
@@ -279,6 +296,10 @@ final class UDPEngine: @unchecked Sendable {
             let after = now()
             if after >= nextTick {
                 nextTick = after + 1_000_000_000
+                for listener in pausedListeners {
+                    if case .streamListener = roles[listener] { watch(listener) }
+                }
+                pausedListeners.removeAll()
                 onTick?(after)
             }
         }

@@ -75,4 +75,18 @@ struct ReceiverEstimateTrialTests {
         trial.update(receiverEstimate: 150_000, sending: 100_000, upgradeGoal: 300_000, now: 3)
         #expect(trial.goal == 300_000 && trial.available(receiverEstimate: 150_000) == 315_000)
     }
+
+    @Test func aTrialFollowsAMovingNeedALittleButTakesTheNextStepOnlyOnceThisOneIsCarried() {
+        var trial = ReceiverEstimateTrial()
+        trial.update(receiverEstimate: 150_000, sending: 100_000, upgradeGoal: 200_000, now: 0)
+        trial.update(receiverEstimate: 160_000, sending: 100_000, upgradeGoal: 240_000, now: 100_000)
+        #expect(trial.goal == 240_000, "the layer's bitrate moved: the trial follows")
+        // The allocator took the step and wants the next layer: not before the receiver shows it.
+        trial.update(receiverEstimate: 170_000, sending: 240_000, upgradeGoal: 600_000, now: 200_000)
+        #expect(trial.goal == 240_000)
+        trial.update(receiverEstimate: 250_000, sending: 240_000, upgradeGoal: 600_000, now: 300_000)
+        #expect(trial.goal == nil, "carried: this trial ends")
+        trial.update(receiverEstimate: 300_000, sending: 240_000, upgradeGoal: 600_000, now: 400_000)
+        #expect(trial.goal == 600_000, "and the next step is a trial of its own")
+    }
 }

@@ -36,6 +36,7 @@ const done = arguments[arguments.length - 1];
     if (name === "presence") return { identity: v.participant && v.participant.identity, status: v.status, text: v.text };
     if (name === "typing") return { identity: v.participant && v.participant.identity, active: v.active };
     if (name === "reconnected") return { resumed: v.resumed };
+    if (name === "disconnected") return v.reason ? { reason: v.reason } : {};
     if (name === "error") return { code: v.code, message: v.message };
     if (name === "activeSpeakers") return v.map((s) => s.sid);
     if (name === "localTrackPublished") return { kind: v.kind, sid: v.sid };
@@ -154,7 +155,8 @@ def test_a_dropped_connection_resumes_in_place_and_a_server_restart_starts_a_new
     ada, bo = page(server), page(server)
     try:
         first = run_js(ada, f"return await window.join('{mint_token('ada', 'resume')}');")
-        run_js(ada, "await window.room.publishCamera(); await window.room.publishMicrophone();")
+        run_js(ada, "await window.room.publishCamera(); window.mic = await window.room.publishMicrophone();")
+        first_mic = run_js(ada, "return window.mic.sid;")
         run_js(bo, f"return await window.join('{mint_token('bo', 'resume')}');")
         wait_until(lambda: frames_from(bo, "ada") > 20, 20, "ada's video at bo")
 
@@ -176,6 +178,12 @@ def test_a_dropped_connection_resumes_in_place_and_a_server_restart_starts_a_new
         assert events(ada, "reconnected")[1]["value"] == {"resumed": False}
         assert run_js(ada, "return window.room.localParticipant.sid;") != first["sid"]
         wait_until(lambda: frames_from(bo, "ada") > 20, 30, "ada's video at bo in the new session")
+
+        # The app's handle of the microphone is the one published again: muting it reaches bo.
+        mic = run_js(ada, "return window.mic.sid;")
+        assert mic and mic != first_mic, (mic, first_mic)
+        run_js(ada, "await window.mic.mute();")
+        wait_until(lambda: any(e["value"]["sid"] == mic and e["value"]["muted"] for e in events(bo, "trackMuted")), 10, "bo sees the mute")
     finally:
         ada.quit()
         bo.quit()
@@ -196,6 +204,25 @@ def test_a_refused_token_and_a_denied_camera_give_their_codes(server):
         driver.quit()
 
 
+def test_a_token_refused_on_reconnecting_ends_the_retries_with_its_reason(server):
+    """The server restarts after the token expired: no retry can succeed, so the SDK stops and
+    says why instead of retrying for ever."""
+    ada = page(server)
+    try:
+        run_js(ada, f"return await window.join('{mint_token('ada', 'expiry', ttl=2)}');")
+        time.sleep(8)  # past exp and the server's 5 s leeway
+        server.restart(same_port=True)
+        wait_until(lambda: events(ada, "disconnected"), 30, "ada told she is out")
+        assert [e["value"] for e in events(ada, "disconnected")] == [{"reason": "unauthorized"}], events(ada)
+        assert not events(ada, "reconnected")
+        assert [e["value"] for e in events(ada, "connectionStateChanged")][-1] == "disconnected"
+        sockets = ada.execute_script("return window.sockets.length")
+        time.sleep(6)
+        assert ada.execute_script("return window.sockets.length") == sockets, "no retry after a final refusal"
+    finally:
+        ada.quit()
+
+
 def run_js_error(driver, body: str) -> dict:
     result = driver.execute_async_script(f"const done = arguments[0]; window.call(async () => {{ {body} }}).then(done);")
     assert result and "error" in result, result
@@ -204,8 +231,9 @@ def run_js_error(driver, body: str) -> dict:
 
 def test_a_page_whose_udp_is_blocked_falls_back_to_turn_over_tcp(netns_pool, server_factory):
     """All UDP arriving in the page's namespace is dropped: no direct media path and no TURN over
-    UDP. After `relayFallbackMs` the SDK joins again relay-only and its media goes through TURN
-    over TCP; a page outside sees its video."""
+    UDP. With `turn: "fallback"` the first session has no relay candidates, so after
+    `relayFallbackMs` the SDK joins again relay-only and its media goes through TURN over TCP; a
+    page outside sees its video. (With the default `turn: "always"` ICE finds the relay itself.)"""
     import tempfile
     from pathlib import Path
 
@@ -220,10 +248,13 @@ def test_a_page_whose_udp_is_blocked_falls_back_to_turn_over_tcp(netns_pool, ser
         driver = inside.driver
         driver.get(server.url + "/examples/")
         assert driver.execute_async_script(SETUP) is True
-        run_js(driver, f"return await window.join('{mint_token('walled', 'fallback')}', {{ relayFallbackMs: 3000 }});")
+        run_js(driver, f"return await window.join('{mint_token('walled', 'fallback')}', {{ relayFallbackMs: 3000, turn: 'fallback' }});")
         run_js(driver, "window.room.publishCamera(); window.room.publishMicrophone();")
         run_js(outside, f"return await window.join('{mint_token('open', 'fallback')}');")
-        wait_until(lambda: events(driver, "reconnected"), 30, "the walled page back, relay-only")
+        try:
+            wait_until(lambda: events(driver, "reconnected"), 30, "the walled page back, relay-only")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the walled page's events: {events(driver)}") from None
         assert events(driver, "relayFallback"), events(driver)
         assert events(driver, "reconnected")[0]["value"] == {"resumed": False}
         wait_until(lambda: frames_from(outside, "walled") > 20, 40, "the walled page's video outside")

@@ -118,7 +118,7 @@ def test_a_whep_player_follows_the_speaker_hearing_and_seeing_each_on_one_stream
                 await seen(player, 220, 15, "bob's video after the switch")
             except AssertionError:
                 # What the server sends the player, to tell a pause from a switch that did not happen.
-                print("player's media:", server.admin("GET", "/v1/rooms/stage/participants/tv").text)
+                print("player's media:", server.admin("GET", "/v1/rooms/stage/participants").text)
                 raise
             receivers = player.pc.getReceivers()
             assert len([r for r in receivers if r.track and r.track.readyState == "live"]) == 2
@@ -139,6 +139,32 @@ def test_a_whep_player_follows_the_speaker_hearing_and_seeing_each_on_one_stream
 
     run(scenario(), timeout=120)
     assert "parley_whep_sessions_total 1" in server.http("GET", "/metrics").text
+
+
+def test_a_whep_player_under_a_participants_own_identity_plays_beside_that_participant(server):
+    """Someone in the call also plays the room on a TV with a token of the same identity: the
+    player joins beside them, not in their place, and its session answers to that identity."""
+    async def scenario():
+        alice = Participant(server.rtc_url(server.token("alice", "den")), "alice")
+        bob = Participant(server.rtc_url(server.token("bob", "den")), "bob")
+        player = WHEPPlayer(server.url + "/v1/whep", mint_token("alice", "den", publish=False, chat=False))
+        try:
+            await alice.connect()
+            await bob.connect()
+            await bob.publish(660.0, blue=220)
+            await player.play()
+            await heard(player, 660, 20, "bob's tone at alice's player")
+            assert not any(e["type"] == "participant.left" for e in alice.events + bob.events), alice.events
+            identities = [p["identity"] for p in server.admin("GET", "/v1/rooms/den/participants").json()["participants"]]
+            assert identities.count("alice") == 1 and any(i.startswith("alice#whep-") for i in identities), identities
+            status, _, _, _ = await asyncio.to_thread(player.delete)
+            assert status == 200
+        finally:
+            await player.close()
+            await alice.close()
+            await bob.close()
+
+    run(scenario(), timeout=60)
 
 
 def test_a_whep_player_asking_for_a_participant_gets_that_one_and_waits_for_it(server):

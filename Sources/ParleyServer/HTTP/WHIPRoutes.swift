@@ -68,8 +68,10 @@ struct WHIPRoutes: Sendable {
     /// Joins `claims` to its room on an HTTP session's channel and answers `offer` with
     /// `negotiate`; a failed negotiation leaves again. 201 with the session's Location, its ETag
     /// and the ICE servers, or a redirect to the node that serves the room.
+    /// `tokenIdentity`: whom PATCH and DELETE must name when the participant joins under
+    /// another identity (a WHEP player beside its owner's own session).
     func admit(
-        _ claims: AccessClaims, offer: String, path: String, role: TransportRole,
+        _ claims: AccessClaims, tokenIdentity: String? = nil, offer: String, path: String, role: TransportRole,
         negotiate: (Room, String) async throws(ProtocolError) -> String
     ) async throws -> Response {
         let roomName = claims.grants.room ?? ""
@@ -101,14 +103,27 @@ struct WHIPRoutes: Sendable {
         }
         let etag = Self.newETag()
         sessions.add(WHIPSessions.Session(
-            sid: sid, room: roomName, identity: claims.identity, role: role, etag: etag, remoteUfrag: Self.attribute("ice-ufrag", in: offer)))
+            sid: sid, room: roomName, identity: tokenIdentity ?? claims.identity, role: role, etag: etag, remoteUfrag: Self.attribute("ice-ufrag", in: offer)))
         var headers = Self.cors
         headers[.contentType] = "application/sdp"
         headers[.location] = "\(path)/\(sid)"
         headers[.eTag] = etag
         for link in Self.links(services.iceServers(claims.identity)) { headers.append(HTTPField(name: Self.linkField, value: link)) }
         (role == .publisher ? services.metrics.whipSessions : services.metrics.whepSessions).increment()
+        await pruneEndedSessions()
         return Response(status: .created, headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer)))
+    }
+
+    /// A session whose media ended, or that was kicked, leaves its participant without a DELETE:
+    /// its entry goes once the table has doubled since the last sweep, so the sweeps cost O(1)
+    /// per session admitted.
+    private func pruneEndedSessions() async {
+        guard sessions.isDueForSweep() else { return }
+        for session in sessions.all() {
+            let live = await registry.room(named: session.room)?.hasParticipant(sid: session.sid) ?? false
+            if !live { sessions.remove(session.sid) }
+        }
+        sessions.swept()
     }
 
     private func options(_ request: Request) async throws -> Response {
@@ -266,10 +281,15 @@ final class WHIPSessions: Sendable {
     }
 
     private let sessions = NIOLockedValueBox<[String: Session]>([:])
+    private let countAfterSweep = NIOLockedValueBox(0)
 
     func add(_ session: Session) { sessions.withLockedValue { $0[session.sid] = session } }
     func get(_ sid: String) -> Session? { sessions.withLockedValue { $0[sid] } }
     func remove(_ sid: String) { sessions.withLockedValue { _ = $0.removeValue(forKey: sid) } }
+    var count: Int { sessions.withLockedValue { $0.count } }
+    func all() -> [Session] { sessions.withLockedValue { Array($0.values) } }
+    func isDueForSweep() -> Bool { count >= max(64, 2 * countAfterSweep.withLockedValue { $0 }) }
+    func swept() { countAfterSweep.withLockedValue { $0 = count } }
     func update(_ sid: String, _ change: (inout Session) -> Void) {
         sessions.withLockedValue { if var session = $0[sid] { change(&session); $0[sid] = session } }
     }

@@ -43,6 +43,8 @@ function mediaError(error) {
 
 async function startPreview() {
   stopPreview();
+  // Another device was chosen: release the one shown until now (its light goes off).
+  if (preview) { for (const track of preview.getTracks()) track.stop(); preview = null; }
   if (!publishing) { setNote("Joining to watch and listen only."); return; }
   if (!navigator.mediaDevices) { setNote(mediaError({ code: "insecure_context" })); return; }
   const cameraId = $("cameraSelect").value, micId = $("micSelect").value;

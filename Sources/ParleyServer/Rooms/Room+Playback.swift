@@ -64,7 +64,7 @@ extension Room {
         let pinned = playback.pinnedIdentity.map { identity in findParticipant(identity: identity)?.sid ?? "" }
         let publishers = participants.filter { $0 !== player && !$0.hidden && (pinned == nil || $0.sid == pinned) }
         let tracks = publishers.flatMap { publisher in
-            publisher.media.tracks.map { PlaybackSelection.Track(participant: publisher.sid, track: $0.sid, kind: $0.kind) }
+            publisher.media.tracks.filter { isPlayable($0.sid, on: playback.slots) }.map { PlaybackSelection.Track(participant: publisher.sid, track: $0.sid, kind: $0.kind) }
         }
         let followed = PlaybackSelection.followed(current: playback.followed, pinned: pinned, speakers: speakers, tracks: tracks)
         if followed != playback.followed {
@@ -81,6 +81,15 @@ extension Room {
             }
         }
         player.media.playback = playback
+    }
+
+    /// A track whose codec none of the player's m-lines of its kind takes (H.264 to a VP8-only
+    /// player) is left out: the player would get a stream it cannot decode.
+    private func isPlayable(_ trackSid: String, on slots: [PlaybackSlot]) -> Bool {
+        guard let publication = sfu.publication(trackSid: trackSid),
+              let sent = publication.codecs.first(where: { $0.name.lowercased() != "rtx" })
+        else { return false }
+        return slots.contains { slot in slot.kind == publication.kind && slot.codecs.contains { $0.matches(sent) } }
     }
 
     /// Sends `trackSid` on `slot`, or nothing: the m-line's stream continues from its latest

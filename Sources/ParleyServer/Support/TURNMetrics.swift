@@ -10,6 +10,7 @@ enum TURNMetrics {
         }
         metric("allocations", "gauge", "TURN allocations open", [("", UInt64(s.allocationsActive))])
         metric("tcp_connections", "gauge", "TURN clients connected over TCP", [("", UInt64(max(0, s.tcpConnections)))])
+        metric("tcp_accepts_exhausted_total", "counter", "TCP accepts put off because the process was out of descriptors or memory", [("", s.acceptsExhausted)])
         metric("allocations_created_total", "counter", "TURN allocations made", [("", s.allocationsCreated)])
         metric("relayed_packets_total", "counter", "Datagrams relayed, to peers and to clients", [
             ("direction=\"to_peer\"", s.packetsToPeers), ("direction=\"to_client\"", s.packetsToClients),

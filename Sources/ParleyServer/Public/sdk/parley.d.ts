@@ -137,6 +137,9 @@ export interface ConnectOptions {
   adaptive?: boolean;
   /** After this long without a direct connection, go through TURN (default 6000 ms). */
   relayFallbackMs?: number;
+  /** "always" (default): TURN candidates from the start, as any ICE agent gathers them.
+   *  "fallback": none until the direct path failed for `relayFallbackMs` (saves relay bandwidth). */
+  turn?: "always" | "fallback";
   /** Picks which of the server's ICE servers to use (say, only `turns:` ones). */
   iceServerFilter?: (servers: RTCIceServer[]) => RTCIceServer[];
 }

@@ -15,6 +15,8 @@ const SIMULCAST = [
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1700000 },
 ];
 const STATES = ["connecting", "connected", "reconnecting", "disconnected"];
+// A retry cannot fix these: the token is refused or the room will not take us.
+const FINAL_REFUSALS = new Set(["unauthorized", "forbidden", "room_full", "not_found"]);
 
 /** A small event emitter: `on` returns a function that removes the listener. */
 class Emitter {
@@ -91,12 +93,20 @@ export class Room extends Emitter {
   #publisher = null; #subscriber = null; #pendingSubscriberOffer = null; #queuedCandidates = [];
   #local = []; #retry = 0; #retryTimer = null; #movedTo = null; #leaving = false; #relayOnly = false;
   #fallbackTimers = []; #typingTimer = null; #lastStats = null;
+  // Once joined, every later join (a resume, a move, the relay fallback) is a reconnection.
+  #joinedOnce = false;
+  // A move or the relay fallback needs a new session: its retries must not resume the old one.
+  #needsNewSession = false;
+  // Publisher offers run one at a time: two at once would race on the signaling state.
+  #offerChain = Promise.resolve();
+  // When each transport first had a remote description, and its pending fallback timer.
+  #negotiatedAt = new WeakMap(); #lastFallbackTimer = new WeakMap();
 
   constructor(url, token, options = {}) {
     super();
     this.#url = url.replace(/\/+$/, "");
     this.#token = token;
-    this.#options = { adaptive: true, simulcast: true, relayFallbackMs: 6000, ...options };
+    this.#options = { adaptive: true, simulcast: true, relayFallbackMs: 6000, turn: "always", ...options };
     this.#relayOnly = this.#options.iceTransportPolicy === "relay";
     /** connecting, connected, reconnecting or disconnected. */
     this.state = "connecting";
@@ -145,7 +155,9 @@ export class Room extends Emitter {
         if (this.#ws !== ws) return;
         if (!joined) {
           const reason = refusedWith || await this.#refusal(event);
-          if (resume) this.#scheduleReconnect(); else { this.#setState("disconnected"); reject(reason); }
+          if (!this.#joinedOnce) { this.#setState("disconnected"); reject(reason); return; }
+          if (FINAL_REFUSALS.has(reason.code)) { this.#leaving = true; this.#teardown(reason); reject(reason); return; }
+          this.#scheduleReconnect();
           return;
         }
         this.#onClose(event);
@@ -165,7 +177,9 @@ export class Room extends Emitter {
   }
 
   async #onJoined(message) {
-    const wasReconnecting = this.state === "reconnecting";
+    const wasReconnecting = this.#joinedOnce;
+    this.#joinedOnce = true;
+    this.#needsNewSession = false;
     const resumed = Boolean(message.resumed) && this.localParticipant && message.participant.sid === this.localParticipant.sid;
     this.localParticipant = new Participant(message.participant);
     this.name = message.room.name;
@@ -215,10 +229,11 @@ export class Room extends Emitter {
     this.#retryTimer = setTimeout(() => {
       this.#retry += 1;
       // A move (`reconnect` with a url) is a new session there; a drop resumes the held one.
-      const resume = this.#movedTo ? null : this.localParticipant && this.localParticipant.sid;
+      const resume = this.#movedTo || this.#needsNewSession ? null : this.localParticipant && this.localParticipant.sid;
       // A retry alternates between the node the room moved to and the original server.
       if (this.#movedTo && this.#retry % 2 === 0) this.#movedTo = null;
-      this.#open(resume).catch(() => this.#scheduleReconnect());
+      // A failed attempt schedules the next one itself (or ends on a final refusal).
+      this.#open(resume).catch(() => {});
     }, wait);
   }
 
@@ -231,13 +246,15 @@ export class Room extends Emitter {
     this.#teardown();
   }
 
-  #teardown() {
+  /** `reason`: the ParleyError that ended the connection, when it was not the app's choice. */
+  #teardown(reason) {
+    clearTimeout(this.#retryTimer);
     if (this.state === "disconnected" && !this.#local.length) return;
     this.#resetMedia();
     for (const track of this.#local) track.mediaStreamTrack.stop();
     this.#local = [];
     this.#setState("disconnected");
-    this.emit("disconnected", {});
+    this.emit("disconnected", reason ? { reason: reason.code, error: reason } : {});
   }
 
   // MARK: Requests
@@ -351,6 +368,7 @@ export class Room extends Emitter {
       }
       case "reconnect":
         this.#movedTo = message.url || null;
+        this.#needsNewSession = true;
         this.#retry = 0;
         this.emit("moving", { reason: message.reason, url: message.url });
         break;
@@ -368,7 +386,12 @@ export class Room extends Emitter {
   // MARK: Media transports
 
   #rtcConfiguration() {
-    const servers = this.#options.iceServerFilter ? this.#options.iceServerFilter(this.iceServers) : this.iceServers;
+    let servers = this.#options.iceServerFilter ? this.#options.iceServerFilter(this.iceServers) : this.iceServers;
+    // `turn: "fallback"`: relays cost the operator bandwidth, so they are used only once the
+    // direct path has failed (the fallback's new session is relay-only).
+    if (this.#options.turn === "fallback" && !this.#relayOnly) {
+      servers = servers.map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => !u.startsWith("turn")) })).filter((s) => s.urls.length);
+    }
     return { iceServers: servers, iceTransportPolicy: this.#relayOnly ? "relay" : "all", bundlePolicy: "max-bundle" };
   }
 
@@ -391,18 +414,30 @@ export class Room extends Emitter {
    *  come from the server, so a new session is the one way to move both. */
   #watchConnection(pc, target) {
     pc.onconnectionstatechange = () => this.emit("mediaConnectionStateChanged", { target, state: pc.connectionState });
+    this.#armFallback(pc, target);
+  }
+
+  #armFallback(pc, target, wait = this.#options.relayFallbackMs) {
     const timer = setTimeout(() => {
       if (pc.connectionState === "connected" || pc.signalingState === "closed" || this.#relayOnly || this.state !== "connected") return;
+      // A transport with nothing negotiated yet (nobody publishes) is not trying to connect:
+      // its time counts from its first negotiation.
+      const since = this.#negotiatedAt.get(pc);
+      const left = since === undefined ? this.#options.relayFallbackMs : since + this.#options.relayFallbackMs - performance.now();
+      if (left > 0) { this.#armFallback(pc, target, left); return; }
       if (!this.iceServers.some((s) => [].concat(s.urls).some((u) => u.startsWith("turn")))) return;
       this.#relayOnly = true;
+      this.#needsNewSession = true;
       this.emit("relayFallback", { target });
       const old = this.#ws;
       this.#ws = null;  // its close is not a drop
       if (old) old.close();
       this.#setState("reconnecting");
       this.emit("reconnecting", { code: 0, movedTo: null });
-      this.#open(null).catch(() => this.#scheduleReconnect());
-    }, this.#options.relayFallbackMs);
+      this.#open(null).catch(() => {});
+    }, wait);
+    this.#fallbackTimers = this.#fallbackTimers.filter((t) => t !== this.#lastFallbackTimer.get(pc));
+    this.#lastFallbackTimer.set(pc, timer);
     this.#fallbackTimers.push(timer);
   }
 
@@ -433,6 +468,7 @@ export class Room extends Emitter {
     if (!pc) { this.#pendingSubscriberOffer = offer; return; }
     try {
       await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+      if (!this.#negotiatedAt.has(pc)) this.#negotiatedAt.set(pc, performance.now());
       await pc.setLocalDescription(await pc.createAnswer());
       this.#send({ type: "answer", re: offer.id, target: "subscriber", sdp: pc.localDescription.sdp });
       for (const candidate of this.#queuedCandidates.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
@@ -470,7 +506,13 @@ export class Room extends Emitter {
 
   // MARK: Publishing
 
-  async #offer(options = {}) {
+  #offer(options = {}) {
+    const run = this.#offerChain.then(() => this.#offerNow(options));
+    this.#offerChain = run.catch(() => {});
+    return run;
+  }
+
+  async #offerNow(options = {}) {
     const pc = this.#ensurePublisher();
     await pc.setLocalDescription(await pc.createOffer(options));
     const sources = {};
@@ -480,6 +522,7 @@ export class Room extends Emitter {
     }
     const reply = await this.request({ type: "offer", target: "publisher", sdp: pc.localDescription.sdp, sources });
     await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    if (!this.#negotiatedAt.has(pc)) this.#negotiatedAt.set(pc, performance.now());
     for (const track of reply.tracks || []) {
       const transceiver = pc.getTransceivers().find((t) => t.mid === track.mid);
       const local = this.#local.find((l) => transceiver && l.sender === transceiver.sender);
@@ -495,18 +538,22 @@ export class Room extends Emitter {
     return reply;
   }
 
-  async #publish(mediaTrack, source, options = {}) {
+  /** `existing`: the app's handle of a track published again in a new session, kept so its
+   *  mute() and sid stay current. */
+  async #publish(mediaTrack, source, options = {}, existing = null) {
     const pc = this.#ensurePublisher();
     const init = { direction: "sendonly", streams: [new MediaStream([mediaTrack])] };
     const simulcast = mediaTrack.kind === "video" && source === "camera" && this.#options.simulcast && options.simulcast !== false;
     if (simulcast) init.sendEncodings = SIMULCAST.map((e) => ({ ...e }));
     const transceiver = pc.addTransceiver(mediaTrack, init);
     if (mediaTrack.kind === "video") preferVP8(transceiver);
-    const local = new LocalTrack(this, mediaTrack.kind, source, mediaTrack, transceiver.sender);
+    const local = existing || new LocalTrack(this, mediaTrack.kind, source, mediaTrack, transceiver.sender);
+    local.sender = transceiver.sender;
+    local.sid = null;
     this.#local.push(local);
     await this.#offer();
     this.emit("localTrackPublished", local);
-    mediaTrack.addEventListener("ended", () => { if (this.#local.includes(local)) this.unpublish(local).catch(() => {}); });
+    if (!existing) mediaTrack.addEventListener("ended", () => { if (this.#local.includes(local)) this.unpublish(local).catch(() => {}); });
     return local;
   }
 
@@ -518,7 +565,8 @@ export class Room extends Emitter {
       sendEncodings: options.simulcast ? SIMULCAST.map((e) => ({ ...e })) : undefined });
     if (local.kind === "video") preferVP8(next);
     local.sender = next.sender;
-    await this.#offer();
+    // Called from within an offer: a queued one would wait for itself.
+    await this.#offerNow();
   }
 
   /** A new session (after a move or a lost node): the same local tracks, published again. */
@@ -527,8 +575,8 @@ export class Room extends Emitter {
     this.#local = [];
     for (const local of tracks) {
       if (local.mediaStreamTrack.readyState !== "live") continue;
-      const published = await this.#publish(local.mediaStreamTrack, local.source);
-      if (local.muted) await this.setMuted(published, true);
+      await this.#publish(local.mediaStreamTrack, local.source, {}, local);
+      if (local.muted) await this.setMuted(local, true);
     }
   }
 
