@@ -36,6 +36,7 @@ const done = arguments[arguments.length - 1];
     if (name === "presence") return { identity: v.participant && v.participant.identity, status: v.status, text: v.text };
     if (name === "typing") return { identity: v.participant && v.participant.identity, active: v.active };
     if (name === "reconnected") return { resumed: v.resumed };
+    if (name === "trackLayer") return { sid: v.trackSid, layer: v.layer, rid: v.rid };
     if (name === "disconnected") return v.reason ? { reason: v.reason } : {};
     if (name === "error") return { code: v.code, message: v.message };
     if (name === "activeSpeakers") return v.map((s) => s.sid);
@@ -124,6 +125,25 @@ def test_the_sdk_reports_a_meeting_in_order_chat_presence_typing_mute_and_stats(
         assert stats["roundTripTime"] is not None and stats["relayed"] is False, stats
         sent_stats = run_js(bo, "return await window.room.getStats();")
         assert any(o["kind"] == "video" for o in sent_stats["outbound"]), sent_stats
+
+        # Selective subscription: a quality per track, then off and on again.
+        camera = next(e["value"]["sid"] for e in events(ada, "trackSubscribed") if e["value"]["kind"] == "video")
+
+        def layer_now():
+            layers = [e["value"] for e in events(ada, "trackLayer") if e["value"]["sid"] == camera]
+            return layers[-1]["rid"] if layers else None
+
+        run_js(ada, f"window.room.subscribe('{camera}', {{ quality: 'low' }});")
+        wait_until(lambda: layer_now() == "q", 20, "the low layer of bo's camera")
+        run_js(ada, f"window.room.subscribe('{camera}', {{ quality: 'high' }});")
+        wait_until(lambda: layer_now() == "f", 30, "the full layer of bo's camera")
+        run_js(ada, f"window.room.unsubscribe('{camera}');")
+        time.sleep(1.5)
+        stopped = frames_from(ada, "bo")
+        time.sleep(1.5)
+        assert frames_from(ada, "bo") <= stopped + 2, "frames still arrive after unsubscribe"
+        run_js(ada, f"window.room.subscribe('{camera}');")
+        wait_until(lambda: frames_from(ada, "bo") > stopped + 20, 20, "bo's video back after subscribing again")
 
         # Another microphone, without renegotiating: the same track sid, the new device's audio at ada.
         switched = run_js(bo, """
