@@ -18,11 +18,8 @@ public enum ClusterCredential {
         let node = parts.dropLast(2).joined(separator: ".")
         let expected = signature(node: node, unixTime: time, secret: secret)
         let given = String(parts[parts.count - 1])
-        // Compared in constant time: the signature is a secret until it is right.
-        guard given.utf8.count == expected.utf8.count else { return nil }
-        var difference: UInt8 = 0
-        for (a, b) in zip(given.utf8, expected.utf8) { difference |= a ^ b }
-        return difference == 0 && !node.isEmpty ? node : nil
+        // The signature is a secret until it is right.
+        return ConstantTime.equal(given, expected) && !node.isEmpty ? node : nil
     }
 
     /// The secret nodes share when `cluster.secret` is not set: derived from the API keys, which

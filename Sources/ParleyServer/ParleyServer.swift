@@ -388,7 +388,8 @@ public final class ParleyServer: Sendable {
                     context.relayedFrom.withLockedValue { $0 = node }
                 }
                 context.claims.withLockedValue { $0 = claims }
-                return .upgrade([:])
+                // A browser that offered its token as a subprotocol needs one of its offers back.
+                return .upgrade(Self.tokenSubprotocol(request) == nil ? [:] : [.secWebSocketProtocol: Self.signalingSubprotocol])
             } catch let refusal as APIError {
                 services.metrics.recordError(refusal.error.code)
                 context.logger.notice("signaling refused", metadata: ["code": "\(refusal.error.code.rawValue)", "reason": "\(refusal.error.message)"])
@@ -401,19 +402,39 @@ public final class ParleyServer: Sendable {
             let relayedFrom = context.requestContext.relayedFrom.withLockedValue { $0 }
             await SignalingSession(
                 claims: claims, resume: resume, registry: registry, services: services, sessions: sessions,
-                relay: relayedFrom == nil ? relay.map { ($0, context.request.uri.query ?? "") } : nil
+                relay: relayedFrom == nil ? relay.map { ($0, context.request.uri.query ?? "", Self.signalingToken(context.request) ?? "") } : nil
             ).run(inbound: inbound, outbound: outbound, logger: context.logger)
         }
         return router
     }
 
+    /// The subprotocol a browser offers beside `parley` to carry its token: `access_token.<JWT>`.
+    static let tokenSubprotocolPrefix = "access_token."
+    static let signalingSubprotocol = "parley"
+
+    /// A signaling request's token: `?token=`, `Authorization: Bearer`, or the WebSocket
+    /// subprotocol `access_token.<JWT>` (what a browser can set), so it stays out of URLs that
+    /// proxies log.
+    static func signalingToken(_ request: Request) -> String? {
+        if let token = request.uri.queryParameters.get("token") { return String(token) }
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
+            return String(header.dropFirst("bearer ".count))
+        }
+        return tokenSubprotocol(request)
+    }
+
+    static func tokenSubprotocol(_ request: Request) -> String? {
+        guard let offered = request.headers[.secWebSocketProtocol] else { return nil }
+        for item in offered.split(separator: ",") {
+            let name = item.trimmingCharacters(in: .whitespaces)
+            if name.hasPrefix(tokenSubprotocolPrefix) { return String(name.dropFirst(tokenSubprotocolPrefix.count)) }
+        }
+        return nil
+    }
+
     /// The claims of a signaling request's token, or the 401/403 to refuse the upgrade with.
     static func signalingClaims(_ request: Request, verifier: TokenVerifier) async throws -> AccessClaims {
-        var token = request.uri.queryParameters.get("token")
-        if token == nil, let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
-            token = String(header.dropFirst("bearer ".count))
-        }
-        guard let token, !token.isEmpty else { throw APIError(.unauthorized, "missing token") }
+        guard let token = signalingToken(request), !token.isEmpty else { throw APIError(.unauthorized, "missing token") }
         let claims: AccessClaims
         do {
             claims = try await verifier.verify(token)

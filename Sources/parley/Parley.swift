@@ -64,10 +64,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError(error.description)
         }
         if printConfig {
-            for option in ConfigOptions.all {
-                let value = resolved.resolved[option.key].map { option.key == "auth.keys" ? redact($0) : $0.description } ?? ""
-                print("\(option.key): \(value)")
-            }
+            for line in resolved.printedLines() { print(line) }
             return
         }
         let level = resolved.logLevel
@@ -86,6 +83,13 @@ struct Serve: AsyncParsableCommand {
                   web client: http://127.0.0.1:\(resolved.port)/
                   data:       \(resolved.databaseURL?.description ?? resolved.storePath)
                 """)
+            if resolved.devModeIsExposed {
+                logger.warning("""
+                    dev mode listens on \(resolved.host), not only loopback: anyone who can reach it can mint tokens \
+                    at /v1/dev/token with the well-known dev key. Use it on a network you trust; run production \
+                    without --dev, with auth.keys set.
+                    """)
+            }
         }
         // Dev mode on a LAN address: HTTPS with a self-signed certificate, so a phone on the network
         // gets its camera in the web client (browsers give one only to a secure page).
@@ -113,10 +117,6 @@ struct Serve: AsyncParsableCommand {
         logger.info("stopped")
     }
 
-    private func redact(_ value: ConfigValue) -> String {
-        guard case .map(let keys) = value else { return value.description }
-        return "{" + keys.keys.sorted().map { "\($0): ***" }.joined(separator: ", ") + "}"
-    }
 }
 
 struct Token: AsyncParsableCommand {

@@ -123,6 +123,63 @@ def test_three_participants_each_receive_the_other_two(server):
     run(scenario(), timeout=90)
 
 
+@pytest.mark.parley_set({"room.allowRemoteUnmute": "true"})
+def test_the_admin_api_mutes_and_unmutes_a_participants_microphone(server):
+    """POST /v1/rooms/{room}/participants/{identity}/mute: the listener hears the tone stop and
+    come back, everyone (the muted one too) gets track.muted."""
+    async def scenario():
+        alice = await join(server, "alice")
+        bob = await join(server, "bob")
+        try:
+            await alice.publish(tone=440.0, video=False)
+            await wait_for(lambda: bob.tracks_from(alice.sid, "audio") and len(bob.tracks_from(alice.sid, "audio")[0].audio()) >= 48_000,
+                           15, what="first second of audio")
+            audio = bob.tracks_from(alice.sid, "audio")[0]
+            reply = await asyncio.to_thread(server.admin, "POST", "/v1/rooms/media/participants/alice/mute", body={"track": "microphone", "muted": True})
+            assert reply.status == 200 and reply.json()["muted"] is True, reply.text
+            track = reply.json()["track"]
+            await wait_for(lambda: any(e["type"] == "track.muted" and e["muted"] and e["track"] == track for e in bob.events), 5, what="bob told")
+            await wait_for(lambda: any(e["type"] == "track.muted" and e["muted"] and e["track"] == track for e in alice.events), 5,
+                           what="alice told")
+            # Nothing (or silence) arrives while muted.
+            await asyncio.sleep(1.0)
+            muted_at = len(audio.audio())
+            await asyncio.sleep(1.5)
+            received = audio.audio()[muted_at:]
+            assert len(received) < 48_000 // 4 or float(abs(received).mean()) < 100, "the tone went on after the admin muted it"
+
+            reply = await asyncio.to_thread(server.admin, "POST", "/v1/rooms/media/participants/alice/mute", body={"track": track, "muted": False})
+            assert reply.status == 200 and reply.json()["muted"] is False, reply.text
+            before = len(audio.audio())
+            await wait_for(lambda: len(audio.audio()) >= before + 2 * 48_000, 10, what="2 s of audio after the unmute")
+            assert abs(audio.dominant_frequency(1.0) - 440) <= 10 and audio.rms(1.0) > 1000, "the tone is back"
+
+            reply = await asyncio.to_thread(server.admin, "POST", "/v1/rooms/media/participants/alice/mute", body={"track": "TR_none", "muted": True})
+            assert reply.status == 404 and "no track" in reply.text, reply.text
+            reply = await asyncio.to_thread(server.admin, "POST", "/v1/rooms/media/participants/zed/mute", body={"track": track, "muted": True})
+            assert reply.status == 404, reply.text
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+def test_remote_unmute_is_refused_unless_the_operator_allows_it(server):
+    async def scenario():
+        alice = await join(server, "alice")
+        try:
+            await alice.publish(tone=440.0, video=False)
+            reply = await asyncio.to_thread(server.admin, "POST", "/v1/rooms/media/participants/alice/mute", body={"track": "audio", "muted": True})
+            assert reply.status == 200, reply.text
+            reply = await asyncio.to_thread(server.admin, "POST", "/v1/rooms/media/participants/alice/mute", body={"track": "audio", "muted": False})
+            assert reply.status == 403 and "room.allowRemoteUnmute" in reply.text, reply.text
+        finally:
+            await alice.close()
+
+    run(scenario())
+
+
 def test_mute_then_unmute_resumes_audio(server):
     async def scenario():
         alice = await join(server, "alice")

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from livekit import api
 
-from conftest import API_KEY, API_SECRET
+from conftest import API_KEY, API_SECRET, mint_token
 from test_signaling_contract import Pool, run
 
 # The dev secret is short on purpose (the dev key); PyJWT warns about it.
@@ -86,3 +86,40 @@ def test_parley_mints_tokens_in_livekits_shape(server):
         await carol.chat("minted in LiveKit's shape")
 
     run(server, body)
+
+
+def test_a_token_in_a_subprotocol_or_a_header_keeps_it_out_of_the_url(server):
+    """Browsers cannot set headers on a WebSocket but can offer subprotocols: `parley` and
+    `access_token.<JWT>` join, and the server picks `parley`. Other clients may send
+    `Authorization: Bearer`. Either way the URL has no token for a proxy to log."""
+    import asyncio
+    import json
+
+    import websockets
+
+    url = server.url.replace("http", "ws") + "/v1/rtc"
+
+    async def first_frame(**options):
+        async with websockets.connect(url, open_timeout=5, **options) as ws:
+            return ws.subprotocol, json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    chosen, joined = asyncio.run(first_frame(subprotocols=["parley", "access_token." + mint_token("ada", "quiet")]))
+    assert chosen == "parley" and joined["type"] == "joined" and joined["participant"]["identity"] == "ada", joined
+    chosen, joined = asyncio.run(first_frame(additional_headers={"Authorization": "Bearer " + mint_token("bo", "quiet")}))
+    assert joined["type"] == "joined" and joined["participant"]["identity"] == "bo", joined
+
+    async def refused():
+        try:
+            await first_frame(subprotocols=["parley", "access_token.not.a.jwt"])
+        except websockets.exceptions.InvalidStatus as error:
+            return error.response.status_code
+        return None
+
+    assert asyncio.run(refused()) == 401
+
+
+def test_metrics_behind_a_token_answer_only_to_it(server_factory):
+    server = server_factory({"log.level": "warning", "metrics.token": "scrape-token-of-the-operator"})
+    assert server.http("GET", "/metrics").status == 401
+    assert server.http("GET", "/metrics", headers={"Authorization": "Bearer scrape-token-of-the-operatoR"}).status == 401
+    assert server.http("GET", "/metrics", headers={"Authorization": "Bearer scrape-token-of-the-operator"}).status == 200

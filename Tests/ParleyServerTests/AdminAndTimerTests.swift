@@ -120,7 +120,7 @@ import FoundationNetworking
 
     @Test func devTokensExistOnlyInDevMode() async throws {
         let config = try ParleyConfig.load(ConfigSources(overrides: [
-            "server.host=127.0.0.1", "server.port=0", "auth.keys=prod:long-enough-secret",
+            "server.host=127.0.0.1", "server.port=0", "auth.keys=prod:long-enough-secret-of-32-bytes-or-more",
             "store.path=\(FileManager.default.temporaryDirectory.path)/parley-nodev-\(UUID().uuidString)/p.sqlite",
         ]))
         let server = try await ParleyServer(config: config)

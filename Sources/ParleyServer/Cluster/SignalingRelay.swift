@@ -21,12 +21,14 @@ struct SignalingRelay: Sendable {
 
     /// Runs until either side closes. The owner's close (code and reason) is passed on.
     func run(
-        to owner: (node: String, signalingURL: String), query: String, inbound: WebSocketInboundStream,
+        to owner: (node: String, signalingURL: String), query: String, token: String, inbound: WebSocketInboundStream,
         connection: SignalingConnection, logger: Logger
     ) async {
         let url = Self.webSocketURL(owner.signalingURL) + "/v1/rtc" + (query.isEmpty ? "" : "?\(query)")
         var headers = HTTPFields()
         headers[Self.credentialHeader] = membership.credential()
+        // The token may have come in a header or a subprotocol rather than the query.
+        if !query.contains("token="), !token.isEmpty { headers[.authorization] = "Bearer \(token)" }
         let configuration = WebSocketClientConfiguration(
             maxFrameSize: max(maxMessageBytes, 1 << 16) * 16, additionalHeaders: headers, closeTimeout: .seconds(2))
         metrics.relayedSessions.increment()

@@ -93,7 +93,7 @@ public struct ConfigOption: Sendable {
 /// Every option Parley reads. `Config/parley.yaml` lists each with its default; a test keeps the two in step.
 public enum ConfigOptions {
     public static let all: [ConfigOption] = [
-        .init(key: "server.host", defaultValue: .string("0.0.0.0"), help: "address the HTTP and WebSocket server binds"),
+        .init(key: "server.host", defaultValue: .string(""), help: "address the HTTP and WebSocket server binds; empty means every interface (0.0.0.0), or loopback only in dev mode"),
         .init(key: "server.port", defaultValue: .int(7880), help: "TCP port for the HTTP API, web client and /v1/rtc"),
         .init(key: "server.tlsPort", defaultValue: .int(7443), help: "TCP port for HTTPS and WSS (the same API), when tls.certFile is set"),
         .init(key: "tls.certFile", defaultValue: .string(""), help: "PEM certificate chain (leaf first) for HTTPS, WSS and TURN over TLS; reloaded on SIGHUP; empty means no TLS"),
@@ -117,6 +117,7 @@ public enum ConfigOptions {
         .init(key: "room.maxParticipants", defaultValue: .int(0), help: "default cap on visible participants per room; 0 means no cap"),
         .init(key: "room.emptyTimeout", defaultValue: .duration(.seconds(300)), help: "how long an empty room stays open before it closes"),
         .init(key: "room.autoRecord", defaultValue: .string(""), help: "recording mode (tracks, mix or both) every room starts with its first participant; empty means none"),
+        .init(key: "room.allowRemoteUnmute", defaultValue: .bool(false), help: "let the admin API unmute a participant's track; off, it may only mute (a person's microphone is theirs to open)"),
         .init(key: "room.autoCreate", defaultValue: .bool(true), help: "create a room on first join; false means only the admin API creates rooms"),
         .init(key: "signaling.resumeWindow", defaultValue: .duration(.seconds(20)), help: "how long a dropped participant may come back with &resume= and keep its sid"),
         .init(key: "signaling.maxMessageBytes", defaultValue: .int(65_536), help: "largest signaling message accepted; larger ones get too_large"),

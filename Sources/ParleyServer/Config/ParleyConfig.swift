@@ -71,6 +71,7 @@ public struct ParleyConfig: Sendable {
     public var roomMaxParticipants: Int
     public var roomEmptyTimeout: Duration
     public var roomAutoCreate: Bool
+    public var roomAllowRemoteUnmute: Bool
     public var roomAutoRecord: String
     public var resumeWindow: Duration
     public var maxMessageBytes: Int
@@ -152,6 +153,40 @@ public struct ParleyConfig: Sendable {
 
     public static let devAPIKey = "devkey"
     public static let devAPISecret = "secret"
+    public static let minimumSecretBytes = 32
+
+    /// Dev mode reachable from other machines: anyone who reaches it can mint tokens with the
+    /// well-known dev key at /v1/dev/token.
+    public var devModeIsExposed: Bool { dev && !["127.0.0.1", "::1", "localhost"].contains(host) }
+
+    /// What `parley serve --print-config` prints: every option as resolved, one per line,
+    /// secrets and passwords redacted.
+    public func printedLines() -> [String] {
+        ConfigOptions.all.map { option in
+            let value = resolved[option.key] ?? option.defaultValue
+            return "\(option.key): \(Self.redacted(option.key, value))"
+        }
+    }
+
+    static let secretOptions: Set<String> = ["cluster.secret", "turn.secret"]
+    static let secretMaps: Set<String> = ["auth.keys", "turn.users"]
+
+    static func redacted(_ key: String, _ value: ConfigValue) -> String {
+        switch value {
+        case .map(let entries) where secretMaps.contains(key):
+            return "{" + entries.keys.sorted().map { "\($0): ***" }.joined(separator: ", ") + "}"
+        case .string(let text) where secretOptions.contains(key) && !text.isEmpty:
+            return "***"
+        case .string(let text) where key == "database.url":
+            // postgres://user:password@host → postgres://user:***@host
+            guard let scheme = text.range(of: "://"), let at = text.range(of: "@", range: scheme.upperBound..<text.endIndex),
+                  let colon = text.range(of: ":", range: scheme.upperBound..<at.lowerBound)
+            else { return value.description }
+            return String(text[..<colon.upperBound]) + "***" + String(text[at.lowerBound...])
+        default:
+            return value.description
+        }
+    }
 
     /// Defaults only (plus dev mode when asked): what tests and benchmarks start from.
     public static func defaults(dev: Bool = false) -> ParleyConfig {
@@ -202,11 +237,18 @@ public struct ParleyConfig: Sendable {
         guard !keys.isEmpty else {
             throw ConfigError("no API keys configured: set auth.keys (or PARLEY_AUTH_KEYS=key:secret), or run with --dev")
         }
-        for (key, secret) in keys where secret.count < 6 && !(dev && key == Self.devAPIKey) {
-            throw ConfigError("auth.keys: the secret of \(key) is shorter than 6 characters")
+        // An HS256 secret shorter than its hash is open to an offline search from any token
+        // the server ever issued; dev mode's well-known key is for loopback and tests.
+        if !dev {
+            for (key, secret) in keys where secret.utf8.count < Self.minimumSecretBytes {
+                throw ConfigError(
+                    "auth.keys: the secret of \(key) is \(secret.utf8.count) bytes; at least \(Self.minimumSecretBytes) are needed (make one with `openssl rand -base64 32`)")
+            }
         }
         apiKeys = keys
         host = string("server.host")
+        if host.isEmpty { host = dev ? "127.0.0.1" : "0.0.0.0" }
+        values["server.host"] = .string(host)
         port = int("server.port")
         guard (0...65535).contains(port) else { throw ConfigError("server.port: \(port) is not a port number") }
         tlsPort = int("server.tlsPort")
@@ -250,6 +292,7 @@ public struct ParleyConfig: Sendable {
         roomMaxParticipants = int("room.maxParticipants")
         roomEmptyTimeout = duration("room.emptyTimeout")
         roomAutoCreate = bool("room.autoCreate")
+        roomAllowRemoteUnmute = bool("room.allowRemoteUnmute")
         roomAutoRecord = string("room.autoRecord")
         guard ["", "tracks", "mix", "both"].contains(roomAutoRecord) else {
             throw ConfigError("room.autoRecord: expected tracks, mix, both or empty, got \(roomAutoRecord)")

@@ -195,6 +195,13 @@ function enterCall() {
   room.on("roomClosed", ({ reason }) => leaveCall(`room closed: ${reason}`));
   room.on("left", ({ reason }) => leaveCall(`left: ${reason}`));
   room.on("localTrackPublished", () => { renderControls(); renderLocalTile(); });
+  room.on("localTrackMuted", ({ byServer, muted, track }) => {
+    renderControls();
+    renderLocalTile();
+    if (byServer) $("mediaStatus").textContent = `${track.kind === "audio" ? "Your microphone" : "Your camera"} was ${muted ? "muted" : "unmuted"} by the host`;
+  });
+  // The SDK gave up (the token expired, the room is now full): say why instead of a dead call.
+  room.on("disconnected", ({ reason, error }) => { if (reason && room) leaveCall(`disconnected: ${error ? error.message : reason}`); });
   room.on("localTrackUnpublished", () => { renderControls(); renderLocalTile(); });
   room.on("error", (error) => console.warn("parley", error.code, error.message));
   layoutTiles();

@@ -131,6 +131,26 @@ extension Room {
         return setMuted(participant: participant, trackIndex: index, muted: muted)
     }
 
+    /// The admin API's mute: as the participant's own, and the participant hears of it too, so
+    /// its client shows the track muted. `trackSid` may also be a source (`microphone`, `camera`,
+    /// `screen_share`) or a kind (`audio`, `video`): the participant's first such track.
+    public func setMuted(_ muted: Bool, track trackSid: String, ofIdentity identity: String) throws(ProtocolError) -> TrackMuted {
+        guard let participant = findParticipant(identity: identity) else {
+            throw ProtocolError(.notFound, "no participant \(identity) in room \(name)")
+        }
+        let tracks = participant.media.tracks
+        guard let index = tracks.firstIndex(where: { $0.sid == trackSid })
+            ?? tracks.firstIndex(where: { $0.source == trackSid })
+            ?? tracks.firstIndex(where: { $0.kind == trackSid })
+        else {
+            throw ProtocolError(.notFound, "participant \(identity) has no track \(trackSid)")
+        }
+        let event = setMuted(participant: participant, trackIndex: index, muted: muted)
+        deliver(codec.encode(event), to: participant)
+        logger.info("track muted by the admin API", metadata: ["participant": "\(participant.sid)", "track": "\(event.track)", "muted": "\(muted)"])
+        return event
+    }
+
     /// Mutes or unmutes a participant's track. The others get `track.muted` when it changed; the
     /// event is returned for the participant (with its request's id, or as an event).
     func setMuted(participant: Participant, trackIndex index: Int, muted: Bool) -> TrackMuted {

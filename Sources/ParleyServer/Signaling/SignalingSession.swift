@@ -14,7 +14,7 @@ struct SignalingSession {
     let services: RoomServices
     let sessions: SessionCounter
     /// In a cluster, how to reach a room held by another node, and the query to pass on.
-    var relay: (relay: SignalingRelay, query: String)?
+    var relay: (relay: SignalingRelay, query: String, token: String)?
     let codec = SignalCodec()
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
@@ -79,7 +79,7 @@ struct SignalingSession {
                 guard let relay else { throw ProtocolError(.unavailable, "room \(roomName) lives on node \(node)") }
                 logger[metadataKey: "room"] = "\(roomName)"
                 logger.info("relaying signaling", metadata: ["owner": "\(node)"])
-                await relay.relay.run(to: (node, url), query: relay.query, inbound: inbound, connection: connection, logger: logger)
+                await relay.relay.run(to: (node, url), query: relay.query, token: relay.token, inbound: inbound, connection: connection, logger: logger)
                 return
             }
             sid = try await room.join(claims: claims, resume: resume, connection: connection)

@@ -111,12 +111,15 @@ export interface RoomEvents {
   mediaConnectionStateChanged: { target: "publisher" | "subscriber"; state: RTCPeerConnectionState };
   localTrackPublished: LocalTrack;
   localTrackUnpublished: LocalTrack;
-  localTrackMuted: { track: LocalTrack; muted: boolean };
+  /** `byServer`: the room's host muted (or unmuted) it through the admin API. */
+  localTrackMuted: { track: LocalTrack; muted: boolean; byServer?: boolean };
   deviceSwitched: { track: LocalTrack; deviceId: string };
   roomClosed: { reason: string };
   /** This participant was removed (kicked, replaced by the same identity elsewhere). */
   left: { reason: string };
-  disconnected: {};
+  /** Left, or given up: `reason` is the code of a refusal no retry can fix (the token expired
+   *  or was revoked: unauthorized, forbidden; room_full; not_found). */
+  disconnected: { reason?: string; error?: ParleyError };
   error: ParleyError;
 }
 

@@ -124,7 +124,18 @@ export class Room extends Emitter {
   #signalingURL(resume) {
     const base = this.#movedTo || this.#url;
     const ws = base.replace(/^http/, "ws");
-    return `${ws}/v1/rtc?token=${encodeURIComponent(this.#token)}` + (resume ? `&resume=${encodeURIComponent(resume)}` : "");
+    // The token goes as a subprotocol, not in the URL: URLs end up in proxies' logs. Only a
+    // token a subprotocol can carry (a JWT can) goes that way.
+    const query = [];
+    if (!this.#tokenAsSubprotocol()) query.push(`token=${encodeURIComponent(this.#token)}`);
+    if (resume) query.push(`resume=${encodeURIComponent(resume)}`);
+    return `${ws}/v1/rtc` + (query.length ? `?${query.join("&")}` : "");
+  }
+
+  #tokenAsSubprotocol() { return /^[A-Za-z0-9._~-]+$/.test(this.#token); }
+
+  #subprotocols() {
+    return this.#tokenAsSubprotocol() ? ["parley", `access_token.${this.#token}`] : [];
   }
 
   #setState(state) {
@@ -135,7 +146,7 @@ export class Room extends Emitter {
 
   #open(resume) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.#signalingURL(resume));
+      const ws = new WebSocket(this.#signalingURL(resume), this.#subprotocols());
       this.#ws = ws;
       let joined = false;
       // A room that refuses the join (full, say) says why in an error frame, then closes.
@@ -169,7 +180,7 @@ export class Room extends Emitter {
   async #refusal(event) {
     try {
       const base = (this.#movedTo || this.#url).replace(/^ws/, "http");
-      const res = await fetch(`${base}/v1/rtc?token=${encodeURIComponent(this.#token)}`);
+      const res = await fetch(`${base}/v1/rtc`, { headers: { Authorization: `Bearer ${this.#token}` } });
       const body = await res.json();
       if (body && body.error && res.status !== 400) return new ParleyError(body.error.code, body.error.message, res.status);
     } catch { /* the server is unreachable */ }
@@ -321,6 +332,17 @@ export class Room extends Emitter {
         break;
       }
       case "track.muted": {
+        // One of ours, muted or unmuted by the server (the admin API): follow it, so the page
+        // shows it and stops sending what nobody receives.
+        if (this.localParticipant && message.participant === this.localParticipant.sid) {
+          const local = this.#local.find((l) => l.sid === message.track);
+          if (local && local.muted !== message.muted) {
+            local.muted = message.muted;
+            local.mediaStreamTrack.enabled = !message.muted;
+            this.emit("localTrackMuted", { track: local, muted: message.muted, byServer: true });
+          }
+          break;
+        }
         const p = this.participants.get(message.participant);
         const track = p && p.tracks.get(message.track);
         if (track) track.muted = message.muted;
