@@ -92,6 +92,15 @@ public final class RecordingSession: @unchecked Sendable {
     public var activeFiles: [String] { tracks.values.map(\.name).sorted() }
 
     /// Starts recording a track (idempotent); false when its codec is not recordable.
+    /// Letters, digits, `-` and `_` of `text`, others as `_`, at most 64: never a path separator,
+    /// `..` or an empty name.
+    static func safeFileComponent(_ text: String) -> String {
+        let safe = String(text.unicodeScalars.prefix(64).map { scalar -> Character in
+            scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || scalar == "-" || scalar == "_") ? Character(scalar) : "_"
+        })
+        return safe.isEmpty ? "_" : safe
+    }
+
     @discardableResult
     public func addTrack(_ info: TrackInfo) -> Bool {
         if mix != nil, info.codec == "opus", feeds[info.trackSid] == nil { feeds[info.trackSid] = MixFeed(startedAt: startedAt) }
@@ -103,7 +112,10 @@ public final class RecordingSession: @unchecked Sendable {
         case "h264": (format, fileExtension) = ("matroska/h264", "mkv")
         default: return false
         }
-        var name = "\(info.participantSid)_\(info.trackSid)_\(info.kind).\(fileExtension)"
+        // The sids may come from a server we do not trust (`parley record` names files after
+        // the msid it was sent): only safe characters reach the file system.
+        let parts = [info.participantSid, info.trackSid, info.kind].map(Self.safeFileComponent)
+        var name = parts.joined(separator: "_") + ".\(fileExtension)"
         while usedNames.contains(name) { name = "\(UUID().uuidString.prefix(4))_" + name }
         usedNames.insert(name)
         let track = Track(
