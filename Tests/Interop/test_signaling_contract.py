@@ -843,6 +843,29 @@ def test_admin_participants_and_kick(server):
     run(server, body)
 
 
+def test_a_kick_with_a_ban_keeps_the_identity_out_until_it_ends(server):
+    async def body(pool):
+        alice = await pool.open("alice", "r")
+        bob = await pool.open("bob", "r")
+        await alice.expect("participant.joined")
+        assert server.admin("DELETE", "/v1/rooms/r/participants/bob?ban=forever").status == 400
+        r = server.admin("DELETE", "/v1/rooms/r/participants/bob?ban=3s")
+        assert r.status == 204, r
+        await bob.expect_close()
+        # The same token again, at once: refused, saying for how long.
+        again = await pool.open("bob", "r", expect_joined=False)
+        code, frames = await again.expect_close()
+        assert frames and frames[0]["type"] == "error" and frames[0]["code"] == "forbidden", frames
+        assert "may join again in" in frames[0]["message"], frames
+        # Another room is not banned; after the ban the identity joins.
+        await pool.open("bob", "elsewhere")
+        await asyncio.sleep(3.2)
+        back = await pool.open("bob", "r")
+        assert back.joined["participant"]["identity"] == "bob"
+
+    run(server, body)
+
+
 def test_admin_messages_and_system_message(server):
     async def body(pool):
         alice = await pool.open("alice", "r")

@@ -67,7 +67,16 @@ struct APIRoutes: Sendable {
             let room = try roomName(context)
             try await auth.require(request, room: room)
             let identity = try parameter("identity", context)
-            guard try await open(room).kick(identity: identity) else {
+            // `?ban=10m`: the identity may not join again for that long (a kick alone is undone
+            // by rejoining with the same token).
+            var ban: Duration?
+            if let text = request.uri.queryParameters.get("ban") {
+                guard let parsed = DurationText.parse(String(text)), parsed > .zero, parsed <= .seconds(30 * 86_400) else {
+                    throw APIError(.badRequest, "ban must be a duration from 1s to 30d, such as 10m")
+                }
+                ban = parsed
+            }
+            guard try await open(room).kick(identity: identity, banFor: ban) else {
                 throw APIError(.notFound, "no participant \(identity) in room \(room)")
             }
             return Response(status: .noContent)

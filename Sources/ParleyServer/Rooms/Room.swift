@@ -120,6 +120,9 @@ public actor Room {
     /// still held for this identity. `joined` is the first frame the connection gets.
     public func join(claims: AccessClaims, resume: String?, connection: any ParticipantChannel) async throws(ProtocolError) -> String {
         guard !closed else { throw ProtocolError(.notFound, "room \(name) is closed") }
+        if let remaining = services.bans.remaining(claims.identity, in: name, now: services.clock.now()) {
+            throw ProtocolError(.forbidden, "\(claims.identity) was removed from room \(name) and may join again in \(remaining.components.seconds + 1) s")
+        }
         let now = services.clock.wallMilliseconds()
         let participant: Participant
         let resumed: Bool
@@ -209,9 +212,14 @@ public actor Room {
         participant.connection?.close(.normal("left"))
     }
 
-    /// The admin API removed a participant.
-    public func kick(identity: String) -> Bool {
-        guard let participant = findParticipant(identity: identity) else { return false }
+    /// The admin API removed a participant; with `banFor`, the identity may not join again (nor
+    /// resume) for that long.
+    public func kick(identity: String, banFor: Duration? = nil) -> Bool {
+        if let banFor, banFor > .zero {
+            let now = services.clock.now()
+            services.bans.ban(identity, from: name, until: now + banFor, now: now)
+        }
+        guard let participant = findParticipant(identity: identity) else { return banFor != nil && banFor! > .zero }
         remove(participant, reason: .kicked, notifySelf: true)
         return true
     }

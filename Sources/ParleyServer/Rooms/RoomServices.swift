@@ -1,5 +1,6 @@
 import Auth
 import Logging
+import NIOConcurrencyHelpers
 import ParleyProtocol
 import Store
 import WebRTC
@@ -32,6 +33,8 @@ public struct RoomServices: Sendable {
     public var recordings: RecordingLog?
     /// Where rooms report what happens in them (webhooks and a cluster subscribe).
     public var events: RoomEvents
+    /// Identities kicked with a ban, kept outside the rooms so a ban outlives an emptied room.
+    public var bans = RoomBans()
 
     public init(
         config: ParleyConfig, chat: any ChatRepository, clock: any ServerClock, ids: IDGenerator,
@@ -50,6 +53,34 @@ public struct RoomServices: Sendable {
         self.iceServers = iceServers
         self.recordings = recordings.map(RecordingLog.init)
         self.events = events
+    }
+}
+
+/// Who may not join a room again until when: a kick with a ban is not undone by an instant rejoin
+/// with the same token. Times are the server clock's; expired bans go as they are looked at.
+public final class RoomBans: Sendable {
+    private let bans = NIOLockedValueBox<[String: Duration]>([:])
+
+    public init() {}
+
+    private static func key(_ room: String, _ identity: String) -> String { room + "\u{0}" + identity }
+
+    public func ban(_ identity: String, from room: String, until: Duration, now: Duration) {
+        bans.withLockedValue { bans in
+            bans[Self.key(room, identity)] = until
+            // Bounded by the live bans: past a thousand, each new one sweeps the expired.
+            if bans.count > 1024 { bans = bans.filter { $0.value > now } }
+        }
+    }
+
+    /// How long `identity` stays banned from `room`, nil when it may join.
+    public func remaining(_ identity: String, in room: String, now: Duration) -> Duration? {
+        bans.withLockedValue { bans in
+            let key = Self.key(room, identity)
+            guard let until = bans[key] else { return nil }
+            if until <= now { bans[key] = nil; return nil }
+            return until - now
+        }
     }
 }
 
