@@ -451,6 +451,36 @@ def test_chat_requires_chat_grant(server):
     run(server, body)
 
 
+@pytest.mark.parley_set({"signaling.rateLimit.burst": "10", "signaling.rateLimit.perSecond": "0.5"})
+def test_malformed_frames_count_against_the_rate_and_a_resume_does_not_refill_it(server):
+    async def body(pool):
+        a = await pool.open("alice", "r")
+        for _ in range(10):
+            await a.send("{not json")
+        for _ in range(10):
+            await a.error("bad_request")
+        # The bucket is empty: a good request is refused, naming its id.
+        e = await a.call("ping", id="late-ping")
+        assert (e["type"], e["code"], e["re"]) == ("error", "rate_limited", "late-ping"), e
+        # Dropping the connection and resuming does not refill it.
+        sid = a.sid
+        a.drop()
+        b = await pool.open("alice", "r", resume=sid)
+        assert b.joined["resumed"] is True
+        e = await b.call("ping", id="after-resume")
+        assert (e["code"], e["re"]) == ("rate_limited", "after-resume"), e
+        # A client that goes on regardless is closed.
+        for i in range(12):
+            try:
+                await b.send({"type": "ping", "id": f"flood-{i}"})
+            except Exception:
+                break
+        code, frames = await b.expect_close()
+        assert code == 1008, (code, frames)
+
+    run(server, body)
+
+
 def test_chat_rate_limit(server):
     async def body(pool):
         a = await pool.open("alice", "r")

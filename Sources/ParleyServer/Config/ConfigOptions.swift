@@ -126,6 +126,7 @@ public enum ConfigOptions {
         .init(key: "signaling.rateLimit.burst", defaultValue: .int(100), help: "signaling messages a participant may send in a burst"),
         .init(key: "signaling.pingInterval", defaultValue: .duration(.seconds(30)), help: "WebSocket ping interval; a peer that misses a pong is dropped"),
         .init(key: "signaling.outboxLimit", defaultValue: .int(4096), help: "messages queued for a slow client before it is disconnected (it may resume)"),
+        .init(key: "signaling.outboxBytes", defaultValue: .int(4_194_304), help: "bytes queued for a slow client before it is disconnected (it may resume)"),
         .init(key: "chat.maxTextLength", defaultValue: .int(4000), help: "longest chat message, in characters"),
         .init(key: "chat.rateLimit.perSecond", defaultValue: .double(10), help: "chat messages a participant may send per second, sustained"),
         .init(key: "chat.rateLimit.burst", defaultValue: .int(20), help: "chat messages a participant may send in a burst"),

@@ -79,6 +79,7 @@ public struct ParleyConfig: Sendable {
     public var signalingRateLimit: RateLimit
     public var pingInterval: Duration
     public var outboxLimit: Int
+    public var outboxBytes: Int
     public var chatMaxTextLength: Int
     public var chatRateLimit: RateLimit
     public var chatHistoryOnJoin: Int
@@ -303,6 +304,7 @@ public struct ParleyConfig: Sendable {
         signalingRateLimit = RateLimit(perSecond: double("signaling.rateLimit.perSecond"), burst: int("signaling.rateLimit.burst"))
         pingInterval = duration("signaling.pingInterval")
         outboxLimit = max(16, int("signaling.outboxLimit"))
+        outboxBytes = max(65_536, int("signaling.outboxBytes"))
         chatMaxTextLength = int("chat.maxTextLength")
         chatRateLimit = RateLimit(perSecond: double("chat.rateLimit.perSecond"), burst: int("chat.rateLimit.burst"))
         chatHistoryOnJoin = int("chat.historyOnJoin")

@@ -15,11 +15,17 @@ public final class SignalingConnection: ParticipantChannel {
 
     private static let counter = NIOLockedValueBox<UInt64>(0)
 
-    public init(limit: Int) {
+    /// Bytes queued and not yet written: bounded as well as the frames, as a few large frames
+    /// (chat history pages, offers) can hold as much memory as thousands of small ones.
+    private let queuedBytes = NIOLockedValueBox(0)
+    private let byteLimit: Int
+
+    public init(limit: Int, byteLimit: Int = .max) {
         id = Self.counter.withLockedValue { value in
             value += 1
             return value
         }
+        self.byteLimit = byteLimit
         (frames, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(limit))
     }
 
@@ -27,6 +33,16 @@ public final class SignalingConnection: ParticipantChannel {
     /// which case it is now closing.
     @discardableResult
     public func send(_ text: String) -> Bool {
+        let size = text.utf8.count
+        let overflows = queuedBytes.withLockedValue { queued in
+            guard queued + size <= byteLimit else { return true }
+            queued += size
+            return false
+        }
+        if overflows {
+            close(.overflow)
+            return false
+        }
         switch continuation.yield(text) {
         case .enqueued: return true
         case .dropped:
@@ -46,6 +62,14 @@ public final class SignalingConnection: ParticipantChannel {
     }
 
     public var requestedClose: CloseReason? { closeReason.withLockedValue { $0 } }
+
+    /// The writer took a frame off the queue.
+    func written(_ text: String) {
+        let size = text.utf8.count
+        queuedBytes.withLockedValue { $0 -= size }
+    }
+
+    public var bytesQueued: Int { queuedBytes.withLockedValue { $0 } }
 
     /// The WebSocket close code and reason to send for the close that was requested.
     var closeFrame: (WebSocketErrorCode, String?) {

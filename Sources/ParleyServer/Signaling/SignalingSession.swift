@@ -20,7 +20,7 @@ struct SignalingSession {
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
         let config = services.config
         let metrics = services.metrics
-        let connection = SignalingConnection(limit: config.outboxLimit)
+        let connection = SignalingConnection(limit: config.outboxLimit, byteLimit: config.outboxBytes)
         var logger = baseLogger
         logger[metadataKey: "identity"] = "\(claims.identity)"
         metrics.webSocketConnections.increment()
@@ -34,6 +34,7 @@ struct SignalingSession {
             // Writer: drains the outbox into the socket, then closes it as requested.
             group.addTask {
                 for await frame in connection.frames {
+                    connection.written(frame)
                     do { try await outbound.write(.text(frame)) } catch { break }
                 }
                 let (code, reason) = connection.closeFrame
@@ -108,9 +109,12 @@ struct SignalingSession {
         inbound: WebSocketInboundStream, room: Room, sid: String, connection: SignalingConnection, logger: Logger
     ) async -> Bool {
         let config = services.config
-        var bucket = TokenBucket(
+        var bucket = sessions.resumeBucket(of: sid) ?? TokenBucket(
             perSecond: config.signalingRateLimit.perSecond, burst: config.signalingRateLimit.burst,
             now: services.clock.now())
+        defer { sessions.holdBucket(bucket, of: sid, now: services.clock.now(), window: config.resumeWindow) }
+        // Messages refused for the rate in a row: a client that ignores the refusals is closed.
+        var refusedInARow = 0
         var message = ByteBuffer()
         var messageOpcode: WebSocketDataFrame.Opcode?
         var oversized = false
@@ -137,6 +141,20 @@ struct SignalingSession {
                 services.metrics.signalingMessages.increment()
 
                 if connection.requestedClose != nil { break }
+                // Every message counts against the rate, malformed or not: decoding and answering
+                // garbage costs as much as serving a request.
+                guard bucket.take(now: services.clock.now()) else {
+                    refusedInARow += 1
+                    if refusedInARow > config.signalingRateLimit.burst {
+                        logger.notice("signaling closed: the client ignores rate limiting")
+                        answer(ProtocolError(.rateLimited, "too many signaling messages; closing"), re: nil, connection)
+                        connection.close(.policy("rate_limited"))
+                        break
+                    }
+                    answer(ProtocolError(.rateLimited, "too many signaling messages; slow down"), re: Self.requestID(message), connection)
+                    continue
+                }
+                refusedInARow = 0
                 if oversized {
                     answer(ProtocolError(.tooLarge, "message exceeds \(config.maxMessageBytes) bytes"), re: nil, connection)
                     continue
@@ -150,10 +168,6 @@ struct SignalingSession {
                 case .failure(let failure):
                     answer(failure.error, re: failure.id, connection)
                 case .success(let (id, request)):
-                    guard bucket.take(now: services.clock.now()) else {
-                        answer(ProtocolError(.rateLimited, "too many signaling messages; slow down"), re: id, connection)
-                        continue
-                    }
                     if let error = await room.handle(request, id: id, from: sid) {
                         answer(error, re: id, connection)
                     }
@@ -165,6 +179,17 @@ struct SignalingSession {
         }
         // A slow client that overflowed its outbox may still resume, as may one whose socket dropped.
         return connection.requestedClose == nil || connection.requestedClose == .overflow
+    }
+
+    /// The `id` of a request refused unread, so the client can tell which one: a cheap scan for
+    /// `"id":"…"`, not a decode.
+    static func requestID(_ message: ByteBuffer) -> String? {
+        let text = String(decoding: message.readableBytesView.prefix(4096), as: UTF8.self)
+        guard let key = text.range(of: "\"id\""), let colon = text[key.upperBound...].firstIndex(of: ":") else { return nil }
+        let rest = text[text.index(after: colon)...].drop { $0 == " " }
+        guard rest.first == "\"", let end = rest.dropFirst().firstIndex(of: "\"") else { return nil }
+        let id = rest[rest.index(after: rest.startIndex)..<end]
+        return id.count <= 64 ? String(id) : nil
     }
 
     private func answer(_ error: ProtocolError, re: String?, _ connection: SignalingConnection) {
