@@ -109,6 +109,11 @@ struct Allowance {
         self.init(perSecond: bytesPerSecond, burst: max(64 * 1024, bytesPerSecond / 4), now: now)
     }
 
+    /// Refilled to its burst by `now`: the same as a fresh one, so it need not be kept.
+    func isFull(now: UInt64) -> Bool {
+        perNanosecond <= 0 || available + Double(now &- updatedAt) * perNanosecond >= burst
+    }
+
     mutating func take(_ amount: Int = 1, now: UInt64) -> Bool {
         guard perNanosecond > 0 else { return true }
         if now > updatedAt {
@@ -123,6 +128,37 @@ struct Allowance {
 
 /// Allocation counts across workers, for the total and per-user quotas. Touched only when an
 /// allocation is made or removed.
+/// TCP and TLS clients admitted, in total and per source address, across the workers (the kernel
+/// spreads one source's connections over them). Taken at accept and close, not per packet.
+final class StreamAdmission: Sendable {
+    private let counts = NIOLockedValueBox((total: 0, perSource: [IPAddress: Int]()))
+    let maxTotal: Int
+    let maxPerSource: Int
+
+    init(maxTotal: Int, maxPerSource: Int) {
+        self.maxTotal = maxTotal
+        self.maxPerSource = maxPerSource
+    }
+
+    func admit(_ source: IPAddress) -> Bool {
+        counts.withLockedValue { counts in
+            let mine = counts.perSource[source, default: 0]
+            guard counts.total < maxTotal, mine < maxPerSource else { return false }
+            counts.total += 1
+            counts.perSource[source] = mine + 1
+            return true
+        }
+    }
+
+    func release(_ source: IPAddress) {
+        counts.withLockedValue { counts in
+            counts.total = max(0, counts.total - 1)
+            let left = counts.perSource[source, default: 1] - 1
+            counts.perSource[source] = left > 0 ? left : nil
+        }
+    }
+}
+
 final class AllocationQuota: Sendable {
     private let counts = NIOLockedValueBox((total: 0, perUser: [String: Int]()))
     let maxTotal: Int

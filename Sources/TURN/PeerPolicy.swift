@@ -60,9 +60,14 @@ public struct PeerPolicy: Sendable {
     public static let deniedIPv4: [IPRange] = [
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
         "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
+        // TEST-NET-1, -2, -3 (documentation, never routed) and broadcast.
+        "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "255.255.255.255/32",
     ].map { IPRange($0)! }
     public static let deniedIPv6: [IPRange] = [
         "::/128", "::1/128", "fe80::/10", "fec0::/10", "fc00::/7", "ff00::/8", "100::/64",
+        // Teredo tunnels, the local-use NAT64 prefix (RFC 8215: the operator's own translator),
+        // and documentation.
+        "2001::/32", "64:ff9b:1::/48", "2001:db8::/32",
     ].map { IPRange($0)! }
 
     /// Ranges opened by `turn.allowedPeers`; they win over the deny lists.
@@ -80,7 +85,8 @@ public struct PeerPolicy: Sendable {
 
     /// The IPv4 address an IPv6 address stands for, when it embeds one that a stack may route
     /// to: IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, IPv4-translated
-    /// `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and 6to4 `2002:aabb:ccdd::`.
+    /// `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:aabb:ccdd::` and Teredo
+    /// `2001:0:server:flags:port:client` (the client's address inverted).
     public static func embeddedIPv4(_ address: IPAddress) -> IPAddress? {
         guard case .v6(let high, let low) = address else { return nil }
         let tail = IPAddress.v4(UInt32(truncatingIfNeeded: low))
@@ -93,6 +99,7 @@ public struct PeerPolicy: Sendable {
         }
         if high == 0x0064_FF9B_0000_0000, low >> 32 == 0 { return tail }
         if high >> 48 == 0x2002 { return .v4(UInt32(truncatingIfNeeded: high >> 16)) }
+        if high >> 32 == 0x2001_0000 { return .v4(~UInt32(truncatingIfNeeded: low)) }
         return nil
     }
 

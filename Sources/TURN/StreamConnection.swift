@@ -18,6 +18,8 @@ final class StreamConnection {
     /// Whether the engine waits for the socket to take more (EPOLLOUT armed).
     var waitsForWritable = false
     var isClosed = false
+    /// Since when the client has had no allocation (its accept, or its allocation's end).
+    var idleSince: UInt64 = 0
 
     /// What a client that does not read may have waiting before frames to it are dropped.
     static let maxOutbound = 512 * 1024

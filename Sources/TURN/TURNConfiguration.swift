@@ -19,6 +19,16 @@ public struct TURNConfiguration: Sendable {
     public var unauthenticatedBurst: Int
     public var policy: PeerPolicy
     public var software: String
+    /// Permissions one allocation may hold at once (CreatePermission beyond it: 508).
+    public var maxPermissionsPerAllocation = 100
+    /// TCP and TLS clients at once, and from one address.
+    public var maxStreamConnections = 10_000
+    public var maxStreamConnectionsPerSource = 64
+    /// A TCP client without an allocation is closed after this long (a connection that never
+    /// allocates only holds a descriptor).
+    public var streamIdleSeconds: UInt64 = 30
+    /// Sources tracked by the pre-authentication rate limit at most; past it the longest idle go.
+    public var maxRateLimitedSources = 100_000
 
     public static let permissionLifetimeSeconds: UInt64 = 300
     public static let channelLifetimeSeconds: UInt64 = 600
@@ -73,6 +83,11 @@ public struct TURNStatistics: Sendable, Equatable {
     public var sendFailures: UInt64 = 0
     /// TCP accepts put off for want of descriptors or memory (the listener rests a second).
     public var acceptsExhausted: UInt64 = 0
+    /// TCP and TLS connections refused by the caps (total or per source) and closed idle.
+    public var streamsRefused: UInt64 = 0
+    public var streamsClosedIdle: UInt64 = 0
+    /// CreatePermission and ChannelBind refused for the per-allocation cap.
+    public var permissionCapRefusals: UInt64 = 0
 
     public init() {}
 
@@ -80,6 +95,9 @@ public struct TURNStatistics: Sendable, Equatable {
         allocationsActive += other.allocationsActive
         tcpConnections += other.tcpConnections
         acceptsExhausted += other.acceptsExhausted
+        streamsRefused += other.streamsRefused
+        streamsClosedIdle += other.streamsClosedIdle
+        permissionCapRefusals += other.permissionCapRefusals
         allocationsCreated += other.allocationsCreated
         packetsToPeers += other.packetsToPeers
         bytesToPeers += other.bytesToPeers

@@ -65,12 +65,13 @@ public final class TURNServer: Sendable {
         for index in nonceKey.indices { nonceKey[index] = random.next() }
         let nonces = NonceIssuer(key: nonceKey, lifetimeSeconds: configuration.nonceLifetimeSeconds)
         let quota = AllocationQuota(maxTotal: configuration.maxAllocations, maxPerUser: configuration.maxAllocationsPerUser)
+        let admission = StreamAdmission(maxTotal: configuration.maxStreamConnections, maxPerSource: configuration.maxStreamConnectionsPerSource)
         var workers: [TURNWorker] = []
         for _ in loops {
             let engine = try UDPEngine(now: now)
             let worker = TURNWorker(
-                engine: engine, configuration: configuration, nonces: nonces, quota: quota, reservations: reservations, now: now,
-                unixTime: unixTime)
+                engine: engine, configuration: configuration, nonces: nonces, quota: quota, reservations: reservations,
+                admission: admission, now: now, unixTime: unixTime)
             worker.attach()
             workers.append(worker)
         }
@@ -167,6 +168,10 @@ public final class TURNServer: Sendable {
                         throw ChannelError.inappropriateOperationForState
                     }
                     let worker = workers[Int(remote.port) % workers.count]
+                    guard worker.admission.admit(remote.ip) else {
+                        worker.engine.execute { worker.statistics.streamsRefused += 1 }
+                        throw ChannelError.inappropriateOperationForState
+                    }
                     let key = ClientKey(transport: .tcp, client: remote, server: address)
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(STUNStreamDecoder()))
@@ -225,6 +230,7 @@ final class TLSClientHandler: ChannelInboundHandler, @unchecked Sendable {
         // allocation they touch is not ended under them.
         if !frames.isEmpty { handOver(channel: context.channel) }
         let (worker, key) = (self.worker, self.key)
+        worker.admission.release(key.client.ip)
         worker.engine.execute {
             worker.statistics.tcpConnections -= 1
             worker.connectionClosed(key)

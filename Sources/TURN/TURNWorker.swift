@@ -17,6 +17,9 @@ final class TURNWorker: @unchecked Sendable {
     let nonces: NonceIssuer
     let quota: AllocationQuota
     let reservations: PortReservations
+    let admission: StreamAdmission
+    /// The TCP clients of this worker's engine, for the idle sweep.
+    private var streams: [ObjectIdentifier: StreamConnection] = [:]
     /// Monotonic nanoseconds, and wall-clock seconds for nonces and REST expiries; both injected.
     let now: @Sendable () -> UInt64
     let unixTime: @Sendable () -> UInt64
@@ -37,8 +40,10 @@ final class TURNWorker: @unchecked Sendable {
 
     init(
         engine: UDPEngine, configuration: TURNConfiguration, nonces: NonceIssuer, quota: AllocationQuota,
-        reservations: PortReservations, now: @escaping @Sendable () -> UInt64, unixTime: @escaping @Sendable () -> UInt64
+        reservations: PortReservations, admission: StreamAdmission, now: @escaping @Sendable () -> UInt64,
+        unixTime: @escaping @Sendable () -> UInt64
     ) {
+        self.admission = admission
         self.engine = engine
         self.configuration = configuration
         self.nonces = nonces
@@ -53,8 +58,15 @@ final class TURNWorker: @unchecked Sendable {
         engine.onTick = { [unowned self] now in tick(now: now) }
         engine.onRoundEnd = { [unowned self] in flushChannels() }
         engine.handleStreamAccepted = { [unowned self] fd, client, server in
+            guard admission.admit(client.ip) else {
+                statistics.streamsRefused += 1
+                return nil
+            }
             statistics.tcpConnections += 1
-            return StreamConnection(fd: fd, key: ClientKey(transport: .tcp, client: client, server: server))
+            let connection = StreamConnection(fd: fd, key: ClientKey(transport: .tcp, client: client, server: server))
+            connection.idleSince = now()
+            streams[ObjectIdentifier(connection)] = connection
+            return connection
         }
         engine.onAcceptExhausted = { [unowned self] in statistics.acceptsExhausted += 1 }
         engine.handleStreamFrame = { [unowned self] connection, frame in
@@ -62,6 +74,8 @@ final class TURNWorker: @unchecked Sendable {
         }
         engine.handleStreamClosed = { [unowned self] connection, malformed in
             statistics.tcpConnections -= 1
+            admission.release(connection.key.client.ip)
+            streams[ObjectIdentifier(connection)] = nil
             if malformed { statistics.droppedMalformed += 1 }
             connectionClosed(connection.key)
         }
@@ -98,7 +112,13 @@ final class TURNWorker: @unchecked Sendable {
             }
         }
         reservations.expire(now: now)
-        if unauthenticated.count > 10_000 { unauthenticated.removeAll(keepingCapacity: true) }
+        // A refilled allowance is the same as none: the table keeps only sources seen lately.
+        unauthenticated = unauthenticated.filter { !$0.value.isFull(now: now) }
+        let idleLimit = configuration.streamIdleSeconds * 1_000_000_000
+        for connection in Array(streams.values) where allocations[connection.key] == nil && now &- connection.idleSince > idleLimit {
+            statistics.streamsClosedIdle += 1
+            engine.closeStream(connection, malformed: false)
+        }
     }
 
     // MARK: From clients
@@ -331,6 +351,13 @@ final class TURNWorker: @unchecked Sendable {
         guard let peers = request.message.xorAddresses(.xorPeerAddress), !peers.isEmpty else {
             return reject(request.message, 400, "XOR-PEER-ADDRESS is required", link: request.link, key: request.integrityKey)
         }
+        let added = Set(peers.map(\.ip)).subtracting(allocation.permissions.keys).count
+        guard allocation.permissions.count + added <= configuration.maxPermissionsPerAllocation else {
+            statistics.permissionCapRefusals += 1
+            return reject(
+                request.message, 508, "Insufficient Capacity: at most \(configuration.maxPermissionsPerAllocation) permissions per allocation",
+                link: request.link, key: request.integrityKey)
+        }
         var decisions: [(IPAddress, PeerPolicy.Decision)] = []
         for peer in peers {
             guard peer.ip.isIPv4 == allocation.relayed.ip.isIPv4 else {
@@ -371,6 +398,12 @@ final class TURNWorker: @unchecked Sendable {
         if let other = allocation.channelByPeer[peer], other != number {
             return reject(message, 400, "\(peer) is bound to another channel", link: request.link, key: request.integrityKey)
         }
+        if allocation.permissions[peer.ip] == nil, allocation.permissions.count >= configuration.maxPermissionsPerAllocation {
+            statistics.permissionCapRefusals += 1
+            return reject(
+                message, 508, "Insufficient Capacity: at most \(configuration.maxPermissionsPerAllocation) permissions per allocation",
+                link: request.link, key: request.integrityKey)
+        }
         let now = now()
         allocation.channels[number] = .init(
             peer: peer, socketAddress: RawSocketAddress(peer), expiresAt: now + TURNConfiguration.channelLifetimeSeconds * 1_000_000_000)
@@ -384,6 +417,8 @@ final class TURNWorker: @unchecked Sendable {
     private func remove(_ allocation: Allocation) {
         guard allocations[allocation.key] === allocation else { return }
         allocations[allocation.key] = nil
+        // A TCP client without its allocation starts its idle time again.
+        if case .stream(let connection) = allocation.link { connection.idleSince = now() }
         engine.unregister(allocation.relaySocket)
         quota.release(allocation.identity)
     }
@@ -499,6 +534,12 @@ final class TURNWorker: @unchecked Sendable {
 
     private func takeUnauthenticated(_ ip: IPAddress) -> Bool {
         let now = now()
+        if unauthenticated[ip] == nil, unauthenticated.count >= configuration.maxRateLimitedSources {
+            // A flood of sources (spoofed, most likely): the tenth idle longest go, not the
+            // whole table, so the sources being limited stay limited.
+            let oldest = unauthenticated.sorted { $0.value.updatedAt < $1.value.updatedAt }.prefix(max(1, unauthenticated.count / 10))
+            for (source, _) in oldest { unauthenticated[source] = nil }
+        }
         var allowance = unauthenticated[ip] ?? Allowance(
             perSecond: configuration.unauthenticatedPerSecond, burst: Double(configuration.unauthenticatedBurst), now: now)
         let taken = allowance.take(now: now)

@@ -14,6 +14,9 @@ import Testing
         "::ffff:127.0.0.1", "::ffff:0.0.0.0", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::ffff:192.168.0.1",
         "::127.0.0.1", "::ffff:0:127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a00:1", "2002:7f00:1::1", "2002:c0a8:101::",
         "::ffff:7f00:1", "0:0:0:0:0:ffff:127.0.0.1",
+        // Teredo, the local-use NAT64 prefix, documentation and TEST-NET ranges, broadcast
+        "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "64:ff9b:1::1", "64:ff9b:1:ffff::a00:1", "2001:db8::1",
+        "192.0.2.1", "198.51.100.7", "203.0.113.200", "255.255.255.255",
     ])
     func deniedByDefault(_ text: String) throws {
         let address = try #require(IPAddress(text))
@@ -23,6 +26,16 @@ import Testing
     @Test(arguments: ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808"])
     func publicAddressesAreAllowed(_ text: String) throws {
         #expect(policy.decision(for: try #require(IPAddress(text))) == .allowed)
+    }
+
+    /// A Teredo address carries its client's IPv4 (inverted) in its last 32 bits: an operator who
+    /// opens Teredo still cannot reach a denied IPv4 through it.
+    @Test func theIPv4InsideATeredoAddressIsCheckedAgainstTheIPv4Rules() throws {
+        let teredo = PeerPolicy(allowed: [try #require(IPRange("2001::/32"))])
+        // Client 8.8.8.8 inverted is f7f7:f7f7; client 127.0.0.1 inverted is 80ff:fffe.
+        #expect(teredo.decision(for: try #require(IPAddress("2001:0:4136:e378:8000:63bf:f7f7:f7f7"))) == .allowed)
+        #expect(teredo.decision(for: try #require(IPAddress("2001:0:4136:e378:8000:63bf:80ff:fffe"))) == .denied)
+        #expect(PeerPolicy.embeddedIPv4(try #require(IPAddress("2001:0:4136:e378:8000:63bf:80ff:fffe"))) == IPAddress("127.0.0.1"))
     }
 
     @Test func allowedRangesOpenAddressesAndTheirMappedForms() throws {
@@ -128,5 +141,18 @@ import Testing
         #expect(configuration.lifetime(requested: 30) == 600)
         #expect(configuration.lifetime(requested: 1200) == 1200)
         #expect(configuration.lifetime(requested: 99999) == 3600)
+    }
+}
+
+/// The pre-authentication rate table forgets a source once its allowance has refilled: such an
+/// entry is the same as none, so the table holds only the sources seen lately.
+@Suite struct AllowanceTests {
+    @Test func aRefilledAllowanceIsFullAndCanBeForgotten() {
+        var allowance = Allowance(perSecond: 20, burst: 40, now: 0)
+        #expect(allowance.isFull(now: 0))
+        let taken = (0..<41).filter { _ in allowance.take(now: 0) }.count
+        #expect(taken == 40)
+        #expect(!allowance.isFull(now: 1_000_000_000), "20 of 40 back after a second")
+        #expect(allowance.isFull(now: 2_000_000_000))
     }
 }

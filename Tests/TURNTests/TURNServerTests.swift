@@ -43,10 +43,13 @@ final class UDPTestClient {
     let monotonic = NIOLockedValueBox<UInt64>(1_000_000_000)
     let wall = NIOLockedValueBox<UInt64>(1_700_000_000)
 
-    func withServer(_ body: (TURNServer, UDPTestClient) async throws -> Void) async throws {
+    func withServer(
+        configure: (inout TURNConfiguration) -> Void = { _ in }, _ body: (TURNServer, UDPTestClient) async throws -> Void
+    ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let configuration = TURNConfiguration(
+        var configuration = TURNConfiguration(
             credentials: TURNCredentials(realm: "parley", sharedSecret: [], staticUsers: [Self.user: Self.password]))
+        configure(&configuration)
         let monotonic = self.monotonic, wall = self.wall
         let server = TURNServer(
             configuration: configuration, group: group, now: { monotonic.withLockedValue { $0 } },
@@ -64,9 +67,12 @@ final class UDPTestClient {
         try await group.shutdownGracefully()
     }
 
-    func request(_ method: STUNMethod, nonce: String, lifetime: UInt32? = nil, transport: Bool = false) -> [UInt8] {
+    func request(
+        _ method: STUNMethod, nonce: String, lifetime: UInt32? = nil, transport: Bool = false, peers: [TransportAddress] = []
+    ) -> [UInt8] {
         var builder = STUNMessageBuilder(type: STUNMessageType(method: method, class: .request), transactionID: .random())
         if transport { builder.append(.requestedTransport, [17, 0, 0, 0]) }
+        for peer in peers { builder.append(.xorPeerAddress, xorAddress: peer) }
         if let lifetime { builder.append(.lifetime, uint32: lifetime) }
         builder.append(.username, string: Self.user)
         builder.append(.realm, string: "parley")
@@ -106,6 +112,68 @@ final class UDPTestClient {
             let gone = try client.exchange(request(.refresh, nonce: nonce, lifetime: 600))
             #expect(gone.errorCode?.code == 437)
         }
+    }
+
+    @Test func anAllocationHoldsAtMostItsCapOfPermissions() async throws {
+        try await withServer(configure: { $0.maxPermissionsPerAllocation = 3 }) { server, client in
+            let nonce = try nonce(from: client)
+            #expect(try client.exchange(request(.allocate, nonce: nonce, transport: true)).type.messageClass == .successResponse)
+            let peers = (1...4).map { TransportAddress(ip: IPAddress("203.0.114.\($0)")!, port: 4000) }
+            let two = try client.exchange(request(.createPermission, nonce: nonce, peers: Array(peers[..<2])))
+            #expect(two.type.messageClass == .successResponse)
+            // The same two again and a third: three in all, allowed.
+            #expect(try client.exchange(request(.createPermission, nonce: nonce, peers: Array(peers[..<3]))).type.messageClass == .successResponse)
+            let fourth = try client.exchange(request(.createPermission, nonce: nonce, peers: [peers[3]]))
+            #expect(fourth.errorCode?.code == 508)
+            #expect(try client.exchange(request(.channelBind, nonce: nonce, peers: [peers[3]])).errorCode?.code != nil)
+            #expect(await server.statistics().permissionCapRefusals >= 1)
+            // Once the permissions expire, there is room again.
+            monotonic.withLockedValue { $0 += 301 * 1_000_000_000 }
+            await server.tickAll()
+            #expect(try client.exchange(request(.createPermission, nonce: nonce, peers: [peers[3]])).type.messageClass == .successResponse)
+        }
+    }
+
+    @Test func aTCPClientThatNeverAllocatesIsClosedAfterTheIdleTimeout() async throws {
+        try await withServer(configure: { $0.streamIdleSeconds = 30 }) { server, _ in
+            let port = UInt16(try #require(server.boundPort))
+            let idle = try TCPTestClient(port: port)
+            try await waitFor { await server.statistics().tcpConnections == 1 }
+            monotonic.withLockedValue { $0 += 29 * 1_000_000_000 }
+            await server.tickAll()
+            #expect(await server.statistics().tcpConnections == 1, "not yet")
+            monotonic.withLockedValue { $0 += 2 * 1_000_000_000 }
+            await server.tickAll()
+            #expect(try idle.readMessage() == nil, "closed by the server")
+            let statistics = await server.statistics()
+            #expect(statistics.streamsClosedIdle == 1 && statistics.tcpConnections == 0)
+        }
+    }
+
+    @Test func tcpConnectionsAreCappedPerSource() async throws {
+        try await withServer(configure: { $0.maxStreamConnectionsPerSource = 2 }) { server, _ in
+            let port = UInt16(try #require(server.boundPort))
+            let first = try TCPTestClient(port: port), second = try TCPTestClient(port: port)
+            try await waitFor { await server.statistics().tcpConnections == 2 }
+            let third = try TCPTestClient(port: port)
+            #expect(try third.readMessage() == nil, "the third from one address is closed at once")
+            #expect(await server.statistics().streamsRefused == 1)
+            // One leaves: room for another.
+            _ = first
+            shutdown(second.descriptor, Int32(SHUT_RDWR))
+            try await waitFor { await server.statistics().tcpConnections == 1 }
+            let fourth = try TCPTestClient(port: port)
+            try await waitFor { await server.statistics().tcpConnections == 2 }
+            _ = fourth
+        }
+    }
+
+    func waitFor(_ condition: () async -> Bool) async throws {
+        for _ in 0..<200 {
+            if await condition() { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("condition not met in 2 s")
     }
 
     @Test func aNonceGoesStaleAfterItsLifetime() async throws {

@@ -164,6 +164,10 @@ public enum ConfigOptions {
         .init(key: "turn.userQuota", defaultValue: .int(10), help: "allocations at once per user (REST identity or static user); 0 means no cap"),
         .init(key: "turn.maxBitrate", defaultValue: .int(20_000_000), help: "bits per second one allocation may relay, both directions; 0 means no cap"),
         .init(key: "turn.rateLimit.perSecond", defaultValue: .double(20), help: "requests without valid credentials answered per client address per second"),
+        .init(key: "turn.maxPermissions", defaultValue: .int(100), help: "permissions one allocation may hold at once (CreatePermission past it gets 508)"),
+        .init(key: "turn.tcp.maxConnections", defaultValue: .int(10_000), help: "TURN clients over TCP and TLS at once"),
+        .init(key: "turn.tcp.maxConnectionsPerSource", defaultValue: .int(64), help: "TURN clients over TCP and TLS at once from one address"),
+        .init(key: "turn.tcp.idleTimeout", defaultValue: .duration(.seconds(30)), help: "a TURN client over TCP without an allocation is closed after this long"),
         .init(key: "turn.rateLimit.burst", defaultValue: .int(40), help: "requests without valid credentials answered per client address in a burst"),
     ]
 

@@ -116,16 +116,25 @@ public struct ParleyConfig: Sendable {
         public var userQuota: Int
         public var maxBitrate: Int
         public var rateLimit: RateLimit
+        public var maxPermissions = 100
+        public var tcpMaxConnections = 10_000
+        public var tcpMaxConnectionsPerSource = 64
+        public var tcpIdleTimeout: Duration = .seconds(30)
 
         /// The server's settings, with `secret` (this one, or the one made at start).
         public func configuration(secret: [UInt8]) -> TURNConfiguration {
-            TURNConfiguration(
+            var configuration = TURNConfiguration(
                 credentials: TURNCredentials(realm: realm, sharedSecret: secret, staticUsers: users),
                 nonceLifetimeSeconds: UInt64(nonceLifetime.components.seconds),
                 defaultLifetimeSeconds: UInt32(defaultLifetime.components.seconds),
                 maxLifetimeSeconds: UInt32(maxLifetime.components.seconds), relayPorts: relayPorts, maxAllocations: maxAllocations,
                 maxAllocationsPerUser: userQuota, maxBitratePerAllocation: maxBitrate, unauthenticatedPerSecond: rateLimit.perSecond,
                 unauthenticatedBurst: rateLimit.burst, policy: PeerPolicy(allowed: allowedPeers, extraDenied: deniedPeers))
+            configuration.maxPermissionsPerAllocation = maxPermissions
+            configuration.maxStreamConnections = tcpMaxConnections
+            configuration.maxStreamConnectionsPerSource = tcpMaxConnectionsPerSource
+            configuration.streamIdleSeconds = UInt64(max(1, tcpIdleTimeout.components.seconds))
+            return configuration
         }
     }
 
@@ -369,7 +378,9 @@ public struct ParleyConfig: Sendable {
             defaultLifetime: defaultLifetime, maxLifetime: max(duration("turn.maxLifetime"), defaultLifetime),
             nonceLifetime: max(duration("turn.nonceLifetime"), .seconds(10)), maxAllocations: max(1, int("turn.maxAllocations")),
             userQuota: max(0, int("turn.userQuota")), maxBitrate: max(0, int("turn.maxBitrate")),
-            rateLimit: RateLimit(perSecond: double("turn.rateLimit.perSecond"), burst: int("turn.rateLimit.burst")))
+            rateLimit: RateLimit(perSecond: double("turn.rateLimit.perSecond"), burst: int("turn.rateLimit.burst")),
+            maxPermissions: max(1, int("turn.maxPermissions")), tcpMaxConnections: max(1, int("turn.tcp.maxConnections")),
+            tcpMaxConnectionsPerSource: max(1, int("turn.tcp.maxConnectionsPerSource")), tcpIdleTimeout: duration("turn.tcp.idleTimeout"))
         resolved = values
     }
 

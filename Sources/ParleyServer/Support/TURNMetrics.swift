@@ -10,6 +10,9 @@ enum TURNMetrics {
         }
         metric("allocations", "gauge", "TURN allocations open", [("", UInt64(s.allocationsActive))])
         metric("tcp_connections", "gauge", "TURN clients connected over TCP", [("", UInt64(max(0, s.tcpConnections)))])
+        metric("tcp_refused_total", "counter", "TCP and TLS clients refused by turn.tcp.maxConnections or maxConnectionsPerSource", [("", s.streamsRefused)])
+        metric("tcp_idle_closed_total", "counter", "TCP clients closed after turn.tcp.idleTimeout without an allocation", [("", s.streamsClosedIdle)])
+        metric("permission_cap_refusals_total", "counter", "CreatePermission and ChannelBind refused by turn.maxPermissions", [("", s.permissionCapRefusals)])
         metric("tcp_accepts_exhausted_total", "counter", "TCP accepts put off because the process was out of descriptors or memory", [("", s.acceptsExhausted)])
         metric("allocations_created_total", "counter", "TURN allocations made", [("", s.allocationsCreated)])
         metric("relayed_packets_total", "counter", "Datagrams relayed, to peers and to clients", [
