@@ -126,67 +126,41 @@ struct Allowance {
     }
 }
 
-/// Allocation counts across workers, for the total and per-user quotas. Touched only when an
-/// allocation is made or removed.
-/// TCP and TLS clients admitted, in total and per source address, across the workers (the kernel
-/// spreads one source's connections over them). Taken at accept and close, not per packet.
-final class StreamAdmission: Sendable {
-    private let counts = NIOLockedValueBox((total: 0, perSource: [IPAddress: Int]()))
+/// Counts across the workers, capped in total and per key, touched only when something is made or
+/// removed (never per packet): allocations per user (`AllocationQuota`) and TCP and TLS clients per
+/// source address (`StreamAdmission`; the kernel spreads one source's connections over workers).
+final class CappedCounter<Key: Hashable & Sendable>: Sendable {
+    private let counts = NIOLockedValueBox((total: 0, perKey: [Key: Int]()))
     let maxTotal: Int
-    let maxPerSource: Int
+    /// 0 means no cap per key.
+    let maxPerKey: Int
 
-    init(maxTotal: Int, maxPerSource: Int) {
+    init(maxTotal: Int, maxPerKey: Int) {
         self.maxTotal = maxTotal
-        self.maxPerSource = maxPerSource
+        self.maxPerKey = maxPerKey
     }
 
-    func admit(_ source: IPAddress) -> Bool {
+    func acquire(_ key: Key) -> Bool {
         counts.withLockedValue { counts in
-            let mine = counts.perSource[source, default: 0]
-            guard counts.total < maxTotal, mine < maxPerSource else { return false }
+            let mine = counts.perKey[key, default: 0]
+            guard counts.total < maxTotal, maxPerKey <= 0 || mine < maxPerKey else { return false }
             counts.total += 1
-            counts.perSource[source] = mine + 1
+            counts.perKey[key] = mine + 1
             return true
         }
     }
 
-    func release(_ source: IPAddress) {
+    func release(_ key: Key) {
         counts.withLockedValue { counts in
             counts.total = max(0, counts.total - 1)
-            let left = counts.perSource[source, default: 1] - 1
-            counts.perSource[source] = left > 0 ? left : nil
+            let left = counts.perKey[key, default: 1] - 1
+            counts.perKey[key] = left > 0 ? left : nil
         }
     }
 }
 
-final class AllocationQuota: Sendable {
-    private let counts = NIOLockedValueBox((total: 0, perUser: [String: Int]()))
-    let maxTotal: Int
-    let maxPerUser: Int
-
-    init(maxTotal: Int, maxPerUser: Int) {
-        self.maxTotal = maxTotal
-        self.maxPerUser = maxPerUser
-    }
-
-    func acquire(_ identity: String) -> Bool {
-        counts.withLockedValue { counts in
-            let mine = counts.perUser[identity, default: 0]
-            guard counts.total < maxTotal, maxPerUser <= 0 || mine < maxPerUser else { return false }
-            counts.total += 1
-            counts.perUser[identity] = mine + 1
-            return true
-        }
-    }
-
-    func release(_ identity: String) {
-        counts.withLockedValue { counts in
-            counts.total = max(0, counts.total - 1)
-            let left = counts.perUser[identity, default: 1] - 1
-            counts.perUser[identity] = left > 0 ? left : nil
-        }
-    }
-}
+typealias AllocationQuota = CappedCounter<String>
+typealias StreamAdmission = CappedCounter<IPAddress>
 
 /// Ports held for a later Allocate with RESERVATION-TOKEN (EVEN-PORT with the R bit, RFC 8656
 /// §7.2): the odd port after an even relay, for RTCP. Shared because the second Allocate may

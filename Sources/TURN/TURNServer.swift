@@ -64,8 +64,8 @@ public final class TURNServer: Sendable {
         var random = SystemRandomNumberGenerator()
         for index in nonceKey.indices { nonceKey[index] = random.next() }
         let nonces = NonceIssuer(key: nonceKey, lifetimeSeconds: configuration.nonceLifetimeSeconds)
-        let quota = AllocationQuota(maxTotal: configuration.maxAllocations, maxPerUser: configuration.maxAllocationsPerUser)
-        let admission = StreamAdmission(maxTotal: configuration.maxStreamConnections, maxPerSource: configuration.maxStreamConnectionsPerSource)
+        let quota = AllocationQuota(maxTotal: configuration.maxAllocations, maxPerKey: configuration.maxAllocationsPerUser)
+        let admission = StreamAdmission(maxTotal: configuration.maxStreamConnections, maxPerKey: configuration.maxStreamConnectionsPerSource)
         var workers: [TURNWorker] = []
         for _ in loops {
             let engine = try UDPEngine(now: now)
@@ -168,7 +168,7 @@ public final class TURNServer: Sendable {
                         throw ChannelError.inappropriateOperationForState
                     }
                     let worker = workers[Int(remote.port) % workers.count]
-                    guard worker.admission.admit(remote.ip) else {
+                    guard worker.admission.acquire(remote.ip) else {
                         worker.engine.execute { worker.statistics.streamsRefused += 1 }
                         throw ChannelError.inappropriateOperationForState
                     }

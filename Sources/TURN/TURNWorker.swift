@@ -58,7 +58,7 @@ final class TURNWorker: @unchecked Sendable {
         engine.onTick = { [unowned self] now in tick(now: now) }
         engine.onRoundEnd = { [unowned self] in flushChannels() }
         engine.handleStreamAccepted = { [unowned self] fd, client, server in
-            guard admission.admit(client.ip) else {
+            guard admission.acquire(client.ip) else {
                 statistics.streamsRefused += 1
                 return nil
             }
