@@ -335,9 +335,12 @@ public final class ParleyServer: Sendable {
 
     // MARK: Routers
 
-    func httpRouter() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    func httpRouter() -> Router<APIRequestContext> {
+        let router = Router(context: APIRequestContext.self)
         router.middlewares.add(RequestMetricsMiddleware(metrics: metrics))
+        router.middlewares.add(RequestLimitsMiddleware(
+            limiter: ClientRateLimiter(perSecond: config.httpRateLimit.perSecond, burst: config.httpRateLimit.burst),
+            maxBodyBytes: config.httpMaxBodyBytes, clock: services.clock, metrics: metrics))
         router.middlewares.add(WebClientMiddleware())
         if let membership {
             router.middlewares.add(AdminForwardingMiddleware(membership: membership, registry: registry))

@@ -123,3 +123,30 @@ def test_metrics_behind_a_token_answer_only_to_it(server_factory):
     assert server.http("GET", "/metrics").status == 401
     assert server.http("GET", "/metrics", headers={"Authorization": "Bearer scrape-token-of-the-operatoR"}).status == 401
     assert server.http("GET", "/metrics", headers={"Authorization": "Bearer scrape-token-of-the-operator"}).status == 200
+
+
+def test_the_http_api_limits_each_client_and_refuses_oversized_bodies(server_factory):
+    import urllib.request
+
+    server = server_factory({"log.level": "warning", "http.rateLimit.perSecond": "1", "http.rateLimit.burst": "5"})
+    statuses = [server.admin("GET", "/v1/rooms").status for _ in range(8)]
+    assert statuses[:5] == [200] * 5 and 429 in statuses[5:], statuses
+    refused = server.admin("GET", "/v1/rooms")
+    assert refused.status == 429 and refused.headers.get("Retry-After") == "1", refused.status
+    assert refused.json()["error"]["code"] == "rate_limited"
+    # Probes and scrapes are never limited.
+    assert all(server.http("GET", path).status == 200 for path in ["/healthz", "/metrics"] * 5)
+    assert "parley_http_rate_limited_total" in server.http("GET", "/metrics").text
+
+    time.sleep(2.2)
+    # A body declared larger than the API takes is refused before anything reads it.
+    request = urllib.request.Request(server.url + "/v1/rooms", method="POST", data=b"x" * 2_000_000,
+                                     headers={"Authorization": "Bearer " + server.admin_token(), "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=5)
+        status = 200
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except (ConnectionError, urllib.error.URLError):
+        status = 413  # the server answered and closed while the client was still sending
+    assert status == 413, status

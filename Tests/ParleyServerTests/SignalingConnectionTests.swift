@@ -39,3 +39,23 @@ import Testing
         #expect(SignalingSession.requestID(buffer) == nil)
     }
 }
+
+/// The HTTP API's per-client buckets: a burst, then the rate; clients apart; refilled ones swept.
+@Suite struct ClientRateLimiterTests {
+    @Test func eachClientGetsItsBurstThenTheRate() {
+        let limiter = ClientRateLimiter(perSecond: 10, burst: 5)
+        let first = (0..<8).filter { _ in limiter.take("10.0.0.1", now: .zero) }.count
+        #expect(first == 5)
+        #expect(limiter.take("10.0.0.2", now: .zero), "another client has its own bucket")
+        #expect(limiter.take("10.0.0.1", now: .milliseconds(100)), "one more after 100 ms at 10/s")
+        #expect(!limiter.take("10.0.0.1", now: .milliseconds(100)))
+    }
+
+    @Test func refilledBucketsAreSwept() {
+        let limiter = ClientRateLimiter(perSecond: 10, burst: 5)
+        for index in 0..<100 { _ = limiter.take("10.0.1.\(index)", now: .zero) }
+        #expect(limiter.trackedClients == 100)
+        _ = limiter.take("10.0.0.9", now: .seconds(11))
+        #expect(limiter.trackedClients == 1)
+    }
+}

@@ -135,7 +135,7 @@ struct DrainRoutes: Sendable {
         var shutdown: Bool?
     }
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<APIRequestContext>) {
         router.post("/v1/nodes/:node/drain") { request, context -> Response in try await start(request, context) }
         router.get("/v1/nodes/:node/drain") { request, context -> Response in
             let drain = try await authorize(request, context)
@@ -151,7 +151,7 @@ struct DrainRoutes: Sendable {
         }
     }
 
-    private func start(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    private func start(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let drain = try await authorize(request, context)
         let body = try await request.body.collect(upTo: APIRoutes.maxBodyBytes)
         let start = body.readableBytes == 0 ? Start() : try decode(body)
@@ -168,7 +168,7 @@ struct DrainRoutes: Sendable {
         return JSONResponse.make(status, status: .accepted)
     }
 
-    private func authorize(_ request: Request, _ context: BasicRequestContext) async throws -> NodeDrain {
+    private func authorize(_ request: Request, _ context: APIRequestContext) async throws -> NodeDrain {
         try await auth.require(request)
         let node = context.parameters.get("node") ?? ""
         guard node == nodeName else { throw APIError(.notFound, "no live node \(node) in the cluster") }

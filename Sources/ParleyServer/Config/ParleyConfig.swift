@@ -80,6 +80,8 @@ public struct ParleyConfig: Sendable {
     public var pingInterval: Duration
     public var outboxLimit: Int
     public var outboxBytes: Int
+    public var httpRateLimit: RateLimit
+    public var httpMaxBodyBytes: Int
     public var chatMaxTextLength: Int
     public var chatRateLimit: RateLimit
     public var chatHistoryOnJoin: Int
@@ -314,6 +316,8 @@ public struct ParleyConfig: Sendable {
         pingInterval = duration("signaling.pingInterval")
         outboxLimit = max(16, int("signaling.outboxLimit"))
         outboxBytes = max(65_536, int("signaling.outboxBytes"))
+        httpRateLimit = RateLimit(perSecond: double("http.rateLimit.perSecond"), burst: int("http.rateLimit.burst"))
+        httpMaxBodyBytes = max(4096, int("http.maxBodyBytes"))
         chatMaxTextLength = int("chat.maxTextLength")
         chatRateLimit = RateLimit(perSecond: double("chat.rateLimit.perSecond"), burst: int("chat.rateLimit.burst"))
         chatHistoryOnJoin = int("chat.historyOnJoin")

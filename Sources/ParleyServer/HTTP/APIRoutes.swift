@@ -18,7 +18,7 @@ struct APIRoutes: Sendable {
     let nodes: @Sendable () async throws -> [NodeInfo]
     static let maxBodyBytes = 64 * 1024
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<APIRequestContext>) {
         router.get("/healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("/readyz") { _, _ in try await ready() }
         router.get("/metrics") { request, _ in try await metrics(request) }
@@ -151,7 +151,7 @@ struct APIRoutes: Sendable {
         """
     }
 
-    private func createRoom(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    private func createRoom(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         struct Create: Decodable {
             let name: String
             let maxParticipants: Int?
@@ -183,7 +183,7 @@ struct APIRoutes: Sendable {
         }
     }
 
-    private func postSystemMessage(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    private func postSystemMessage(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let room = try roomName(context)
         try await auth.require(request, room: room)
         struct Post: Decodable {
@@ -237,11 +237,11 @@ struct APIRoutes: Sendable {
         return room
     }
 
-    private func roomName(_ context: BasicRequestContext) throws -> String {
+    private func roomName(_ context: APIRequestContext) throws -> String {
         try parameter("room", context)
     }
 
-    private func parameter(_ name: String, _ context: BasicRequestContext) throws -> String {
+    private func parameter(_ name: String, _ context: APIRequestContext) throws -> String {
         guard let raw = context.parameters.get(name) else { throw APIError(.badRequest, "missing \(name)") }
         return raw.removingPercentEncoding ?? raw
     }

@@ -10,7 +10,7 @@ struct RecordingRoutes: Sendable {
     let services: RoomServices
     let auth: AdminAuth
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<APIRequestContext>) {
         router.post("/v1/rooms/:room/recordings") { request, context -> Response in
             guard let room = context.parameters.get("room")?.removingPercentEncoding else { throw APIError(.badRequest, "missing room") }
             try await auth.require(request, .record, room: room)
@@ -72,7 +72,7 @@ struct RecordingRoutes: Sendable {
     }
 
     /// The recording named in the path, if the caller may see it.
-    private func recording(_ request: Request, _ context: BasicRequestContext) async throws -> RecordingInfo {
+    private func recording(_ request: Request, _ context: APIRequestContext) async throws -> RecordingInfo {
         guard let id = context.parameters.get("id") else { throw APIError(.badRequest, "missing id") }
         let claims = try await auth.claims(request)
         guard let found = try await repository().get(id) else { throw APIError(.notFound, "no recording \(id)") }

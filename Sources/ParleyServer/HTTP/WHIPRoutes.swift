@@ -22,7 +22,7 @@ struct WHIPRoutes: Sendable {
 
     static let maxOfferBytes = 64 * 1024
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<APIRequestContext>) {
         router.post("/v1/whip") { request, _ -> Response in try await create(request) }
         router.on("/v1/whip", method: .options) { request, _ -> Response in try await options(request) }
         router.on("/v1/whip/:session", method: .options) { request, _ -> Response in try await options(request) }
@@ -136,7 +136,7 @@ struct WHIPRoutes: Sendable {
         return Response(status: .noContent, headers: headers)
     }
 
-    private func patch(_ request: Request, _ context: BasicRequestContext, role: TransportRole) async throws -> Response {
+    private func patch(_ request: Request, _ context: APIRequestContext, role: TransportRole) async throws -> Response {
         let (session, room) = try await owned(request, context, role: role)
         guard Self.mediaType(request) == "application/trickle-ice-sdpfrag" else {
             throw WHIPError(.unsupportedMediaType, "PATCH takes application/trickle-ice-sdpfrag")
@@ -175,7 +175,7 @@ struct WHIPRoutes: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer)))
     }
 
-    private func delete(_ request: Request, _ context: BasicRequestContext, role: TransportRole) async throws -> Response {
+    private func delete(_ request: Request, _ context: APIRequestContext, role: TransportRole) async throws -> Response {
         let (session, room) = try await owned(request, context, role: role)
         await room.leave(sid: session.sid)
         sessions.remove(session.sid)
@@ -183,7 +183,7 @@ struct WHIPRoutes: Sendable {
     }
 
     /// The session named in the path, if the caller's token is for its identity and room.
-    private func owned(_ request: Request, _ context: BasicRequestContext, role: TransportRole) async throws -> (WHIPSessions.Session, Room) {
+    private func owned(_ request: Request, _ context: APIRequestContext, role: TransportRole) async throws -> (WHIPSessions.Session, Room) {
         let claims = try await ParleyServer.signalingClaims(request, verifier: verifier)
         guard let sid = context.parameters.get("session"), let session = sessions.get(sid), session.role == role else {
             throw APIError(.notFound, "no such \(role == .publisher ? "WHIP" : "WHEP") session")

@@ -31,6 +31,7 @@ public final class ServerMetrics: Sendable {
     public let webhookEventsQueued: Counter
     public let whipSessions: Counter
     public let whepSessions: Counter
+    public let httpRateLimited: Counter
     public let webhookDeliveries: Counter
     public let webhookFailures: Counter
     public let webhookPending: Gauge
@@ -90,6 +91,8 @@ public final class ServerMetrics: Sendable {
             descriptor: Self.name("drained_participants", unit: "total", help: "Participants a drain sent to other nodes"))
         whipSessions = registry.makeCounter(descriptor: Self.name("whip_sessions", unit: "total", help: "WHIP publishers admitted (POST /v1/whip)"))
         whepSessions = registry.makeCounter(descriptor: Self.name("whep_sessions", unit: "total", help: "WHEP players admitted (POST /v1/whep)"))
+        httpRateLimited = registry.makeCounter(descriptor: Self.name(
+            "http_rate_limited", unit: "total", help: "HTTP API requests refused with 429 for their client's rate (http.rateLimit)"))
         webhookEventsQueued = registry.makeCounter(
             descriptor: Self.name("webhook_events_queued", unit: "total", help: "Room events stored in the webhook outbox (each goes to every webhook URL)"))
         webhookDeliveries = registry.makeCounter(

@@ -13,6 +13,13 @@ public struct TokenBucket: Sendable {
         self.updatedAt = now
     }
 
+    /// Refilled to its burst by `now`: the same as a new bucket.
+    public func isFull(now: Duration) -> Bool {
+        guard perSecond > 0 else { return true }
+        let (seconds, attoseconds) = (now - updatedAt).components
+        return tokens + (Double(seconds) + Double(attoseconds) / 1e18) * perSecond >= burst
+    }
+
     /// Takes one token if there is one. A non-positive rate means unlimited.
     public mutating func take(now: Duration) -> Bool {
         guard perSecond > 0 else { return true }
