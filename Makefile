@@ -8,7 +8,7 @@ PYTHON := $(VENV)/bin/python
 PARLEY := .build/debug/parley
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps apt venv build serve cluster test test-graph test-swift test-interop bench bench-chat bench-turn bench-sfu bench-cluster fuzz clean
+.PHONY: all deps apt venv build serve cluster test test-graph test-swift test-interop test-soak soak bench bench-chat bench-turn bench-sfu bench-cluster fuzz clean
 
 all: build
 
@@ -45,7 +45,7 @@ cluster: apt
 	swift build --product parley $(SWIFT_BUILD_FLAGS)
 	python3 Scripts/cluster --parley $(PARLEY) --nodes 3
 
-test: deps build test-graph test-swift test-interop
+test: deps build test-graph test-swift test-interop test-soak
 
 # The module graph against Scripts/module-graph.allowed, and docs/architecture.md's diagram of it.
 test-graph: venv
@@ -57,6 +57,17 @@ test-swift:
 
 test-interop: venv
 	$(PYTHON) -m pytest -q Tests/Interop --parley $(PARLEY)
+
+# Two minutes of load and churn with the server's memory, descriptors and delay watched (CI's
+# version of `make soak`).
+test-soak: venv
+	$(PYTHON) Benchmarks/soak.py --parley $(PARLEY) --minutes 2 --sample 5 --warmup 40 --record-every 20
+
+# A long day: 30 minutes (SOAK_ARGS="--minutes 120" for more) of media load, churn, chat and
+# recordings on the release build; the samples and a picture go to .build/soak.
+soak: apt venv
+	swift build -c release --product parley $(SWIFT_BUILD_FLAGS)
+	$(PYTHON) Benchmarks/soak.py --parley .build/release/parley $(SOAK_ARGS)
 
 # Micro-benchmarks (package-benchmark) for the hot paths.
 bench: apt

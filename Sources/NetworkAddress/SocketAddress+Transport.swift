@@ -15,10 +15,20 @@ extension TransportAddress {
         case .v4(let v4):
             self.init(ip: .v4(UInt32(bigEndian: v4.address.sin_addr.s_addr)), port: UInt16(bigEndian: v4.address.sin_port))
         case .v6(let v6):
-            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            self.init(ip: IPAddress(bytes: bytes), port: UInt16(bigEndian: v6.address.sin6_port))
+            self.init(ip: IPAddress(v6.address.sin6_addr), port: UInt16(bigEndian: v6.address.sin6_port))
         case .unixDomainSocket:
             return nil
+        }
+    }
+}
+
+extension IPAddress {
+    /// From the kernel's form, as two big-endian words: no array per packet on the IPv6 paths.
+    @inlinable
+    public init(_ address: in6_addr) {
+        self = withUnsafeBytes(of: address) { raw in
+            .v6(UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
         }
     }
 }

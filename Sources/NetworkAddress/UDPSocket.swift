@@ -43,8 +43,7 @@ public struct RawSocketAddress: @unchecked Sendable {
             }
             if family == sa_family_t(AF_INET6) {
                 let sin6 = raw.load(as: sockaddr_in6.self)
-                let bytes = withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }
-                return TransportAddress(ip: IPAddress(bytes: bytes), port: UInt16(bigEndian: sin6.sin6_port))
+                return TransportAddress(ip: IPAddress(sin6.sin6_addr), port: UInt16(bigEndian: sin6.sin6_port))
             }
             return nil
         }

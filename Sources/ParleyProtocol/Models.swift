@@ -12,6 +12,8 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case `internal`
     /// A service the request needs (the store) cannot be reached now; retrying later works.
     case unavailable
+    /// A storage limit is reached: a room's recording quota, a nearly full disk.
+    case insufficientStorage = "insufficient_storage"
 
     /// The HTTP status the REST API answers with for this code.
     public var httpStatus: Int {
@@ -26,6 +28,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         case .tooLarge: 413
         case .internal: 500
         case .unavailable: 503
+        case .insufficientStorage: 507
         }
     }
 }
@@ -318,12 +321,17 @@ public struct RecordingInfo: Codable, Sendable, Equatable {
     public var error: String?
     /// The node that writes it, whose disk holds its files.
     public var node: String?
+    /// Why a stopped recording stopped when nobody asked it to: `max_duration`, `room_quota`,
+    /// `disk_full` (see `recording.*` in docs/config.md).
+    public var stopReason: String?
 
     public init(
         id: String, room: String, state: String, mode: String, startedAt: Int64, stoppedAt: Int64? = nil,
-        files: [RecordingFileInfo] = [], bytes: Int64 = 0, durationMs: Int64 = 0, error: String? = nil, node: String? = nil
+        files: [RecordingFileInfo] = [], bytes: Int64 = 0, durationMs: Int64 = 0, error: String? = nil, node: String? = nil,
+        stopReason: String? = nil
     ) {
         self.node = node
+        self.stopReason = stopReason
         self.id = id
         self.room = room
         self.state = state

@@ -195,6 +195,10 @@ public final class ParleyServer: Sendable {
         // Graceful shutdown stops them in reverse: rooms close first, the database last.
         var lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: DatabaseCloser(store: store, logger: logger))]
         lifecycle += webhooks
+        if config.chatRetention > .zero {
+            lifecycle.append(.init(service: ChatRetentionService(
+                retention: config.chatRetention, chat: store.chat, clock: services.clock, metrics: metrics, logger: logger)))
+        }
         if let membership { lifecycle.append(.init(service: ClusterHeartbeat(membership: membership, registry: registry))) }
         lifecycle += secure
         lifecycle.append(.init(service: app))

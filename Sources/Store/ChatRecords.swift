@@ -99,6 +99,10 @@ public protocol ChatRepository: Sendable {
 
     /// The highest seq stored for a room, 0 when it has none.
     func lastSeq(room: String) async throws -> Int64
+
+    /// Deletes messages stamped before `cutoff` (milliseconds since 1970), except each room's
+    /// newest, so its sequence numbers go on from where they were. Returns how many went.
+    func deleteMessages(olderThan cutoff: Int64) async throws -> Int
 }
 
 extension ChatRepository {

@@ -40,12 +40,15 @@ public struct RecordingRecord: Sendable, Equatable {
     public var error: String?
     /// The node that writes it: its files are on that node's disk.
     public var node: String
+    /// Why it stopped without being asked (a limit), else nil.
+    public var stopReason: String?
 
     public init(
         id: String, room: String, state: String, mode: String, startedAt: Int64, stoppedAt: Int64?, files: [RecordingFileRecord],
-        bytes: Int64, durationMs: Int64, error: String?, node: String = ""
+        bytes: Int64, durationMs: Int64, error: String?, node: String = "", stopReason: String? = nil
     ) {
         self.node = node
+        self.stopReason = stopReason
         self.id = id
         self.room = room
         self.state = state

@@ -320,12 +320,17 @@ class ParleyServer:
     # -- addressing --------------------------------------------------------------------------
 
     @property
+    def url_host(self) -> str:
+        """The host as a URL spells it: an IPv6 address in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.url_host}:{self.port}"
 
     @property
     def ws_base(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"ws://{self.url_host}:{self.port}"
 
     def rtc_url(self, token: str, resume: str | None = None) -> str:
         url = f"{self.ws_base}/v1/rtc?token={token}"

@@ -205,3 +205,34 @@ def test_mute_then_unmute_resumes_audio(server):
             await bob.close()
 
     run(scenario())
+
+
+def test_media_flows_over_ipv6_loopback(server_factory, monkeypatch):
+    """The server on ::1 (signaling, media host candidates and TURN): aiortc peers whose only host
+    candidate is ::1 publish and hear each other, and TURN answers on ::1."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["::1"])
+    server = server_factory({"log.level": "warning"}, host="::1")
+
+    async def scenario():
+        alice = Participant(server.rtc_url(server.token("alice", "six")), "alice")
+        bob = Participant(server.rtc_url(server.token("bob", "six")), "bob")
+        await alice.connect()
+        await bob.connect()
+        try:
+            turn = [s for s in alice.joined["iceServers"] if any(u.startswith("turn:") for u in s["urls"])]
+            assert turn and all("[::1]" in u for s in turn for u in s["urls"]), alice.joined["iceServers"]
+            answer = await alice.publish(tone=440.0, video=True)
+            await wait_for(lambda: bob.tracks_from(alice.sid, "audio") and len(bob.tracks_from(alice.sid, "audio")[0].audio()) >= 48_000,
+                           20, what="a second of alice's tone at bob over IPv6")
+            audio = bob.tracks_from(alice.sid, "audio")[0]
+            assert abs(audio.dominant_frequency(1.0) - 440) <= 10
+            await wait_for(lambda: bob.tracks_from(alice.sid, "video") and bob.tracks_from(alice.sid, "video")[0].frames >= 10, 20,
+                           what="alice's video at bob")
+            assert " ::1 " in answer.get("sdp", "") or "IP6 ::1" in answer.get("sdp", ""), answer
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario(), timeout=60)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy
@@ -441,3 +442,156 @@ def test_a_relayed_recording_bot_moves_to_fresh_turn_credentials(server, tmp_pat
         window = samples[start:start + 24_000]
         assert abs(dominant_frequency(window) - 523) <= 10, start / 48_000
 
+
+
+def test_a_one_gigabyte_file_downloads_in_bounded_memory_with_ranges(server):
+    """Downloads stream from disk: a 1 GiB file (sparse, beside an active recording's tracks) is
+    served whole and by range while the server's resident memory grows by far less than its size."""
+    import threading
+    import urllib.request
+
+    room = "bigfile"
+    token = server.token("ops", room, record=True, join=False, publish=False, subscribe=False, chat=False)
+    size = 1 << 30
+
+    def rss_mb() -> float:
+        for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    async def scenario():
+        recording, alice = await publish_and_record(server, room, 1, via_rest=True)
+        try:
+            big = recording_dir(server, room, recording["id"]) / "big.ogg"
+            with open(big, "wb") as f:
+                f.truncate(size)
+            url = f"{server.url}/v1/recordings/{recording['id']}/files/big.ogg"
+            before = rss_mb()
+            peak = [before]
+            done = threading.Event()
+
+            def sample():
+                while not done.is_set():
+                    peak[0] = max(peak[0], rss_mb())
+                    time.sleep(0.05)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+
+            def download(headers):
+                request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}", **headers})
+                total = 0
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    status, length = response.status, response.headers["Content-Length"]
+                    while chunk := response.read(1 << 20):
+                        total += len(chunk)
+                return status, length, total
+
+            try:
+                whole = await asyncio.to_thread(download, {})
+                ranged = await asyncio.to_thread(download, {"Range": f"bytes={size - 1000}-"})
+            finally:
+                done.set()
+                sampler.join()
+            assert whole == (200, str(size), size), whole
+            assert ranged == (206, "1000", 1000), ranged
+            assert peak[0] - before < 100, f"resident memory grew {peak[0] - before:.0f} MB serving 1024 MB"
+            big.unlink()
+            server.http("POST", f"/v1/recordings/{recording['id']}/stop", token=token)
+        finally:
+            await alice.close()
+
+    run(scenario(), timeout=120)
+
+
+def assert_playable(directory: Path, files: list[dict]) -> None:
+    """Every file of a recording that stopped by itself opens and decodes to its end."""
+    assert files, "no files"
+    for entry in files:
+        path = directory / entry["name"]
+        info = probe(path)
+        assert float(info["format"]["duration"]) > 0.5, (entry, info)
+        if entry["kind"] == "audio":
+            check = subprocess.run([OPUSINFO, str(path)], capture_output=True, text=True, timeout=30)
+            assert check.returncode == 0 and "WARNING" not in check.stdout + check.stderr, check.stdout
+        else:
+            assert video_frames(path) > 5, entry
+
+
+def wait_stopped(server, recording_id: str, token: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = server.http("GET", f"/v1/recordings/{recording_id}", token=token).json()
+        if got["state"] != "active":
+            return got
+        time.sleep(0.25)
+    raise AssertionError(f"recording {recording_id} still active after {timeout}s")
+
+
+def test_a_recording_stops_cleanly_at_its_longest_and_at_its_rooms_quota(server_factory):
+    server = server_factory({"log.level": "warning", "recording.maxDuration": "3s"})
+    room = "shortrec"
+    token = server.token("ops", room, record=True, join=False, publish=False, subscribe=False, chat=False)
+
+    async def record_until_stopped(server, room, token):
+        recording, alice = await publish_and_record(server, room, 0.5, via_rest=True)
+        try:
+            return await asyncio.to_thread(wait_stopped, server, recording["id"], token, 20)
+        finally:
+            await alice.close()
+
+    stopped = run(record_until_stopped(server, room, token), timeout=60)
+    assert stopped["state"] == "stopped" and stopped["stopReason"] == "max_duration", stopped
+    assert 2500 <= stopped["durationMs"] <= 6000, stopped
+    assert_playable(recording_dir(server, room, stopped["id"]), stopped["files"])
+    assert "parley_recordings_stopped_by_limit_total 1" in server.http("GET", "/metrics").text
+
+    quota = server_factory({"log.level": "warning", "recording.roomQuota": "120000"})
+    room = "fullroom"
+    token = quota.token("ops", room, record=True, join=False, publish=False, subscribe=False, chat=False)
+    stopped = run(record_until_stopped(quota, room, token), timeout=60)
+    assert stopped["state"] == "stopped" and stopped["stopReason"] == "room_quota", stopped
+    assert_playable(recording_dir(quota, room, stopped["id"]), stopped["files"])
+
+    async def start_again():
+        alice = Participant(quota.rtc_url(quota.token("alice", room)), "alice")
+        await alice.connect()
+        try:
+            return quota.http("POST", f"/v1/rooms/{room}/recordings", token=token, body={"mode": "tracks"})
+        finally:
+            await alice.close()
+
+    refused = run(start_again(), timeout=30)
+    assert refused.status == 507 and refused.json()["error"]["code"] == "insufficient_storage", refused.text
+    assert "recording.roomQuota" in refused.json()["error"]["message"]
+
+
+def test_a_recording_stops_cleanly_before_the_disk_is_full(server_factory, tmp_path):
+    """Recordings on a small tmpfs: the running one stops while recording.minFreeDisk is still
+    free, with playable files, state stopped and the reason; a new one is refused."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    try:
+        free = shutil.disk_usage(mount).free
+        server = server_factory({"log.level": "warning", "recording.dir": str(mount), "recording.minFreeDisk": str(free - 250_000)})
+        room = "diskrec"
+        token = server.token("ops", room, record=True, join=False, publish=False, subscribe=False, chat=False)
+
+        async def scenario():
+            recording, alice = await publish_and_record(server, room, 0.5, via_rest=True)
+            try:
+                stopped = await asyncio.to_thread(wait_stopped, server, recording["id"], token, 60)
+                refused = server.http("POST", f"/v1/rooms/{room}/recordings", token=token, body={"mode": "tracks"})
+                return stopped, refused
+            finally:
+                await alice.close()
+
+        stopped, refused = run(scenario(), timeout=90)
+        assert stopped["state"] == "stopped" and stopped["stopReason"] == "disk_full", stopped
+        assert shutil.disk_usage(mount).free > free - 2_000_000, "stopped well before the disk filled"
+        assert_playable(mount / room / stopped["id"], stopped["files"])
+        assert refused.status == 507 and "nearly full" in refused.json()["error"]["message"], refused.text
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

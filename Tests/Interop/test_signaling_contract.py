@@ -481,6 +481,21 @@ def test_malformed_frames_count_against_the_rate_and_a_resume_does_not_refill_it
     run(server, body)
 
 
+@pytest.mark.parley_set({"chat.retention": "2s"})
+def test_chat_older_than_the_retention_is_deleted_but_the_rooms_newest(server):
+    async def body(pool):
+        a = await pool.open("alice", "r")
+        sent = [(await a.chat(f"old {i}"))["message"] for i in range(3)]
+        await asyncio.sleep(4.5)
+        r = server.admin("GET", "/v1/rooms/r/messages")
+        assert [m["id"] for m in r.json()["messages"]] == [sent[-1]["id"]], r.json()
+        newer = (await a.chat("new"))["message"]
+        assert newer["seq"] == sent[-1]["seq"] + 1
+        assert "parley_chat_messages_expired_total 2" in server.http("GET", "/metrics").text
+
+    run(server, body)
+
+
 def test_chat_rate_limit(server):
     async def body(pool):
         a = await pool.open("alice", "r")

@@ -71,6 +71,19 @@ enum StoreBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(page.messages.count == 2)
     }
 
+    /// `chat.retention`: old messages go, each room's newest stays, and seqs go on from it.
+    @Test(arguments: StoreBackend.allCases) func retentionDeletesOldMessagesButEachRoomsNewest(backend: StoreBackend) async throws {
+        let chat = try await backend.chatRepository()
+        for n in 1...5 { _ = try await chat.append(draft(n, room: "busy")) }  // ts …001 to …005
+        for n in 1...2 { _ = try await chat.append(draft(n, room: "quiet")) }
+        let deleted = try await chat.deleteMessages(olderThan: 1_700_000_000_000 + 4)
+        #expect(deleted == 3 + 1, "busy 1–3 and quiet 1; quiet's newest (2) stays though it is old")
+        #expect(try await chat.page(room: "busy", viewer: nil, limit: 10).messages.map(\.text) == ["message 4", "message 5"])
+        #expect(try await chat.page(room: "quiet", viewer: nil, limit: 10).messages.map(\.text) == ["message 2"])
+        #expect(try await chat.append(draft(6, room: "quiet")).message.seq == 3, "the room's seq goes on")
+        #expect(try await chat.deleteMessages(olderThan: 0) == 0)
+    }
+
     @Test(arguments: StoreBackend.allCases) func concurrentAppendsGetDistinctSeqs(backend: StoreBackend) async throws {
         let chat = try await backend.chatRepository()
         let seqs = try await withThrowingTaskGroup(of: Int64.self) { group in

@@ -96,6 +96,8 @@ public struct ParleyConfig: Sendable {
     public var turn: TURNOptions
     /// `recording.dir`: recordings go under it as {room}/{recording id}/.
     public var recordingDir: String
+    public var chatRetention: Duration
+    var recordingLimits: RecordingLimits
 
     /// STUN/TURN options (`turn.*`).
     public struct TURNOptions: Sendable, Equatable {
@@ -361,6 +363,10 @@ public struct ParleyConfig: Sendable {
             port: rtcPort, nodeIPs: nodeIPs, consentTimeout: duration("rtc.consentTimeout"), maxBitrate: max(30_000, int("rtc.maxBitrate")),
             pliInterval: duration("rtc.pliInterval"), packetHistory: history, speakersInterval: duration("rtc.speakersInterval"))
         recordingDir = string("recording.dir")
+        chatRetention = duration("chat.retention")
+        recordingLimits = RecordingLimits(
+            maxDuration: duration("recording.maxDuration"), roomQuotaBytes: Int64(max(0, int("recording.roomQuota"))),
+            minFreeBytes: Int64(max(0, int("recording.minFreeDisk"))))
         let relayMin = int("turn.relayPortMin"), relayMax = int("turn.relayPortMax")
         guard (1024...65535).contains(relayMin), (relayMin...65535).contains(relayMax) else {
             throw ConfigError("turn.relayPortMin/relayPortMax: \(relayMin)-\(relayMax) is not a range of ports from 1024 to 65535")

@@ -62,7 +62,7 @@ struct RecordingRoutes: Sendable {
                 let file = found.files.first(where: { $0.name == name }) ?? manifestlessFile(found, name: name)
             else { throw APIError(.notFound, "recording \(found.id) has no file of that name") }
             let path = (directory(of: found) as NSString).appendingPathComponent(file.name)
-            return try FileDownload.response(path: path, contentType: Self.contentType(of: file.format), request: request)
+            return try await FileDownload.response(path: path, contentType: Self.contentType(of: file.format), request: request, context: context)
         }
     }
 
@@ -110,10 +110,12 @@ enum FileDownload {
         !name.isEmpty && !name.contains("/") && !name.contains("\\") && name != "." && name != ".." && !name.contains("\0")
     }
 
-    static func response(path: String, contentType: String, request: Request) throws -> Response {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw APIError(.notFound, "the file is missing on disk") }
-        defer { try? handle.close() }
-        let size = Int((try? handle.seekToEnd()) ?? 0)
+    /// Streams the file (or its range) from disk in chunks: a recording of hours is served in
+    /// bounded memory, whatever its size.
+    static func response(path: String, contentType: String, request: Request, context: some RequestContext) async throws -> Response {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              let size = (attributes[.size] as? NSNumber)?.intValue
+        else { throw APIError(.notFound, "the file is missing on disk") }
         var start = 0
         var end = size - 1
         var status = HTTPResponse.Status.ok
@@ -124,11 +126,11 @@ enum FileDownload {
             (start, end) = parsed
             status = .partialContent
         }
-        try handle.seek(toOffset: UInt64(start))
-        let data = end >= start ? (try handle.read(upToCount: end - start + 1) ?? Data()) : Data()
-        var headers: HTTPFields = [.contentType: contentType, .acceptRanges: "bytes"]
+        let length = max(0, end - start + 1)
+        let body: ResponseBody = length > 0 ? try await FileIO().loadFile(path: path, range: start...end, context: context) : .init()
+        var headers: HTTPFields = [.contentType: contentType, .acceptRanges: "bytes", .contentLength: "\(length)"]
         if status == .partialContent { headers[.contentRange] = "bytes \(start)-\(end)/\(size)" }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(status: status, headers: headers, body: body)
     }
 
     static func parseRange(_ header: String, size: Int) -> (Int, Int)? {

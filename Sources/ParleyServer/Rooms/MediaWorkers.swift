@@ -35,14 +35,24 @@ public final class MediaWorkers: Sendable {
     }
 
     /// The addresses to advertise when `rtc.nodeIPs` is empty: every up, non-loopback IPv4
-    /// interface address; loopback when there is none, and in dev mode (browsers on this machine).
+    /// interface address, then the global and unique-local IPv6 ones (link-local ones need a
+    /// scope a candidate cannot carry); loopback when there is none, and in dev mode (browsers on
+    /// this machine).
     public static func detectNodeAddresses(dev: Bool) -> [IPAddress] {
-        var found: [IPAddress] = []
+        var v4: [IPAddress] = [], v6: [IPAddress] = []
         for device in (try? System.enumerateDevices()) ?? [] {
-            guard let address = device.address, case .v4 = address, let transport = TransportAddress(address) else { continue }
-            if case .v4(let value) = transport.ip, value >> 24 == 127 { continue }
-            if !found.contains(transport.ip) { found.append(transport.ip) }
+            guard let address = device.address, let transport = TransportAddress(address) else { continue }
+            switch transport.ip {
+            case .v4(let value):
+                if value >> 24 != 127, !v4.contains(transport.ip) { v4.append(transport.ip) }
+            case .v6(let high, let low):
+                let isLoopback = high == 0 && low == 1
+                let isLinkLocal = high >> 54 == 0x3FA  // fe80::/10
+                let isMappedOrUnspecified = high == 0
+                if !isLoopback, !isLinkLocal, !isMappedOrUnspecified, !v6.contains(transport.ip) { v6.append(transport.ip) }
+            }
         }
+        var found = v4 + v6
         if dev || found.isEmpty { found.insert(IPAddress("127.0.0.1")!, at: 0) }
         return found
     }

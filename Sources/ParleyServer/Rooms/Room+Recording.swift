@@ -17,6 +17,10 @@ extension Room {
         }
         guard let repository = services.recordings else { throw ProtocolError(.internal, "this server has no recording store") }
         if let recorder { throw ProtocolError(.conflict, "recording \(recorder.info.id) is already running") }
+        let limits = services.config.recordingLimits
+        if let refusal = limits.refusal(roomBytes: roomRecordingBytes(), freeBytes: RecordingLimits.freeBytes(at: services.config.recordingDir)) {
+            throw ProtocolError(.insufficientStorage, "cannot record room \(name): \(refusal)")
+        }
         let id = services.ids.make("RC")
         let directory = (services.config.recordingDir as NSString).appendingPathComponent("\(Self.safePathComponent(name))/\(id)")
         let info = RecordingInfo(
@@ -35,7 +39,30 @@ extension Room {
         logger.info("recording started", metadata: ["recording": "\(id)", "mode": "\(mode)", "dir": "\(directory)"])
         broadcast(codec.encode(RecordingEvent(recording: info)))
         emit(.recordingStarted(info))
+        let started = services.clock.now()
+        after(RecordingLimits.checkInterval) { room in await room.checkRecordingLimits(id, startedAt: started) }
         return info
+    }
+
+    /// This room's recordings on this node's disk, in bytes.
+    func roomRecordingBytes() -> Int64 {
+        RecordingLimits.bytes(under: (services.config.recordingDir as NSString).appendingPathComponent(Self.safePathComponent(name)))
+    }
+
+    /// Stops the running recording `id` when a limit is reached, else looks again later.
+    func checkRecordingLimits(_ id: String, startedAt: Duration) async {
+        guard let recorder, recorder.info.id == id else { return }
+        let limits = services.config.recordingLimits
+        let reason = limits.stopReason(
+            elapsed: services.clock.now() - startedAt, roomBytes: limits.roomQuotaBytes > 0 ? roomRecordingBytes() : 0,
+            freeBytes: limits.minFreeBytes > 0 ? RecordingLimits.freeBytes(at: recorder.directory) : nil)
+        guard let reason else {
+            after(RecordingLimits.checkInterval) { room in await room.checkRecordingLimits(id, startedAt: startedAt) }
+            return
+        }
+        logger.warning("recording stopped by a limit", metadata: ["recording": "\(id)", "reason": "\(reason)"])
+        services.metrics.recordingsStoppedByLimit.increment()
+        _ = await finishRecording(recorder, stopReason: reason)
     }
 
     public func stopRecording(_ id: String) async throws(ProtocolError) -> RecordingInfo {
@@ -48,11 +75,12 @@ extension Room {
         if let recorder { _ = await finishRecording(recorder) }
     }
 
-    private func finishRecording(_ running: RoomRecorder) async -> RecordingInfo {
+    private func finishRecording(_ running: RoomRecorder, stopReason: String? = nil) async -> RecordingInfo {
         recorder = nil
         if sfuIfMade?.tap === running { sfuIfMade?.tap = nil }
         running.stopCapturing()
-        let info = await running.finalize(stoppedAt: services.clock.wallMilliseconds())
+        var info = await running.finalize(stoppedAt: services.clock.wallMilliseconds())
+        info.stopReason = stopReason
         services.metrics.recordingsActive.decrement()
         services.metrics.recordingBytes.increment(by: Int64(info.bytes))
         if info.state == "failed" { services.metrics.recordingFailures.increment() }

@@ -236,7 +236,7 @@ public actor Room {
     }
 
     /// Runs `fire` on this room after `delay`, unless the room closes first.
-    private func after(_ delay: Duration, _ fire: @escaping @Sendable (isolated Room) async -> Void) {
+    func after(_ delay: Duration, _ fire: @escaping @Sendable (isolated Room) async -> Void) {
         nextTimerID += 1
         let id = nextTimerID
         pendingTimers[id] = Task {

@@ -32,6 +32,8 @@ public final class ServerMetrics: Sendable {
     public let whipSessions: Counter
     public let whepSessions: Counter
     public let httpRateLimited: Counter
+    public let recordingsStoppedByLimit: Counter
+    public let chatMessagesExpired: Counter
     public let webhookDeliveries: Counter
     public let webhookFailures: Counter
     public let webhookPending: Gauge
@@ -91,6 +93,10 @@ public final class ServerMetrics: Sendable {
             descriptor: Self.name("drained_participants", unit: "total", help: "Participants a drain sent to other nodes"))
         whipSessions = registry.makeCounter(descriptor: Self.name("whip_sessions", unit: "total", help: "WHIP publishers admitted (POST /v1/whip)"))
         whepSessions = registry.makeCounter(descriptor: Self.name("whep_sessions", unit: "total", help: "WHEP players admitted (POST /v1/whep)"))
+        chatMessagesExpired = registry.makeCounter(descriptor: Self.name(
+            "chat_messages_expired", unit: "total", help: "Chat messages deleted for being older than chat.retention"))
+        recordingsStoppedByLimit = registry.makeCounter(descriptor: Self.name(
+            "recordings_stopped_by_limit", unit: "total", help: "Recordings stopped by recording.maxDuration, roomQuota or minFreeDisk"))
         httpRateLimited = registry.makeCounter(descriptor: Self.name(
             "http_rate_limited", unit: "total", help: "HTTP API requests refused with 429 for their client's rate (http.rateLimit)"))
         webhookEventsQueued = registry.makeCounter(

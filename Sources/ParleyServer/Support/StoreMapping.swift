@@ -67,7 +67,8 @@ extension RecordingInfo {
         self.init(
             id: record.id, room: record.room, state: record.state, mode: record.mode, startedAt: record.startedAt,
             stoppedAt: record.stoppedAt, files: record.files.map(RecordingFileInfo.init), bytes: record.bytes,
-            durationMs: record.durationMs, error: record.error, node: record.node.isEmpty ? nil : record.node)
+            durationMs: record.durationMs, error: record.error, node: record.node.isEmpty ? nil : record.node,
+            stopReason: record.stopReason)
     }
 }
 
@@ -76,7 +77,7 @@ extension RecordingRecord {
         self.init(
             id: info.id, room: info.room, state: info.state, mode: info.mode, startedAt: info.startedAt, stoppedAt: info.stoppedAt,
             files: info.files.map(RecordingFileRecord.init), bytes: info.bytes, durationMs: info.durationMs, error: info.error,
-            node: info.node ?? "")
+            node: info.node ?? "", stopReason: info.stopReason)
     }
 }
 

@@ -68,6 +68,18 @@ public struct PostgresChatRepository: ChatRepository {
         return StoredChatPage(messages: try rows.map(Self.message(from:)), hasMore: hasMore)
     }
 
+    public func deleteMessages(olderThan cutoff: Int64) async throws -> Int {
+        let rows = try await database.rows("""
+            WITH gone AS (
+                DELETE FROM chat_message WHERE ts < \(cutoff)
+                    AND seq < (SELECT MAX(newest.seq) FROM chat_message AS newest WHERE newest.room = chat_message.room)
+                RETURNING 1
+            )
+            SELECT count(*) AS n FROM gone
+            """)
+        return Int(try rows.first?["n"].decode(Int64.self) ?? 0)
+    }
+
     public func lastSeq(room: String) async throws -> Int64 {
         let rows = try await database.rows("SELECT COALESCE(MAX(seq), 0) AS seq FROM chat_message WHERE room = \(room)")
         return try rows.first?["seq"].decode(Int64.self) ?? 0

@@ -263,6 +263,8 @@ public final class PostgresDatabase: DataStore {
                 last_error TEXT
             )
             """, "CREATE INDEX webhook_outbox_url ON webhook_outbox (node, url, id)"]),
+        // Why a recording stopped by itself (a duration, quota or disk limit).
+        (7, "recording stop reason", ["ALTER TABLE recording ADD COLUMN stop_reason TEXT"]),
     ]
 }
 

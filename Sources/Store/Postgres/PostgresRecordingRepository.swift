@@ -11,11 +11,12 @@ public struct PostgresRecordingRepository: RecordingRepository {
         let files = String(decoding: try JSONEncoder().encode(recording.files), as: UTF8.self)
         try await database.execute(
             """
-            INSERT INTO recording (id, room, mode, state, started_at, stopped_at, files, bytes, duration_ms, error, node)
+            INSERT INTO recording (id, room, mode, state, started_at, stopped_at, files, bytes, duration_ms, error, node, stop_reason)
             VALUES (\(recording.id), \(recording.room), \(recording.mode), \(recording.state), \(recording.startedAt),
-                    \(recording.stoppedAt), \(files), \(recording.bytes), \(recording.durationMs), \(recording.error), \(recording.node))
+                    \(recording.stoppedAt), \(files), \(recording.bytes), \(recording.durationMs), \(recording.error), \(recording.node), \(recording.stopReason))
             ON CONFLICT (id) DO UPDATE SET state = excluded.state, stopped_at = excluded.stopped_at,
-                files = excluded.files, bytes = excluded.bytes, duration_ms = excluded.duration_ms, error = excluded.error
+                files = excluded.files, bytes = excluded.bytes, duration_ms = excluded.duration_ms, error = excluded.error,
+                stop_reason = excluded.stop_reason
             """)
     }
 
@@ -58,6 +59,6 @@ public struct PostgresRecordingRepository: RecordingRepository {
             mode: try row["mode"].decode(String.self), startedAt: try row["started_at"].decode(Int64.self),
             stoppedAt: try row["stopped_at"].decode(Int64?.self), files: files, bytes: try row["bytes"].decode(Int64.self),
             durationMs: try row["duration_ms"].decode(Int64.self), error: try row["error"].decode(String?.self),
-            node: try row["node"].decode(String.self))
+            node: try row["node"].decode(String.self), stopReason: try row["stop_reason"].decode(String?.self))
     }
 }

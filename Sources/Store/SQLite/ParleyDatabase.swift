@@ -101,6 +101,10 @@ public final class ParleyDatabase: Sendable {
                 CREATE INDEX webhook_outbox_url ON webhook_outbox (node, url, id);
                 """)
         }
+        // Why a recording stopped by itself (a duration, quota or disk limit).
+        migrator.registerMigration("v5-recording-stop-reason") { db in
+            try db.execute(sql: "ALTER TABLE recording ADD COLUMN stop_reason TEXT")
+        }
         return migrator
     }
 }

@@ -71,6 +71,18 @@ public struct SQLiteChatRepository: ChatRepository {
         }
     }
 
+    public func deleteMessages(olderThan cutoff: Int64) async throws -> Int {
+        try await database.pool.write { db in
+            try db.execute(
+                sql: """
+                    DELETE FROM chat_message WHERE ts < ?
+                        AND seq < (SELECT MAX(newest.seq) FROM chat_message AS newest WHERE newest.room = chat_message.room)
+                    """,
+                arguments: [cutoff])
+            return db.changesCount
+        }
+    }
+
     public func lastSeq(room: String) async throws -> Int64 {
         try await database.pool.read { db in
             try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM chat_message WHERE room = ?", arguments: [room]) ?? 0

@@ -12,14 +12,15 @@ public struct SQLiteRecordingRepository: RecordingRepository {
         try await database.pool.write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO recording (id, room, mode, state, started_at, stopped_at, files, bytes, duration_ms, error, node)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO recording (id, room, mode, state, started_at, stopped_at, files, bytes, duration_ms, error, node, stop_reason)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET state = excluded.state, stopped_at = excluded.stopped_at,
-                        files = excluded.files, bytes = excluded.bytes, duration_ms = excluded.duration_ms, error = excluded.error
+                        files = excluded.files, bytes = excluded.bytes, duration_ms = excluded.duration_ms, error = excluded.error,
+                        stop_reason = excluded.stop_reason
                     """,
                 arguments: [
                     recording.id, recording.room, recording.mode, recording.state, recording.startedAt, recording.stoppedAt, files,
-                    recording.bytes, recording.durationMs, recording.error, recording.node,
+                    recording.bytes, recording.durationMs, recording.error, recording.node, recording.stopReason,
                 ])
         }
     }
@@ -75,6 +76,6 @@ public struct SQLiteRecordingRepository: RecordingRepository {
         return RecordingRecord(
             id: row["id"], room: row["room"], state: row["state"], mode: row["mode"], startedAt: row["started_at"],
             stoppedAt: row["stopped_at"], files: files, bytes: row["bytes"], durationMs: row["duration_ms"], error: row["error"],
-            node: row["node"])
+            node: row["node"], stopReason: row["stop_reason"])
     }
 }
