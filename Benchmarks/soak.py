@@ -208,7 +208,7 @@ async def sample(server: OwnServer, every: float, until: float, samples: list[di
 
 
 def svg(samples: list[dict], warmup: float, title: str) -> str:
-    width, height, left, right, top, panel, gap = 900, 520, 70, 20, 40, 190, 60
+    width, height, left, right, top, panel, gap = 900, 560, 70, 20, 70, 190, 60
     end = max(s["t"] for s in samples) or 1
 
     def x(t: float) -> float:
@@ -231,7 +231,8 @@ def svg(samples: list[dict], warmup: float, title: str) -> str:
         parts.append(f'<text x="{left}" y="{y0 - 6}">{label}</text>')
         for fraction in (0, 0.5, 1):
             value = high * fraction
-            parts.append(f'<text x="{left - 8}" y="{y(value) + 4}" text-anchor="end">{value:.0f}</text>')
+            text = f"{value:.2f}" if high < 10 else f"{value:.0f}"
+            parts.append(f'<text x="{left - 8}" y="{y(value) + 4}" text-anchor="end">{text}</text>')
         parts.append(f'<line x1="{x(warmup)}" y1="{y0}" x2="{x(warmup)}" y2="{y0 + panel}" stroke="#bbb" stroke-dasharray="4 3"/>')
         points = " ".join(f"{x(s['t']):.1f},{y(s[key]):.1f}" for s in samples if s[key] is not None)
         if points:
