@@ -92,7 +92,9 @@ public struct PeerPolicy: Sendable {
         let tail = IPAddress.v4(UInt32(truncatingIfNeeded: low))
         if high == 0 {
             switch low >> 32 {
-            case 0, 0xFFFF: return tail  // compatible (also :: and ::1) and mapped
+            // :: and ::1 are IPv6's own unspecified and loopback addresses (denied as such, and
+            // open to an operator who allows them), not IPv4-compatible forms.
+            case 0 where low > 1, 0xFFFF: return tail  // compatible and mapped
             default: break
             }
             if low >> 32 == 0xFFFF_0000 { return tail }  // translated

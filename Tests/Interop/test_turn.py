@@ -145,10 +145,10 @@ TURN_SETTINGS = {"turn.users": f"{USER}:{PASSWORD},alice:wonderland", "turn.secr
 OPEN_LOOPBACK = dict(TURN_SETTINGS, **{"turn.allowedPeers": "127.0.0.0/8"})
 
 
-def uclient(port: int, *flags: str) -> dict:
+def uclient(port: int, *flags: str, host: str = "127.0.0.1") -> dict:
     """Runs coturn's client in client-to-client mode and reads its printed totals."""
     result = subprocess.run(
-        [UCLIENT, "-y", "-c", "-m", "10", "-n", "1000", "-l", "100", "-z", "5", "-p", str(port), *flags, "127.0.0.1"],
+        [UCLIENT, "-y", "-c", "-m", "10", "-n", "1000", "-l", "100", "-z", "5", "-p", str(port), *flags, host],
         capture_output=True, text=True, timeout=90)
     output = result.stdout + result.stderr
     totals = re.search(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$", output, re.M)
@@ -158,6 +158,17 @@ def uclient(port: int, *flags: str) -> dict:
 
 
 # -- coturn's client against Parley ----------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_coturn_client_relays_over_ipv6_without_loss(server_factory, transport):
+    """TURN on ::1: coturn's client asks for IPv6 relays (-x, REQUESTED-ADDRESS-FAMILY), relays
+    through them and loses nothing."""
+    server = server_factory(dict(TURN_SETTINGS, **{"turn.allowedPeers": "::1/128", "log.level": "warning"}), host="::1")
+    flags = ["-u", USER, "-w", PASSWORD, "-x"] + (["-t"] if transport == "tcp" else [])
+    totals = uclient(server.turn_port(), *flags, host="::1")
+    assert totals["sent"] == 10_000 and totals["received"] == 10_000 and totals["lost"] == 0, totals["output"][-2000:]
+    assert metric(server, "parley_turn_allocations_created_total") >= 10
+
 
 @pytest.mark.parley_set(OPEN_LOOPBACK)
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

@@ -44,6 +44,10 @@ import Testing
         #expect(open.decision(for: IPAddress("::ffff:127.0.0.1")!) == .allowed)
         #expect(open.decision(for: IPAddress("10.0.0.1")!) == .denied)
         #expect(open.decision(for: IPAddress("::1")!) == .denied)
+        // IPv6 loopback opened on its own (a test on ::1): not read as the IPv4 0.0.0.1.
+        let six = PeerPolicy(allowed: [try #require(IPRange("::1/128"))])
+        #expect(six.decision(for: IPAddress("::1")!) == .allowed)
+        #expect(six.decision(for: IPAddress("::2")!) == .denied, "::0.0.0.2 is IPv4-compatible 0.0.0.2")
     }
 
     @Test func extraDeniedRangesCloseMore() throws {

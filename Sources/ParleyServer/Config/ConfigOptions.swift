@@ -142,7 +142,7 @@ public enum ConfigOptions {
         .init(key: "log.level", defaultValue: .string("info"), help: "trace, debug, info, notice, warning, error or critical"),
         .init(key: "rtc.workers", defaultValue: .int(0), help: "media workers (event loops) that rooms are pinned to; 0 means one per core"),
         .init(key: "rtc.port", defaultValue: .int(7882), help: "first UDP media port: worker N listens on port + N; 0 picks free ports (tests)"),
-        .init(key: "rtc.nodeIPs", defaultValue: .list([]), help: "addresses advertised as ICE host candidates, one socket each; empty means every up interface (loopback only if there is nothing else, and always in dev mode)"),
+        .init(key: "rtc.nodeIPs", defaultValue: .list([]), help: "addresses advertised as ICE host candidates, one socket each, IPv4 or IPv6; empty means every up interface (IPv4, then global and unique-local IPv6; loopback only if there is nothing else, and always in dev mode)"),
         .init(key: "rtc.consentTimeout", defaultValue: .duration(.seconds(30)), help: "a transport closes after this long without a valid ICE check or media (RFC 7675)"),
         .init(key: "rtc.maxBitrate", defaultValue: .int(2_500_000), help: "cap, in bits per second, on the REMB estimate sent to a video publisher"),
         .init(key: "rtc.pliInterval", defaultValue: .duration(.milliseconds(500)), help: "fewest time between two keyframe requests (PLI/FIR) sent to one publisher"),
