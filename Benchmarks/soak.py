@@ -195,7 +195,7 @@ async def sample(server: OwnServer, every: float, until: float, samples: list[di
         entry = {"t": round(time.monotonic() - started, 1), **process_health(server.proc.pid), "delayP99Ms": p99_between(previous, buckets)}
         previous = buckets
         samples.append(entry)
-        delay = "-" if entry["delayP99Ms"] is None else f"{entry['delayP99Ms']:.1f} ms"
+        delay = "-" if entry["delayP99Ms"] is None else f"{entry['delayP99Ms']:.2f} ms"
         print(f"[soak] {entry['t']:7.0f} s  rss {entry['rssMB']:7.1f} MiB  fds {entry['fds']:4d}  threads {entry['threads']:3d}  "
               f"delay p99 {delay}", flush=True)
         if time.monotonic() >= until:

@@ -175,6 +175,9 @@ public final class TURNServer: Sendable {
                     let key = ClientKey(transport: .tcp, client: remote, server: address)
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(STUNStreamDecoder()))
+                    // A quiet client is asked after: one without an allocation is closed.
+                    try channel.pipeline.syncOperations.addHandler(
+                        IdleStateHandler(readTimeout: .seconds(Int64(worker.configuration.streamIdleSeconds))))
                     try channel.pipeline.syncOperations.addHandler(TLSClientHandler(worker: worker, key: key))
                 }
             }
@@ -236,6 +239,18 @@ final class TLSClientHandler: ChannelInboundHandler, @unchecked Sendable {
             worker.connectionClosed(key)
         }
         context.fireChannelInactive()
+    }
+
+    /// Nothing read for `turn.tcp.idleTimeout`: a client without an allocation is closed, as the
+    /// engine does for TCP ones.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is IdleStateHandler.IdleStateEvent else { return context.fireUserInboundEventTriggered(event) }
+        let (worker, key, channel) = (self.worker, self.key, context.channel)
+        worker.engine.execute {
+            guard !worker.hasAllocation(key) else { return }
+            worker.statistics.streamsClosedIdle += 1
+            channel.close(promise: nil)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -137,6 +137,8 @@ final class TURNWorker: @unchecked Sendable {
     }
 
     /// A TCP client went away: its allocation goes with it (RFC 6062 §4.2... and RFC 8656 §5).
+    func hasAllocation(_ key: ClientKey) -> Bool { allocations[key] != nil }
+
     func connectionClosed(_ key: ClientKey) {
         if let allocation = allocations[key] { remove(allocation) }
     }

@@ -237,3 +237,28 @@ def test_chromium_pages_relay_only_through_turns(tls_server):
     finally:
         for driver in drivers:
             driver.quit()
+
+
+def test_quiet_turn_connections_without_an_allocation_are_closed(server_factory, tmp_path):
+    """turn.tcp.idleTimeout: a TCP and a TLS client that never allocate are closed after it."""
+    cert, key = make_certificate(tmp_path, "idle")
+    ports = {"server.tlsPort": free_port(), "turn.tlsPort": free_port()}
+    server = server_factory({**OPEN_LOOPBACK, "tls.certFile": str(cert), "tls.keyFile": str(key), **ports, "turn.tcp.idleTimeout": "2s"})
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    plain = socket.create_connection(("127.0.0.1", server.turn_port()), timeout=10)
+    tls = context.wrap_socket(socket.create_connection(("127.0.0.1", ports["turn.tlsPort"]), timeout=10))
+    started = time.monotonic()
+    try:
+        for connection in (plain, tls):
+            try:
+                assert connection.recv(1) == b"", "the server closed it"
+            except (ConnectionResetError, ssl.SSLError):
+                pass
+        assert 1.5 <= time.monotonic() - started <= 8, time.monotonic() - started
+        text = server.http("GET", "/metrics").text
+        assert "parley_turn_tcp_idle_closed_total 2" in text, [l for l in text.splitlines() if "idle" in l]
+    finally:
+        plain.close()
+        tls.close()
