@@ -22,6 +22,20 @@ extension TransportAddress {
     }
 }
 
+extension TransportAddress {
+    /// An IPv4 address as a dual-stack IPv6 socket writes to it (`::ffff:a.b.c.d`); others as they are.
+    public var mappingIPv4: TransportAddress {
+        guard case .v4(let value) = ip else { return self }
+        return TransportAddress(ip: .v6(0, 0x0000_FFFF_0000_0000 | UInt64(value)), port: port)
+    }
+
+    /// What a dual-stack socket reports as `::ffff:a.b.c.d` is the IPv4 peer `a.b.c.d`.
+    public var unmappingIPv4: TransportAddress {
+        guard case .v6(0, let low) = ip, low >> 32 == 0xFFFF else { return self }
+        return TransportAddress(ip: .v4(UInt32(truncatingIfNeeded: low)), port: port)
+    }
+}
+
 extension IPAddress {
     /// From the kernel's form, as two big-endian words: no array per packet on the IPv6 paths.
     @inlinable

@@ -150,6 +150,7 @@ public final class ClientTransport: @unchecked Sendable {
         let channel = try await openSocket(viaRelay: false).get()
         let allocated = loop.flatSubmit { () -> EventLoopFuture<Void> in
             self.channel = channel
+            if case .v6 = channel.localAddress { self.socketIsIPv6 = true }
             self.iceTransportPolicy = policy
             self.firewall = firewall
             self.relayServer = relayServer
@@ -170,17 +171,22 @@ public final class ClientTransport: @unchecked Sendable {
         }
     }
 
-    /// A UDP socket on an ephemeral port whose datagrams come to `receive`.
+    /// A UDP socket on an ephemeral port whose datagrams come to `receive`: dual-stack (IPv6 and
+    /// IPv4 on one socket) where the host has IPv6, else IPv4 alone.
     private func openSocket(viaRelay: Bool) -> EventLoopFuture<any Channel> {
-        DatagramBootstrap(group: loop)
+        let bootstrap = DatagramBootstrap(group: loop)
             .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ReceiveHandler(transport: self, viaRelay: viaRelay))
                 }
             }
-            .bind(host: "0.0.0.0", port: 0)
+        guard !viaRelay else { return bootstrap.bind(host: "0.0.0.0", port: 0) }
+        return bootstrap.bind(host: "::", port: 0).flatMapError { _ in bootstrap.bind(host: "0.0.0.0", port: 0) }
     }
+
+    /// Whether the host socket is dual-stack: IPv4 peers are then written to as `::ffff:a.b.c.d`.
+    private var socketIsIPv6 = false
 
     /// A TCP connection to the TURN server (inside TLS for `turns:`) whose STUN messages and
     /// ChannelData frames come to `receiveFromRelay`; the relay is lost when it closes.
@@ -316,7 +322,7 @@ public final class ClientTransport: @unchecked Sendable {
         }
         for media in description.media {
             for candidate in media.candidates where candidate.transport.lowercased() == "udp" {
-                guard let ip = IPAddress(candidate.address), ip.isIPv4 else { continue }
+                guard let ip = IPAddress(candidate.address), ip.isIPv4 || socketIsIPv6 else { continue }
                 let address = TransportAddress(ip: ip, port: UInt16(candidate.port))
                 if !candidates.contains(address) { candidates.append(address) }
             }
@@ -342,8 +348,16 @@ public final class ClientTransport: @unchecked Sendable {
             lines.append(SDPLine("a", "end-of-candidates"))
         } else if iceTransportPolicy == .all, let port = channel?.localAddress?.port {
             var seen: Set<String> = []
+            let dualStack = socketIsIPv6
             for device in (try? System.enumerateDevices()) ?? [] {
-                guard let address = device.address, case .v4 = address, let ip = address.ipAddress, seen.insert(ip).inserted else { continue }
+                guard let address = device.address, let ip = address.ipAddress else { continue }
+                switch address {
+                case .v4: break
+                // Global and unique-local IPv6 (a link-local one needs a scope a candidate lacks).
+                case .v6 where dualStack && !ip.lowercased().hasPrefix("fe80") && ip != "::1": break
+                default: continue
+                }
+                guard seen.insert(ip).inserted else { continue }
                 lines.append(SDPLine("a", "candidate:\(seen.count) 1 udp \(2_130_706_431 - seen.count) \(ip) \(port) typ host"))
             }
             lines.append(SDPLine("a", "end-of-candidates"))
@@ -548,7 +562,7 @@ public final class ClientTransport: @unchecked Sendable {
     }
 
     fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>, viaRelay: Bool) {
-        guard let source = TransportAddress(envelope.remoteAddress) else { return }
+        guard let source = TransportAddress(envelope.remoteAddress)?.unmappingIPv4 else { return }
         guard viaRelay else {
             // Under `.relay` nothing reaches us but through the relay.
             guard iceTransportPolicy == .all, firewall == .none else { return }
@@ -673,7 +687,8 @@ public final class ClientTransport: @unchecked Sendable {
 
     private func write(_ bytes: [UInt8], to address: TransportAddress, on channel: (any Channel)?) {
         guard let channel else { return }
-        channel.writeAndFlush(AddressedEnvelope(remoteAddress: SocketAddress(address), data: channel.allocator.buffer(bytes: bytes)), promise: nil)
+        let destination = channel === self.channel && socketIsIPv6 ? address.mappingIPv4 : address
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: SocketAddress(destination), data: channel.allocator.buffer(bytes: bytes)), promise: nil)
     }
 
     // MARK: The relay

@@ -130,3 +130,20 @@ def test_simulcast_subscribers_get_the_layer_of_their_quality(server, tmp_path):
             assert decoded.returncode == 0 and not decoded.stderr, decoded.stderr.decode()[-2000:]
     # The low layer is a fraction of the top's bitrate (150k against 1.5M).
     assert max(widths["low"]) * 3 < min(widths["high"]), widths
+
+
+def test_the_swift_sdk_sends_and_receives_media_over_ipv6(server_factory, tmp_path):
+    """The server's only media candidate is ::1: the Swift SDK's participants (the load tester's)
+    connect, publish and hear each other's tones over IPv6 from their dual-stack socket. Their
+    signaling goes to 127.0.0.1 on the same dual-stack listener (the WebSocket library's URLs do
+    not take [IPv6] literals)."""
+    server = server_factory({"log.level": "warning", "rtc.nodeIPs": "::1"}, host="::")
+    out = tmp_path / "report.json"
+    result = subprocess.run(
+        [server.binary, "loadtest", "--url", f"ws://127.0.0.1:{server.port}", "--rooms", "1", "--publishers", "2",
+         "--subscribers", "1", "--duration", "6s", "--json", str(out), "--slo-loss", "1%"],
+        capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["joinsOK"] == 3 and report["tonesDetected"] == report["tracksExpected"] == 2, report
+    assert report["lossPercent"] < 1.0, report
