@@ -174,15 +174,20 @@ public final class ClientTransport: @unchecked Sendable {
     /// A UDP socket on an ephemeral port whose datagrams come to `receive`: dual-stack (IPv6 and
     /// IPv4 on one socket) where the host has IPv6, else IPv4 alone.
     private func openSocket(viaRelay: Bool) -> EventLoopFuture<any Channel> {
-        let bootstrap = DatagramBootstrap(group: loop)
+        guard !viaRelay else { return bootstrap(viaRelay: true).bind(host: "0.0.0.0", port: 0) }
+        return bootstrap(viaRelay: false).bind(host: "::", port: 0).flatMapError { _ in
+            self.bootstrap(viaRelay: false).bind(host: "0.0.0.0", port: 0)
+        }
+    }
+
+    private func bootstrap(viaRelay: Bool) -> DatagramBootstrap {
+        DatagramBootstrap(group: loop)
             .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ReceiveHandler(transport: self, viaRelay: viaRelay))
                 }
             }
-        guard !viaRelay else { return bootstrap.bind(host: "0.0.0.0", port: 0) }
-        return bootstrap.bind(host: "::", port: 0).flatMapError { _ in bootstrap.bind(host: "0.0.0.0", port: 0) }
     }
 
     /// Whether the host socket is dual-stack: IPv4 peers are then written to as `::ffff:a.b.c.d`.
