@@ -23,7 +23,7 @@ public struct TURNConfiguration: Sendable {
     public var maxPermissionsPerAllocation = 100
     /// TCP and TLS clients at once, and from one address.
     public var maxStreamConnections = 10_000
-    public var maxStreamConnectionsPerSource = 64
+    public var maxStreamConnectionsPerSource = 256
     /// A TCP client without an allocation is closed after this long (a connection that never
     /// allocates only holds a descriptor).
     public var streamIdleSeconds: UInt64 = 30

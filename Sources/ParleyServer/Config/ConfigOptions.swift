@@ -173,7 +173,7 @@ public enum ConfigOptions {
         .init(key: "turn.rateLimit.perSecond", defaultValue: .double(20), help: "requests without valid credentials answered per client address per second"),
         .init(key: "turn.maxPermissions", defaultValue: .int(100), help: "permissions one allocation may hold at once (CreatePermission past it gets 508)"),
         .init(key: "turn.tcp.maxConnections", defaultValue: .int(10_000), help: "TURN clients over TCP and TLS at once"),
-        .init(key: "turn.tcp.maxConnectionsPerSource", defaultValue: .int(64), help: "TURN clients over TCP and TLS at once from one address"),
+        .init(key: "turn.tcp.maxConnectionsPerSource", defaultValue: .int(256), help: "TURN clients over TCP and TLS at once from one address (an office behind one NAT is one address)"),
         .init(key: "turn.tcp.idleTimeout", defaultValue: .duration(.seconds(30)), help: "a TURN client over TCP without an allocation is closed after this long"),
         .init(key: "turn.rateLimit.burst", defaultValue: .int(40), help: "requests without valid credentials answered per client address in a burst"),
     ]

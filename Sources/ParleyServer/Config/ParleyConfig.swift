@@ -122,7 +122,7 @@ public struct ParleyConfig: Sendable {
         public var rateLimit: RateLimit
         public var maxPermissions = 100
         public var tcpMaxConnections = 10_000
-        public var tcpMaxConnectionsPerSource = 64
+        public var tcpMaxConnectionsPerSource = 256
         public var tcpIdleTimeout: Duration = .seconds(30)
 
         /// The server's settings, with `secret` (this one, or the one made at start).
