@@ -21,6 +21,17 @@ async def join(server, identity: str, room: str = "media") -> Participant:
     return participant
 
 
+async def alice_tone_at_bob(server):
+    """alice and bob in room `media`, alice publishing a 440 Hz tone; returns them once bob has
+    heard a second of it, with bob's received track."""
+    alice = await join(server, "alice")
+    bob = await join(server, "bob")
+    await alice.publish(tone=440.0, video=False)
+    await wait_for(lambda: bob.tracks_from(alice.sid, "audio") and len(bob.tracks_from(alice.sid, "audio")[0].audio()) >= 48_000,
+                   15, what="first second of audio")
+    return alice, bob, bob.tracks_from(alice.sid, "audio")[0]
+
+
 def metric(server, name: str, **labels) -> float:
     """Sums the samples of `name` whose labels include `labels`."""
     text = server.http("GET", "/metrics").text
@@ -128,13 +139,8 @@ def test_the_admin_api_mutes_and_unmutes_a_participants_microphone(server):
     """POST /v1/rooms/{room}/participants/{identity}/mute: the listener hears the tone stop and
     come back, everyone (the muted one too) gets track.muted."""
     async def scenario():
-        alice = await join(server, "alice")
-        bob = await join(server, "bob")
+        alice, bob, audio = await alice_tone_at_bob(server)
         try:
-            await alice.publish(tone=440.0, video=False)
-            await wait_for(lambda: bob.tracks_from(alice.sid, "audio") and len(bob.tracks_from(alice.sid, "audio")[0].audio()) >= 48_000,
-                           15, what="first second of audio")
-            audio = bob.tracks_from(alice.sid, "audio")[0]
             reply = await asyncio.to_thread(server.admin, "POST", "/v1/rooms/media/participants/alice/mute", body={"track": "microphone", "muted": True})
             assert reply.status == 200 and reply.json()["muted"] is True, reply.text
             track = reply.json()["track"]
@@ -182,13 +188,8 @@ def test_remote_unmute_is_refused_unless_the_operator_allows_it(server):
 
 def test_mute_then_unmute_resumes_audio(server):
     async def scenario():
-        alice = await join(server, "alice")
-        bob = await join(server, "bob")
+        alice, bob, audio = await alice_tone_at_bob(server)
         try:
-            await alice.publish(tone=440.0, video=False)
-            await wait_for(lambda: bob.tracks_from(alice.sid, "audio") and len(bob.tracks_from(alice.sid, "audio")[0].audio()) >= 48_000,
-                           15, what="first second of audio")
-            audio = bob.tracks_from(alice.sid, "audio")[0]
             await alice.mute("audio", True)
             await wait_for(lambda: any(e["type"] == "track.muted" and e["muted"] for e in bob.events), 5, what="track.muted")
             await asyncio.sleep(1.5)

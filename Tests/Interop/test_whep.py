@@ -156,7 +156,7 @@ def test_a_whep_player_under_a_participants_own_identity_plays_beside_that_parti
             await heard(player, 660, 20, "bob's tone at alice's player")
             assert not any(e["type"] == "participant.left" for e in alice.events + bob.events), alice.events
             identities = [p["identity"] for p in server.admin("GET", "/v1/rooms/den/participants").json()["participants"]]
-            assert identities.count("alice") == 1 and any(i.startswith("alice#whep-") for i in identities), identities
+            assert identities.count("alice") == 1 and any(i.startswith("alice#whep_") for i in identities), identities
             status, _, _, _ = await asyncio.to_thread(player.delete)
             assert status == 200
         finally:

@@ -31,8 +31,8 @@ import Testing
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("parley-limits-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder + "/a/b", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        FileManager.default.createFile(atPath: folder + "/one", contents: Data(count: 1000))
-        FileManager.default.createFile(atPath: folder + "/a/b/two", contents: Data(count: 2345))
+        #expect(FileManager.default.createFile(atPath: folder + "/one", contents: Data(count: 1000)))
+        #expect(FileManager.default.createFile(atPath: folder + "/a/b/two", contents: Data(count: 2345)))
         #expect(RecordingLimits.bytes(under: folder) == 3345)
         #expect(RecordingLimits.bytes(under: folder + "/missing") == 0)
         #expect((RecordingLimits.freeBytes(at: folder + "/not/yet/made") ?? 0) > 0, "measured on the nearest existing folder")

@@ -52,14 +52,13 @@ struct RequestLimitsMiddleware<Context: RequestContext & RemoteAddressRequestCon
     let maxBodyBytes: Int
     let clock: any ServerClock
     let metrics: ServerMetrics
-    static var exempt: Set<String> { ["/healthz", "/readyz", "/metrics"] }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBodyBytes {
             metrics.recordError(.tooLarge)
             throw APIError(.tooLarge, "request body of \(length) bytes exceeds \(maxBodyBytes)")
         }
-        if !Self.exempt.contains(request.uri.path) {
+        if !unlimitedPaths.contains(request.uri.path) {
             let client = context.remoteAddress?.ipAddress ?? "unknown"
             guard limiter.take(client, now: clock.now()) else {
                 metrics.recordError(.rateLimited)
@@ -72,6 +71,9 @@ struct RequestLimitsMiddleware<Context: RequestContext & RemoteAddressRequestCon
         return try await next(request, context)
     }
 }
+
+/// Probes and scrapes: never rate limited. (A generic type cannot hold a stored static.)
+private let unlimitedPaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
 
 extension APIError {
     var response: Response { JSONResponse.make(body, status: status) }

@@ -18,13 +18,9 @@ extension WHIPRoutes {
         player.grants.hidden = true
         // A player is not its owner's session: joining under the token's own identity would
         // replace that participant (the same person watching on a TV while in the call).
-        player.sub = "\(claims.identity)#whep-\(WHIPRoutes.newPlayerSuffix())"
+        player.sub = "\(claims.identity)#\(services.ids.make("whep"))"
         return try await admit(player, tokenIdentity: claims.identity, offer: offer, path: "/v1/whep", role: .subscriber) { room, sid throws(ProtocolError) in
             try await room.play(offer: offer, for: sid, following: following)
         }
-    }
-
-    static func newPlayerSuffix() -> String {
-        String((0..<8).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! })
     }
 }

@@ -280,18 +280,16 @@ final class WHIPSessions: Sendable {
         var remoteUfrag: String?
     }
 
-    private let sessions = NIOLockedValueBox<[String: Session]>([:])
-    private let countAfterSweep = NIOLockedValueBox(0)
+    private let state = NIOLockedValueBox((sessions: [String: Session](), countAfterSweep: 0))
 
-    func add(_ session: Session) { sessions.withLockedValue { $0[session.sid] = session } }
-    func get(_ sid: String) -> Session? { sessions.withLockedValue { $0[sid] } }
-    func remove(_ sid: String) { sessions.withLockedValue { _ = $0.removeValue(forKey: sid) } }
-    var count: Int { sessions.withLockedValue { $0.count } }
-    func all() -> [Session] { sessions.withLockedValue { Array($0.values) } }
-    func isDueForSweep() -> Bool { count >= max(64, 2 * countAfterSweep.withLockedValue { $0 }) }
-    func swept() { countAfterSweep.withLockedValue { $0 = count } }
+    func add(_ session: Session) { state.withLockedValue { $0.sessions[session.sid] = session } }
+    func get(_ sid: String) -> Session? { state.withLockedValue { $0.sessions[sid] } }
+    func remove(_ sid: String) { state.withLockedValue { _ = $0.sessions.removeValue(forKey: sid) } }
+    func all() -> [Session] { state.withLockedValue { Array($0.sessions.values) } }
+    func isDueForSweep() -> Bool { state.withLockedValue { $0.sessions.count >= max(64, 2 * $0.countAfterSweep) } }
+    func swept() { state.withLockedValue { $0.countAfterSweep = $0.sessions.count } }
     func update(_ sid: String, _ change: (inout Session) -> Void) {
-        sessions.withLockedValue { if var session = $0[sid] { change(&session); $0[sid] = session } }
+        state.withLockedValue { if var session = $0.sessions[sid] { change(&session); $0.sessions[sid] = session } }
     }
 }
 

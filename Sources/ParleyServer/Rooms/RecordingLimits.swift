@@ -40,12 +40,11 @@ struct RecordingLimits: Sendable, Equatable {
     static func bytes(under directory: String) -> Int64 {
         guard let walker = FileManager.default.enumerator(atPath: directory) else { return 0 }
         var total: Int64 = 0
-        while let relative = walker.nextObject() as? String {
+        while walker.nextObject() != nil {
             let attributes = walker.fileAttributes
             if attributes?[.type] as? FileAttributeType == .typeRegular, let size = attributes?[.size] as? NSNumber {
                 total += size.int64Value
             }
-            _ = relative
         }
         return total
     }

@@ -215,11 +215,12 @@ public actor Room {
     /// The admin API removed a participant; with `banFor`, the identity may not join again (nor
     /// resume) for that long.
     public func kick(identity: String, banFor: Duration? = nil) -> Bool {
-        if let banFor, banFor > .zero {
+        let banned = banFor.map { $0 > .zero } ?? false
+        if banned, let banFor {
             let now = services.clock.now()
             services.bans.ban(identity, from: name, until: now + banFor, now: now)
         }
-        guard let participant = findParticipant(identity: identity) else { return banFor != nil && banFor! > .zero }
+        guard let participant = findParticipant(identity: identity) else { return banned }
         remove(participant, reason: .kicked, notifySelf: true)
         return true
     }

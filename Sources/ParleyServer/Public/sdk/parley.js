@@ -92,15 +92,17 @@ export class Room extends Emitter {
   #url; #token; #options; #ws = null; #nextId = 1; #pending = new Map();
   #publisher = null; #subscriber = null; #pendingSubscriberOffer = null; #queuedCandidates = [];
   #local = []; #retry = 0; #retryTimer = null; #movedTo = null; #leaving = false; #relayOnly = false;
-  #fallbackTimers = []; #typingTimer = null; #lastStats = null;
+  #typingTimer = null; #lastStats = null;
+  // Each transport's pending relay-fallback check.
+  #fallbackTimers = new Map();
   // Once joined, every later join (a resume, a move, the relay fallback) is a reconnection.
   #joinedOnce = false;
   // A move or the relay fallback needs a new session: its retries must not resume the old one.
   #needsNewSession = false;
   // Publisher offers run one at a time: two at once would race on the signaling state.
   #offerChain = Promise.resolve();
-  // When each transport first had a remote description, and its pending fallback timer.
-  #negotiatedAt = new WeakMap(); #lastFallbackTimer = new WeakMap();
+  // When each transport first had a remote description.
+  #negotiatedAt = new WeakMap();
 
   constructor(url, token, options = {}) {
     super();
@@ -424,8 +426,8 @@ export class Room extends Emitter {
   async restartIce() { if (this.#publisher) await this.#offer({ iceRestart: true }); }
 
   #resetMedia() {
-    for (const timer of this.#fallbackTimers) clearTimeout(timer);
-    this.#fallbackTimers = [];
+    for (const timer of this.#fallbackTimers.values()) clearTimeout(timer);
+    this.#fallbackTimers.clear();
     for (const pc of [this.#publisher, this.#subscriber]) if (pc) pc.close();
     this.#publisher = this.#subscriber = null;
     for (const trackSid of [...this.subscriptions.keys()]) this.#dropSubscription(trackSid);
@@ -458,9 +460,7 @@ export class Room extends Emitter {
       this.emit("reconnecting", { code: 0, movedTo: null });
       this.#open(null).catch(() => {});
     }, wait);
-    this.#fallbackTimers = this.#fallbackTimers.filter((t) => t !== this.#lastFallbackTimer.get(pc));
-    this.#lastFallbackTimer.set(pc, timer);
-    this.#fallbackTimers.push(timer);
+    this.#fallbackTimers.set(pc, timer);
   }
 
   #createSubscriber() {
