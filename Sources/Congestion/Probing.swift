@@ -84,7 +84,7 @@ public struct ProbePacer: Sendable {
 }
 
 /// Decides when to probe and how fast: at start (3×, then 6× the initial rate), whenever the
-/// allocator wants more than the estimate (twice the estimate, capped by the want), again on
+/// allocator wants more than the estimate (twice the estimate, capped a little above the want), again on
 /// every probe the link carried (twice its result), and every few seconds while the estimate
 /// stays below the want; never while the estimate falls or soon after it fell. One probe at a
 /// time: the next waits for the result of the last, and a probe the link could not carry
@@ -115,12 +115,17 @@ public struct ProbeController: Sendable {
         /// packets).
         public var packetSize: Int
         public var maxProbeBitrate: Int
+        /// Probes go up to this multiple of the want, not just to it: a probe lifts the estimate
+        /// to 95 % of what it delivered, so a probe of the want alone would leave the estimate
+        /// short of it (and a paused track paused) until the slow additive increase made up the
+        /// rest, by which time a publisher ramping up has raised the want again.
+        public var wantOvershoot: Double
 
         public init(
             initialProbes: [Double] = [3, 6], growth: Double = 2, probeFurtherFraction: Double = 0.7,
             periodicInterval: Int64 = 3_000_000, maxPeriodicInterval: Int64 = 5_000_000, backOffAfterDecrease: Int64 = 1_500_000,
             minimumInterval: Int64 = 1_000_000, resultTimeout: Int64 = 1_000_000, clusterDuration: Int64 = 20_000, minPackets: Int = 5,
-            packetSize: Int = 1_200, maxProbeBitrate: Int = 20_000_000
+            packetSize: Int = 1_200, maxProbeBitrate: Int = 20_000_000, wantOvershoot: Double = 1.25
         ) {
             self.initialProbes = initialProbes
             self.growth = growth
@@ -134,6 +139,7 @@ public struct ProbeController: Sendable {
             self.minPackets = minPackets
             self.packetSize = packetSize
             self.maxProbeBitrate = maxProbeBitrate
+            self.wantOvershoot = wantOvershoot
         }
     }
 
@@ -159,7 +165,7 @@ public struct ProbeController: Sendable {
         periodicWait = configuration.periodicInterval
     }
 
-    /// The most the allocator would use (its layers' total); probes never go above it.
+    /// The most the allocator would use (its layers' total); probes go a little above it, no further.
     public mutating func want(bitrate: Int) {
         if bitrate > (wanted ?? 0) { wantRaised = true }
         wanted = bitrate
@@ -202,7 +208,7 @@ public struct ProbeController: Sendable {
             let target = min(queued.removeFirst(), ceiling)
             if Double(target) > 1.1 * Double(estimate) { return makeCluster(bitrate: target, now: now) }
         }
-        guard let wanted, Double(estimate) < 0.95 * Double(wanted) else {
+        guard let wanted, estimate < wanted else {
             wantRaised = false
             return nil
         }
@@ -214,7 +220,9 @@ public struct ProbeController: Sendable {
         return makeCluster(bitrate: target, now: now)
     }
 
-    private var ceiling: Int { min(wanted ?? configuration.maxProbeBitrate, configuration.maxProbeBitrate) }
+    private var ceiling: Int {
+        min(wanted.map { Int(Double($0) * configuration.wantOvershoot) } ?? configuration.maxProbeBitrate, configuration.maxProbeBitrate)
+    }
 
     private mutating func makeCluster(bitrate: Int, now: Int64) -> ProbeCluster {
         let id = nextID

@@ -107,6 +107,44 @@ public enum ForwardedPacket {
     }
 }
 
+/// A padding-only packet (RFC 3550 §5.1: P set, no payload, the last byte counting the padding)
+/// for probing a subscriber's link when none of its video is being forwarded, so there is no
+/// media to copy: libwebrtc probes the same way, on the RTX stream, whose receiver drops a
+/// packet without an original sequence number but reports its arrival in transport-wide feedback.
+public enum PaddingPacket {
+    /// The most padding one packet carries (its count is one byte).
+    public static let maxPadding = 255
+    /// The header with a one-byte extension block holding only the transport-wide sequence number.
+    public static let headerLength = RTPHeader.fixedHeaderLength + 8
+
+    /// Writes the packet with `padding` bytes of padding (1…255) and returns its length and where
+    /// the transport-wide sequence number goes; nil when `output` is too small or `padding` is out
+    /// of range.
+    public static func write(
+        ssrc: UInt32, sequenceNumber: UInt16, timestamp: UInt32, payloadType: UInt8, transportSequenceID: UInt8, padding: Int,
+        into output: UnsafeMutableRawBufferPointer
+    ) -> ForwardedPacket.Written? {
+        guard (1...maxPadding).contains(padding), (1...14).contains(transportSequenceID), output.count >= headerLength + padding else {
+            return nil
+        }
+        output.setUInt8(0xB0, at: 0)  // version 2, padding, extension
+        output.setUInt8(payloadType & 0x7F, at: 1)
+        output.setUInt16(sequenceNumber, at: 2)
+        output.setUInt32(timestamp, at: 4)
+        output.setUInt32(ssrc, at: 8)
+        let block = RTPHeader.fixedHeaderLength
+        output.setUInt16(RTPHeaderExtensionForm.oneByteProfile, at: block)
+        output.setUInt16(1, at: block + 2)
+        output.setUInt8(transportSequenceID << 4 | 1, at: block + 4)
+        output.setUInt16(0, at: block + 5)
+        output.setUInt8(0, at: block + 7)
+        for offset in headerLength..<(headerLength + padding - 1) { output.setUInt8(0, at: offset) }
+        output.setUInt8(UInt8(padding), at: headerLength + padding - 1)
+        return ForwardedPacket.Written(
+            length: headerLength + padding, payloadOffset: headerLength, payloadEnd: headerLength, transportSequenceOffset: block + 5)
+    }
+}
+
 /// RFC 4588 retransmission packets: the original sequence number (OSN) is the first two bytes
 /// of the payload.
 public enum RetransmissionPacket {

@@ -225,6 +225,32 @@ public final class DownTrack {
         }
         return true
     }
+
+    /// Whether padding can probe the subscriber's link through this track: its RTX stream is
+    /// negotiated and the subscriber reports transport-wide arrivals.
+    var canSendPadding: Bool { isActive && hasRetransmission && subscriberExtensions.transportCC != 0 }
+
+    /// Sends one padding-only packet of `padding` bytes on the RTX stream, stamped for the
+    /// subscriber's estimate like any packet; returns the bytes sent (0 when it could not go).
+    func sendPadding(_ padding: Int, now: UInt64) -> Int {
+        guard canSendPadding else { return 0 }
+        var length = 0
+        let sent = transport.sendRTP { buffer in
+            guard
+                let written = PaddingPacket.write(
+                    ssrc: retransmissionSSRC, sequenceNumber: retransmissionSequence, timestamp: lastOutgoingTimestamp,
+                    payloadType: retransmissionPayloadType, transportSequenceID: subscriberExtensions.transportCC, padding: padding, into: buffer),
+                let offset = written.transportSequenceOffset
+            else { return nil }
+            let sequence = bandwidth.packetSent(size: written.length, now: now)
+            buffer.storeBytes(of: sequence.bigEndian, toByteOffset: offset, as: UInt16.self)
+            length = written.length
+            return written.length
+        }
+        guard sent else { return 0 }
+        retransmissionSequence &+= 1
+        return length
+    }
 }
 
 /// What a subscriber asked for of one track: a quality, or the size of the tile that shows it.

@@ -110,20 +110,39 @@ extension SFURoom {
 
     /// Sends the probe bytes due to a subscriber that gives transport-wide feedback: RTX copies of
     /// the newest packets of one of its video tracks (a duplicate the receiver drops, but real
-    /// bytes through its link), counted towards the probe like any packet it is sent.
+    /// bytes through its link), counted towards the probe like any packet it is sent. With none
+    /// of its video forwarded (all paused for bandwidth) there is nothing to copy: padding-only
+    /// packets on a paused track's RTX stream probe instead, or its estimate, fed by audio
+    /// alone, could never climb back to the lowest layer.
     func sendProbe(to subscriber: SFUParticipant, now: UInt64) {
         guard subscriber.subscriber?.isConnected == true else { return }
         var due = subscriber.bandwidth.probeBytesDue(now: now)
         guard due > 0 else { return }
+        var sentInAll = 0
+        defer {
+            subscriber.bandwidth.probeBytesSent += UInt64(sentInAll)
+            workerStatistics.counts.probeBytesSent += UInt64(sentInAll)
+        }
         guard
             let downTrack = subscriber.downTracks.first(where: {
                 $0.publication.kind == .video && $0.hasRetransmission && $0.currentLayer >= 0 && $0.isActive
                     && $0.subscriberExtensions.transportCC != 0
             }), let history = downTrack.publication.layers[downTrack.currentLayer].history
-        else { return }
+        else {
+            guard let padded = subscriber.downTracks.first(where: { $0.publication.kind == .video && $0.canSendPadding }) else { return }
+            var packets = 0
+            while due > 0, packets < Self.maxProbePacketsPerTick {
+                packets += 1
+                let sent = padded.sendPadding(min(due, PaddingPacket.maxPadding), now: now)
+                guard sent > 0 else { break }
+                due -= sent
+                sentInAll += sent
+            }
+            return
+        }
         var outgoing = downTrack.rewriter.lastOutgoingSequence
         var attempts = 0
-        while due > 0, attempts < 64 {
+        while due > 0, attempts < Self.maxProbePacketsPerTick {
             attempts += 1
             defer { outgoing &-= 1 }
             guard let incoming = downTrack.rewriter.incomingSequence(forOutgoing: outgoing) else { break }
@@ -134,10 +153,12 @@ extension SFURoom {
             } ?? 0
             guard sent > 0 else { continue }
             due -= sent
-            subscriber.bandwidth.probeBytesSent += UInt64(sent)
-            workerStatistics.counts.probeBytesSent += UInt64(sent)
+            sentInAll += sent
         }
     }
+
+    /// The most packets one tick sends to probe (the pacer stretches a cluster that needs more).
+    static let maxProbePacketsPerTick = 64
 
     /// What a subscriber asked for of one of its tracks; the next allocation honours it.
     public func setLimit(_ limit: SubscriptionLimit, for downTrack: DownTrack) {

@@ -95,7 +95,7 @@ import Testing
         #expect(periodic.bitrate == 7_600_000)
     }
 
-    @Test func theControllerDoesNotProbeAFallingEstimateAndCapsAtTheWant() throws {
+    @Test func theControllerDoesNotProbeAFallingEstimateAndCapsALittleAboveTheWant() throws {
         var controller = ProbeController(ProbeController.Configuration(initialProbes: []), initialBitrate: 500_000)
         controller.want(bitrate: 800_000)
         controller.estimateUpdated(Self.update(estimate: 400_000, usage: .overusing), now: 1_000_000)
@@ -105,7 +105,12 @@ import Testing
         #expect(cluster.bitrate == 800_000)
         // At 1,200-byte packets, five of them take longer than the cluster's 20 ms.
         #expect(cluster.duration == 60_000)
+        // Just short of the want: probed again, a little above it.
         controller.estimateUpdated(Self.update(estimate: 790_000), now: 3_000_000)
+        let nextAbove = controller.nextCluster(now: 7_000_000)
+        let above = try #require(nextAbove)
+        #expect(above.bitrate == 1_000_000)
+        controller.estimateUpdated(Self.update(estimate: 950_000), now: 7_200_000)
         #expect(controller.nextCluster(now: 20_000_000) == nil, "the want is met")
     }
 

@@ -73,10 +73,10 @@ class NsChromium:
         self.driver.set_page_load_timeout(20)
         self.publish = publish
 
-    def join(self, url: str, room: str) -> None:
+    def join(self, url: str, room: str, query: str = "") -> None:
         from selenium.webdriver.common.by import By
 
-        self.driver.get(url + ("/" if self.publish else "/?publish=0"))
+        self.driver.get(url + ("/?" if self.publish else "/?publish=0&") + query)
         self.driver.find_element(By.ID, "room").clear()
         self.driver.find_element(By.ID, "room").send_keys(room)
         self.driver.find_element(By.ID, "name").send_keys(self.name)
@@ -269,3 +269,74 @@ def test_simulcast_layers_follow_each_subscribers_link(netns_pool, server_factor
         print(f"chromedriver logs in {log_dir}; server log tail:\n{server.log_tail(15)}")
     if failures:
         pytest.fail("adaptive video thresholds missed:\n  " + "\n  ".join(failures), pytrace=False)
+
+
+PAUSE_LIMIT_KBIT = 64  # over the audio, far under the one layer: B's video pauses
+RESUME_WITHIN = 15.0
+
+
+def test_video_paused_for_a_narrow_link_comes_back_when_the_link_frees(netns_pool, server_factory):
+    """A subscriber whose every video track paused receives audio alone, which cannot show that
+    its link freed up: the server must probe it (padding on the paused track's RTX stream) or the
+    video never comes back. B's download is held under the lowest layer until its video pauses,
+    then lifted: B must decode video again, and the probe bytes must show on /metrics. P sends one
+    540p layer (no simulcast, so no small layer that the estimate's floor would still carry). While B's
+    link is narrow its browser answers slowly (its driver is reached over that link), so the
+    pause is read from the server."""
+    from test_media_aiortc import metric
+
+    ns_p, ns_b = netns_pool.create(), netns_pool.create()
+    server = server_factory({"log.level": "warning"}, host=ns_p.host_ip)
+    log_dir = Path(tempfile.mkdtemp(prefix="parley-resume-"))
+    browsers: dict[str, NsChromium] = {}
+    start = time.monotonic()
+
+    def video_subscriptions() -> list[dict]:
+        people = server.admin("GET", "/v1/rooms/resume/participants").json()
+        people = people.get("participants", people) if isinstance(people, dict) else people
+        b = next(p for p in people if p.get("name") == "B")
+        media = server.admin("GET", f"/v1/rooms/resume/participants/{b['identity']}").json()
+        videos = [s for s in media.get("subscriptions", []) if s.get("kind") == "video"]
+        estimate = (media.get("downlink") or {}).get("estimate")
+        print(f"t={time.monotonic() - start:5.1f}  B's estimate {estimate}, video "
+              + ", ".join(f"layer {s['layer']}{' paused' if s['paused'] else ''}" for s in videos), flush=True)
+        return videos
+
+    try:
+        browsers["P"] = NsChromium(ns_p, server.url, log_dir, "P", publish=True)
+        browsers["P"].join(server.url, "resume", query="simulcast=0&camera=540p")
+        browsers["B"] = NsChromium(ns_b, server.url, log_dir, "B", publish=False)
+        browsers["B"].join(server.url, "resume")
+        wait_until(lambda: (main_video(browsers["B"].stats()) or {}).get("framesDecoded", 0) > 20, 40, "B decoding video")
+
+        ns_b.shape("down", PAUSE_LIMIT_KBIT)
+        print(f"t={time.monotonic() - start:5.1f}  >>> B download {PAUSE_LIMIT_KBIT} kbit/s")
+        wait_until(lambda: (v := video_subscriptions()) and all(s["paused"] for s in v), 40, "B's video paused for bandwidth")
+        probed_before = metric(server, "parley_media_probe_bytes_total")
+        # Paused, it stays paused while the link is narrow.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert all(s["paused"] for s in video_subscriptions()), "B's video resumed on a link narrower than its lowest layer"
+            time.sleep(1)
+
+        ns_b.shape("down", None)
+        lifted = time.monotonic()
+        print(f"t={lifted - start:5.1f}  >>> B limit lifted")
+        wait_until(lambda: not any(s["paused"] for s in video_subscriptions()), RESUME_WITHIN,
+                   f"B's video resumed within {RESUME_WITHIN:.0f} s of the lift")
+        resumed = time.monotonic() - lifted
+        def decoded() -> int:
+            video_subscriptions()
+            v = main_video(browsers["B"].stats()) or {}
+            print(f"         B decoded {v.get('framesDecoded')} frames, {v.get('frameWidth')}x{v.get('frameHeight')}", flush=True)
+            return v.get("framesDecoded", 0)
+
+        frames = decoded()
+        wait_until(lambda: decoded() > frames + 40, 15, "B decoding the resumed video")
+        probed = metric(server, "parley_media_probe_bytes_total") - probed_before
+        print(f"B's video back {resumed:.1f} s after the lift; {probed:.0f} probe bytes sent since it paused")
+        assert probed > 0, "no probe bytes were sent to the paused subscriber"
+    finally:
+        for browser in browsers.values():
+            browser.quit()
+        print(f"chromedriver logs in {log_dir}; server log tail:\n{server.log_tail(15)}")

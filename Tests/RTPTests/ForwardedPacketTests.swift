@@ -96,3 +96,35 @@ import Testing
         #expect(payload.withUnsafeBytes { H264Payload.startsKeyframe($0) } == expected)
     }
 }
+
+@Suite struct PaddingPacketTests {
+    @Test func aPaddingPacketParsesAsPaddingOnlyWithItsTransportSequenceSlot() throws {
+        var buffer = [UInt8](repeating: 0xFF, count: 400)
+        let written = try #require(
+            buffer.withUnsafeMutableBytes {
+                PaddingPacket.write(
+                    ssrc: 0xAABB_CCDD, sequenceNumber: 7, timestamp: 9000, payloadType: 101, transportSequenceID: 5, padding: 255, into: $0)
+            })
+        #expect(written.length == 12 + 8 + 255)
+        let packet = Array(buffer[..<written.length])
+        try packet.withUnsafeBytes { bytes in
+            let header = try #require(RTPHeader(bytes))
+            #expect(header.ssrc == 0xAABB_CCDD && header.sequenceNumber == 7 && header.timestamp == 9000 && header.payloadType == 101)
+            #expect(header.payloadLength == 0 && header.paddingLength == 255)
+            let element = try #require(header.extensionElements(in: bytes).first { $0.id == 5 })
+            #expect(element.range.lowerBound == written.transportSequenceOffset && element.range.count == 2)
+        }
+    }
+
+    @Test func outOfRangePaddingOrASmallBufferWritesNothing() {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        buffer.withUnsafeMutableBytes { output in
+            for padding in [0, 256, 45] {
+                #expect(
+                    PaddingPacket.write(ssrc: 1, sequenceNumber: 1, timestamp: 1, payloadType: 101, transportSequenceID: 5, padding: padding, into: output)
+                        == nil)
+            }
+            #expect(PaddingPacket.write(ssrc: 1, sequenceNumber: 1, timestamp: 1, payloadType: 101, transportSequenceID: 15, padding: 4, into: output) == nil)
+        }
+    }
+}

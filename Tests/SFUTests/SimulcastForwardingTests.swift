@@ -198,6 +198,40 @@ func simulcastPacket(
         #expect(uplinkFeedback.first?.packets.allSatisfy { $0.arrivalMicroseconds != nil } == true)
         try await fixture.shutdown()
     }
+
+    @Test func aSubscriberWithNoVideoForwardedIsProbedWithPaddingOnTheRTXStream() async throws {
+        let fixture = try RoomFixture()
+        let (_, subscriber, downTrack) = try await Self.setUp(fixture)
+        let (probes, statistics) = try await fixture.onLoop { () -> ([[UInt8]], SFUStatistics) in
+            let now = fixture.port.now()
+            // Feedback arrived (for nothing yet): the estimate is the subscriber's from now on,
+            // and the prober starts. No layer was ever forwarded: no media to copy.
+            let feedback = TWCCFeedback(
+                senderSSRC: 9, mediaSSRC: downTrack.outgoingSSRC, baseSequenceNumber: 0, referenceTime: 0, feedbackPacketCount: 0,
+                packets: [TWCCFeedback.PacketStatus(sequenceNumber: 0, arrivalMicroseconds: nil)])
+            try subscriber.sendRTCP(feedback.serialized(), now: now)
+            for step in UInt64(1)...5 { fixture.room.tick(now: now + step * 20_000_000) }
+            return (subscriber.received(from: fixture.sink).rtp, fixture.room.workerStatistics.counts)
+        }
+        #expect(downTrack.currentLayer == -1)
+        let padding = probes.filter { packet in packet.withUnsafeBytes { RTPHeader($0)?.ssrc == downTrack.retransmissionSSRC } }
+        #expect(!padding.isEmpty)
+        var transportSequences: [UInt16] = []
+        for packet in padding {
+            try packet.withUnsafeBytes { bytes in
+                let header = try #require(RTPHeader(bytes))
+                #expect(header.payloadType == 101)
+                #expect(header.payloadLength == 0 && header.paddingLength > 0)
+                let element = try #require(header.extensionElements(in: bytes).first { $0.id == 5 })
+                transportSequences.append(UInt16(bytes[element.range.lowerBound]) << 8 | UInt16(bytes[element.range.lowerBound + 1]))
+            }
+        }
+        // Each stamped in turn for the estimate, and counted as probe bytes.
+        #expect(transportSequences == Array(transportSequences.sorted()) && Set(transportSequences).count == transportSequences.count)
+        #expect(statistics.probeBytesSent == UInt64(padding.reduce(0) { $0 + $1.count }))
+        #expect(downTrack.bandwidth.probeBytesSent == statistics.probeBytesSent)
+        try await fixture.shutdown()
+    }
 }
 
 extension Array where Element == UInt8 {
