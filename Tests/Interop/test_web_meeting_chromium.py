@@ -297,6 +297,8 @@ def test_the_hosted_examples_join_and_show_each_other(server):
         wait_until(lambda: len(audio.find_elements(By.CSS_SELECTOR, "#people li")) == 3, 15, "three people listed")
         wait_until(lambda: audio.execute_script(
             "return [...window.room.subscriptions.values()].filter((s) => s.track.kind === 'audio').length") == 2, 15, "Ada's and Bo's audio")
+        # Checked while someone is marked speaking, so the mark's colours are checked too.
+        wait_until(lambda: audio.find_elements(By.CSS_SELECTOR, "#people li.speaking"), 15, "a speaker marked")
         accessible(audio, "the audio example")
         assert not audio.find_element(By.ID, "mute").get_attribute("disabled")
     finally:
