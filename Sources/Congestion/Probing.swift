@@ -87,8 +87,9 @@ public struct ProbePacer: Sendable {
 /// allocator wants more than the estimate (twice the estimate, capped a little above the want), again on
 /// every probe the link carried (twice its result), and every few seconds while the estimate
 /// stays below the want; never while the estimate falls or soon after it fell. One probe at a
-/// time: the next waits for the result of the last, and a probe the link could not carry
-/// ends the sequence and lengthens the wait before the next periodic one.
+/// time: the next waits for the result of the last. A probe the link could not carry, one
+/// that timed out, or a sequence that ends still short of the want lengthens the wait before
+/// the next periodic one (up to 5 s): a link just under the want is not filled every 3 s.
 public struct ProbeController: Sendable {
     public struct Configuration: Sendable, Equatable {
         /// Multiples of the initial estimate probed at start, one after another while the link
@@ -107,12 +108,15 @@ public struct ProbeController: Sendable {
         public var backOffAfterDecrease: Int64
         /// At least this long between probes that a raised want starts.
         public var minimumInterval: Int64
+        /// A want counts as raised (probe soon) when it grows by more than this fraction: the
+        /// want follows publishers' measured bitrates, which move a little every second.
+        public var wantRaiseFraction: Double
         /// Give up waiting for a probe's result after this long (too much of it was lost).
         public var resultTimeout: Int64
         public var clusterDuration: Int64
         public var minPackets: Int
-        /// The packet size assumed when sizing a cluster to `minPackets` (the sender's padding
-        /// packets).
+        /// The packet size assumed when sizing a cluster to `minPackets`, unless the sender says
+        /// what it will send (`nextCluster(now:packetSize:)`).
         public var packetSize: Int
         public var maxProbeBitrate: Int
         /// Probes go up to this multiple of the want, not just to it: a probe lifts the estimate
@@ -124,7 +128,7 @@ public struct ProbeController: Sendable {
         public init(
             initialProbes: [Double] = [3, 6], growth: Double = 2, probeFurtherFraction: Double = 0.7,
             periodicInterval: Int64 = 3_000_000, maxPeriodicInterval: Int64 = 5_000_000, backOffAfterDecrease: Int64 = 1_500_000,
-            minimumInterval: Int64 = 1_000_000, resultTimeout: Int64 = 1_000_000, clusterDuration: Int64 = 20_000, minPackets: Int = 5,
+            minimumInterval: Int64 = 1_000_000, wantRaiseFraction: Double = 0.1, resultTimeout: Int64 = 1_000_000, clusterDuration: Int64 = 20_000, minPackets: Int = 5,
             packetSize: Int = 1_200, maxProbeBitrate: Int = 20_000_000, wantOvershoot: Double = 1.25
         ) {
             self.initialProbes = initialProbes
@@ -134,6 +138,7 @@ public struct ProbeController: Sendable {
             self.maxPeriodicInterval = maxPeriodicInterval
             self.backOffAfterDecrease = backOffAfterDecrease
             self.minimumInterval = minimumInterval
+            self.wantRaiseFraction = wantRaiseFraction
             self.resultTimeout = resultTimeout
             self.clusterDuration = clusterDuration
             self.minPackets = minPackets
@@ -167,7 +172,7 @@ public struct ProbeController: Sendable {
 
     /// The most the allocator would use (its layers' total); probes go a little above it, no further.
     public mutating func want(bitrate: Int) {
-        if bitrate > (wanted ?? 0) { wantRaised = true }
+        if Double(bitrate) > (1 + configuration.wantRaiseFraction) * Double(wanted ?? 0) { wantRaised = true }
         wanted = bitrate
     }
 
@@ -183,17 +188,28 @@ public struct ProbeController: Sendable {
         let carried = result.applied && Double(result.bitrate) >= configuration.probeFurtherFraction * Double(result.target)
         guard carried else {
             queued.removeAll()
-            periodicWait = min(2 * periodicWait, configuration.maxPeriodicInterval)
+            backOff()
             return
         }
-        periodicWait = configuration.periodicInterval
-        // Further, unless that is where this one already went (the want, or the cap).
+        // Further, unless that is where this one already went (the want, or the cap), or it
+        // measured the link's capacity.
         let further = min(Int(configuration.growth * Double(max(result.bitrate, estimate))), ceiling)
-        if queued.isEmpty, further > result.target { queued.append(further) }
+        if queued.isEmpty, !result.saturated, further > result.target { queued.append(further) }
+        // A link that carries nearly the want but not quite: probing it every few seconds would
+        // fill it every few seconds for nothing, so the wait grows as for a probe not carried.
+        if queued.isEmpty, let wanted, estimate < wanted {
+            backOff()
+        } else {
+            periodicWait = configuration.periodicInterval
+        }
     }
 
+    private mutating func backOff() { periodicWait = min(2 * periodicWait, configuration.maxPeriodicInterval) }
+
     /// The cluster to start now, if any: call on each tick while the pacer has none active.
-    public mutating func nextCluster(now: Int64) -> ProbeCluster? {
+    /// `packetSize` is the size of the packets the sender will probe with, when it knows
+    /// (padding is much smaller than media): a cluster lasts long enough for its minimum of them.
+    public mutating func nextCluster(now: Int64, packetSize: Int? = nil) -> ProbeCluster? {
         if !started {
             started = true
             queued = configuration.initialProbes.map { Int($0 * Double(estimate)) }
@@ -203,10 +219,11 @@ public struct ProbeController: Sendable {
             // Too little of it arrived to measure: as good as a probe the link could not carry.
             self.awaited = nil
             queued.removeAll()
+            backOff()
         }
         while !queued.isEmpty {
             let target = min(queued.removeFirst(), ceiling)
-            if Double(target) > 1.1 * Double(estimate) { return makeCluster(bitrate: target, now: now) }
+            if Double(target) > 1.1 * Double(estimate) { return makeCluster(bitrate: target, packetSize: packetSize, now: now) }
         }
         guard let wanted, estimate < wanted else {
             wantRaised = false
@@ -217,21 +234,22 @@ public struct ProbeController: Sendable {
         guard sinceLast >= (wantRaised ? configuration.minimumInterval : periodicWait) else { return nil }
         let target = min(Int(configuration.growth * Double(estimate)), ceiling)
         guard Double(target) > 1.1 * Double(estimate) else { return nil }
-        return makeCluster(bitrate: target, now: now)
+        return makeCluster(bitrate: target, packetSize: packetSize, now: now)
     }
 
     private var ceiling: Int {
         min(wanted.map { Int(Double($0) * configuration.wantOvershoot) } ?? configuration.maxProbeBitrate, configuration.maxProbeBitrate)
     }
 
-    private mutating func makeCluster(bitrate: Int, now: Int64) -> ProbeCluster {
+    private mutating func makeCluster(bitrate: Int, packetSize: Int?, now: Int64) -> ProbeCluster {
         let id = nextID
         nextID += 1
         lastProbe = now
         awaited = (id, now)
         wantRaised = false
         // Long enough for its minimum of packets at the assumed size.
-        let packetsTime = Int64(Double(configuration.minPackets * configuration.packetSize * 8) / Double(bitrate) * 1_000_000)
+        let size = packetSize ?? configuration.packetSize
+        let packetsTime = Int64(Double(configuration.minPackets * size * 8) / Double(bitrate) * 1_000_000)
         return ProbeCluster(
             id: id, bitrate: bitrate, duration: max(configuration.clusterDuration, packetsTime), minPackets: configuration.minPackets)
     }

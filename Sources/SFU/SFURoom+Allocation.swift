@@ -34,6 +34,7 @@ extension SFURoom {
         }
         let allocation = subscriber.allocator.update(estimate: estimate, tracks: tracks, now: Int64(now / 1000))
         subscriber.bandwidth.probeGoal = allocation.probeGoal
+        var forwardsVideo = false
         subscriber.bandwidth.want(bitrate: allocation.probeGoal ?? (allocation.audioBitrate + allocation.videoBitrate))
         for video in allocation.video {
             guard let downTrack = downTracksByID[video.id] else { continue }
@@ -42,6 +43,7 @@ extension SFURoom {
             case .forward(let selection): apply(selection.spatial, temporal: selection.temporal, to: downTrack, now: now)
             case .paused(let reason): apply(-1, temporal: 0, to: downTrack, now: now, pausedForBandwidth: reason == .bandwidth)
             }
+            if downTrack.currentLayer >= 0, downTrack.canSendPadding { forwardsVideo = true }
             // The subscriber hears which layer it gets once the switch happened (off the packet path).
             if downTrack.publication.isSimulcast, downTrack.currentLayer >= 0, downTrack.currentLayer != downTrack.reportedLayer {
                 downTrack.reportedLayer = downTrack.currentLayer
@@ -56,6 +58,8 @@ extension SFURoom {
                 requestKeyframe(downTrack.publication, layer: downTrack.targetLayer, now: now)
             }
         }
+        // Probes copy media while some video is forwarded, else they are padding: clusters sized to it.
+        subscriber.bandwidth.probePacketSize = forwardsVideo ? nil : PaddingPacket.headerLength + PaddingPacket.maxPadding
     }
 
     private func allocationLimit(_ limit: SubscriptionLimit) -> LayerLimit {
@@ -112,46 +116,43 @@ extension SFURoom {
     /// the newest packets of one of its video tracks (a duplicate the receiver drops, but real
     /// bytes through its link), counted towards the probe like any packet it is sent. With none
     /// of its video forwarded (all paused for bandwidth) there is nothing to copy: padding-only
-    /// packets on a paused track's RTX stream probe instead, or its estimate, fed by audio
-    /// alone, could never climb back to the lowest layer.
+    /// packets on a paused track's RTX stream probe instead (and make up what copies could not),
+    /// or its estimate, fed by audio alone, could never climb back to the lowest layer.
     func sendProbe(to subscriber: SFUParticipant, now: UInt64) {
         guard subscriber.subscriber?.isConnected == true else { return }
         var due = subscriber.bandwidth.probeBytesDue(now: now)
         guard due > 0 else { return }
+        var packets = 0
         var sentInAll = 0
         defer {
             subscriber.bandwidth.probeBytesSent += UInt64(sentInAll)
             workerStatistics.counts.probeBytesSent += UInt64(sentInAll)
         }
-        guard
-            let downTrack = subscriber.downTracks.first(where: {
-                $0.publication.kind == .video && $0.hasRetransmission && $0.currentLayer >= 0 && $0.isActive
-                    && $0.subscriberExtensions.transportCC != 0
-            }), let history = downTrack.publication.layers[downTrack.currentLayer].history
-        else {
-            guard let padded = subscriber.downTracks.first(where: { $0.publication.kind == .video && $0.canSendPadding }) else { return }
-            var packets = 0
+        let forwarded = subscriber.downTracks.first {
+            $0.publication.kind == .video && $0.currentLayer >= 0 && $0.canSendPadding
+        }
+        if let downTrack = forwarded, let history = downTrack.publication.layers[downTrack.currentLayer].history {
+            var outgoing = downTrack.rewriter.lastOutgoingSequence
             while due > 0, packets < Self.maxProbePacketsPerTick {
                 packets += 1
-                let sent = padded.sendPadding(min(due, PaddingPacket.maxPadding), now: now)
-                guard sent > 0 else { break }
+                defer { outgoing &-= 1 }
+                guard let incoming = downTrack.rewriter.incomingSequence(forOutgoing: outgoing) else { break }
+                let sent = history.withPacket(sequenceNumber: incoming) { stored -> Int in
+                    guard let header = RTPHeader(stored) else { return 0 }
+                    let frame = frameInfo(stored, header: header, publication: downTrack.publication)
+                    return downTrack.send(stored, header: header, frame: frame, now: now, retransmittedAs: outgoing, isProbe: true)
+                        ? stored.count : 0
+                } ?? 0
                 due -= sent
                 sentInAll += sent
             }
-            return
         }
-        var outgoing = downTrack.rewriter.lastOutgoingSequence
-        var attempts = 0
-        while due > 0, attempts < Self.maxProbePacketsPerTick {
-            attempts += 1
-            defer { outgoing &-= 1 }
-            guard let incoming = downTrack.rewriter.incomingSequence(forOutgoing: outgoing) else { break }
-            let sent = history.withPacket(sequenceNumber: incoming) { stored -> Int in
-                guard let header = RTPHeader(stored) else { return 0 }
-                let frame = frameInfo(stored, header: header, publication: downTrack.publication)
-                return downTrack.send(stored, header: header, frame: frame, now: now, retransmittedAs: outgoing, isProbe: true) ? stored.count : 0
-            } ?? 0
-            guard sent > 0 else { continue }
+        guard due > 0, let padded = forwarded ?? subscriber.downTracks.first(where: { $0.publication.kind == .video && $0.canSendPadding })
+        else { return }
+        while due > 0, packets < Self.maxProbePacketsPerTick {
+            packets += 1
+            let sent = padded.sendPadding(min(due, PaddingPacket.maxPadding), now: now)
+            guard sent > 0 else { break }
             due -= sent
             sentInAll += sent
         }

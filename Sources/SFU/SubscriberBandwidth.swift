@@ -29,6 +29,10 @@ public final class SubscriberBandwidth {
     /// For a REMB subscriber: the upgrade being tried while its receiver shows no congestion.
     public private(set) var receiverTrial = ReceiverEstimateTrial()
 
+    /// The size of the packets probes go out as: nil for copies of media (the prober's default),
+    /// a padding packet's while none of the subscriber's video is forwarded. Set by allocation.
+    var probePacketSize: Int?
+
     /// When and how fast to probe above the estimate, and the bytes of the probe under way.
     var prober: ProbeController
     var pacer = ProbePacer()
@@ -51,7 +55,7 @@ public final class SubscriberBandwidth {
     /// The probe bytes due now (starting the next probe when one is due); 0 when none.
     func probeBytesDue(now: UInt64) -> Int {
         let micros = Int64(now / 1000)
-        if pacer.activeCluster == nil, let cluster = prober.nextCluster(now: micros) { pacer.start(cluster, at: micros) }
+        if pacer.activeCluster == nil, let cluster = prober.nextCluster(now: micros, packetSize: probePacketSize) { pacer.start(cluster, at: micros) }
         return pacer.paddingBytes(now: micros)
     }
 

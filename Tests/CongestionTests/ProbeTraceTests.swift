@@ -107,11 +107,51 @@ import Testing
         #expect(cluster.duration == 60_000)
         // Just short of the want: probed again, a little above it.
         controller.estimateUpdated(Self.update(estimate: 790_000), now: 3_000_000)
-        let nextAbove = controller.nextCluster(now: 7_000_000)
+        // (The first probe's result never came: timed out, the wait grew to 5 s.)
+        #expect(controller.nextCluster(now: 7_000_000) == nil)
+        let nextAbove = controller.nextCluster(now: 7_700_000)
         let above = try #require(nextAbove)
         #expect(above.bitrate == 1_000_000)
-        controller.estimateUpdated(Self.update(estimate: 950_000), now: 7_200_000)
+        controller.estimateUpdated(Self.update(estimate: 950_000), now: 7_900_000)
         #expect(controller.nextCluster(now: 20_000_000) == nil, "the want is met")
+    }
+
+    @Test func smallRisesOfTheWantDoNotHurryProbesAndALinkJustUnderTheWantIsProbedLessOften() throws {
+        var controller = ProbeController(ProbeController.Configuration(initialProbes: []), initialBitrate: 500_000)
+        controller.want(bitrate: 1_000_000)
+        let nextFirst = controller.nextCluster(now: 0)
+        let first = try #require(nextFirst)
+        #expect(first.bitrate == 1_000_000)
+        // The link delivers 95 % of the want: carried, but the estimate stays under the want.
+        let short = ProbeResult(clusterID: first.id, target: first.bitrate, bitrate: 950_000, saturated: true, applied: true)
+        controller.estimateUpdated(Self.update(estimate: 950_000, probe: short), now: 100_000)
+        // The want creeps up 5 % (publishers' bitrates move): not a reason to probe within 1 s.
+        controller.want(bitrate: 1_050_000)
+        #expect(controller.nextCluster(now: 1_200_000) == nil)
+        // The sequence ended short of the want: the wait grew from 3 s to the most, 5 s.
+        #expect(controller.nextCluster(now: 3_100_000) == nil)
+        let nextSecond = controller.nextCluster(now: 5_100_000)
+        let second = try #require(nextSecond)
+        #expect(second.bitrate == 1_312_500, "1.25x the want")
+        // No result (lost on the full link): timed out, the next waits the 5 s again.
+        #expect(controller.nextCluster(now: 6_200_000) == nil)
+        #expect(controller.nextCluster(now: 10_000_000) == nil)
+        let nextThird = controller.nextCluster(now: 10_200_000)
+        #expect(nextThird != nil)
+        // A real rise of the want is probed after the minimum interval.
+        controller.want(bitrate: 1_400_000)
+        let nextRaised = controller.nextCluster(now: 11_300_000)
+        let raised = try #require(nextRaised)
+        #expect(raised.bitrate == 1_750_000)
+    }
+
+    @Test func aClusterOfPaddingIsSizedToPaddingPackets() throws {
+        var controller = ProbeController(ProbeController.Configuration(initialProbes: []), initialBitrate: 100_000)
+        controller.want(bitrate: 400_000)
+        let nextCluster = controller.nextCluster(now: 0, packetSize: 275)
+        let cluster = try #require(nextCluster)
+        // Five padding packets at 200 kbit/s take 55 ms (five media packets would take 240 ms).
+        #expect(cluster.bitrate == 200_000 && cluster.duration == 55_000 && cluster.bytes == 1_375)
     }
 
     /// Sends `count` packets of `cluster` at one instant (the sender's tick), then feedback with

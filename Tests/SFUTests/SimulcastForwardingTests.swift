@@ -199,37 +199,60 @@ func simulcastPacket(
         try await fixture.shutdown()
     }
 
+    /// On the loop: transport-wide feedback from the subscriber (for nothing yet: its estimate is
+    /// its own from now on, and the prober starts), then five ticks 20 ms apart; what it was sent.
+    static func feedbackThenTicks(_ fixture: RoomFixture, subscriber: Peer, downTrack: DownTrack) throws -> ([[UInt8]], SFUStatistics) {
+        let now = fixture.port.now()
+        let feedback = TWCCFeedback(
+            senderSSRC: 9, mediaSSRC: downTrack.outgoingSSRC, baseSequenceNumber: 0, referenceTime: 0, feedbackPacketCount: 0,
+            packets: [TWCCFeedback.PacketStatus(sequenceNumber: 0, arrivalMicroseconds: nil)])
+        try subscriber.sendRTCP(feedback.serialized(), now: now)
+        for step in UInt64(1)...5 { fixture.room.tick(now: now + step * 20_000_000) }
+        return (subscriber.received(from: fixture.sink).rtp, fixture.room.workerStatistics.counts)
+    }
+
     @Test func aSubscriberWithNoVideoForwardedIsProbedWithPaddingOnTheRTXStream() async throws {
         let fixture = try RoomFixture()
         let (_, subscriber, downTrack) = try await Self.setUp(fixture)
         let (probes, statistics) = try await fixture.onLoop { () -> ([[UInt8]], SFUStatistics) in
-            let now = fixture.port.now()
-            // Feedback arrived (for nothing yet): the estimate is the subscriber's from now on,
-            // and the prober starts. No layer was ever forwarded: no media to copy.
-            let feedback = TWCCFeedback(
-                senderSSRC: 9, mediaSSRC: downTrack.outgoingSSRC, baseSequenceNumber: 0, referenceTime: 0, feedbackPacketCount: 0,
-                packets: [TWCCFeedback.PacketStatus(sequenceNumber: 0, arrivalMicroseconds: nil)])
-            try subscriber.sendRTCP(feedback.serialized(), now: now)
-            for step in UInt64(1)...5 { fixture.room.tick(now: now + step * 20_000_000) }
-            return (subscriber.received(from: fixture.sink).rtp, fixture.room.workerStatistics.counts)
+            // No layer was ever forwarded: no media to copy.
+            try Self.feedbackThenTicks(fixture, subscriber: subscriber, downTrack: downTrack)
         }
         #expect(downTrack.currentLayer == -1)
         let padding = probes.filter { packet in packet.withUnsafeBytes { RTPHeader($0)?.ssrc == downTrack.retransmissionSSRC } }
         #expect(!padding.isEmpty)
         var transportSequences: [UInt16] = []
+        var sequenceNumbers: [UInt16] = []
         for packet in padding {
             try packet.withUnsafeBytes { bytes in
                 let header = try #require(RTPHeader(bytes))
+                sequenceNumbers.append(header.sequenceNumber)
                 #expect(header.payloadType == 101)
                 #expect(header.payloadLength == 0 && header.paddingLength > 0)
                 let element = try #require(header.extensionElements(in: bytes).first { $0.id == 5 })
                 transportSequences.append(UInt16(bytes[element.range.lowerBound]) << 8 | UInt16(bytes[element.range.lowerBound + 1]))
             }
         }
-        // Each stamped in turn for the estimate, and counted as probe bytes.
+        // Each its own RTX sequence number (SRTP would drop a repeated one as a replay), stamped
+        // in turn for the estimate, and counted as probe bytes.
+        #expect(sequenceNumbers == (0..<sequenceNumbers.count).map { sequenceNumbers[0] &+ UInt16($0) })
         #expect(transportSequences == Array(transportSequences.sorted()) && Set(transportSequences).count == transportSequences.count)
         #expect(statistics.probeBytesSent == UInt64(padding.reduce(0) { $0 + $1.count }))
         #expect(downTrack.bandwidth.probeBytesSent == statistics.probeBytesSent)
+        try await fixture.shutdown()
+    }
+
+    @Test func aSubscriberWithoutRTXIsNotSentPadding() async throws {
+        let fixture = try RoomFixture()
+        let (_, subscriber, downTrack) = try await Self.setUp(fixture)
+        let (received, statistics) = try await fixture.onLoop { () -> ([[UInt8]], SFUStatistics) in
+            fixture.room.negotiate(
+                downTrack, codecs: [RTPCodec(payloadType: 100, name: "VP8", clockRate: 90_000)], retransmissionPayloadType: nil,
+                extensions: RTPExtensionIDs(mid: 1, transportCC: 5))
+            return try Self.feedbackThenTicks(fixture, subscriber: subscriber, downTrack: downTrack)
+        }
+        #expect(downTrack.bandwidth.hasFeedback)
+        #expect(received.isEmpty && statistics.probeBytesSent == 0)
         try await fixture.shutdown()
     }
 }
